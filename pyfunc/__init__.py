@@ -1,0 +1,1 @@
+"""The served model: flight schema, feature engineering and the MLflow pyfunc that wraps them."""

@@ -1,0 +1,118 @@
+"""Feature engineering from what is known when a flight is scheduled, shared by training and serving.
+
+``fit_feature_spec`` learns everything data-dependent (category vocabularies, flight keys, how
+busy the schedule typically is) from the training flights only; ``build_features`` turns
+validated flights into the numeric matrix the booster reads. Both run unchanged on any
+airport's file of this schema.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import pandas as pd
+
+from pyfunc.schema import CATEGORY_COLUMNS, FLIGHT_NUMBER, SCHEDULED_TIME
+
+# Flight keys (airline + flight number) seen fewer times than this share one "rare" code.
+MIN_FLIGHT_KEY_COUNT = 5
+# High season as the airline defines it: Dec 15 - Mar 3, Jul 15 - 31, Sep 11 - 30.
+HIGH_SEASON = ((1215, 1231), (101, 303), (715, 731), (911, 930))
+
+FEATURE_NAMES = (
+    "hour",
+    "minute_of_day",
+    "weekday",
+    "month",
+    "day_of_month",
+    "high_season",
+    "typical_flights_in_hour",
+    "typical_flights_in_day",
+    *(f"{column}_code" for column in CATEGORY_COLUMNS),
+    "flight_key_code",
+)
+# XGBoost feature types: "c" = categorical code, "q" = quantitative.
+FEATURE_TYPES = tuple("c" if name.endswith("_code") else "q" for name in FEATURE_NAMES)
+
+
+@dataclass
+class FeatureSpec:
+    """What feature engineering learned from the training flights (JSON-serialisable)."""
+
+    vocabulary: dict[str, list[str]]
+    flight_keys: list[str]
+    flights_per_weekday_hour: list[list[float]]
+    flights_per_weekday: list[float]
+
+    def to_dict(self) -> dict:
+        """Plain dict for JSON."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> FeatureSpec:
+        """Inverse of ``to_dict``."""
+        return cls(**data)
+
+
+def flight_key(flights: pd.DataFrame) -> pd.Series:
+    """Airline code and flight number together identify a scheduled service."""
+    return flights["Emp-I"] + "|" + flights[FLIGHT_NUMBER]
+
+
+def fit_feature_spec(flights: pd.DataFrame) -> FeatureSpec:
+    """Learn vocabularies and schedule density from validated training flights."""
+    vocabulary = {c: sorted(flights[c].dropna().unique().tolist()) for c in CATEGORY_COLUMNS}
+    key_counts = flight_key(flights).value_counts()
+    flight_keys = sorted(key_counts[key_counts >= MIN_FLIGHT_KEY_COUNT].index.tolist())
+    times = flights[SCHEDULED_TIME]
+    per_day_hour = (
+        pd.DataFrame({"date": times.dt.date, "weekday": times.dt.weekday, "hour": times.dt.hour})
+        .groupby(["date", "weekday", "hour"])
+        .size()
+    )
+    days = pd.DataFrame({"date": times.dt.date, "weekday": times.dt.weekday}).drop_duplicates()
+    days_per_weekday = days.groupby("weekday").size().reindex(range(7), fill_value=0)
+    # Mean departures per (weekday, hour) over the training days of that weekday.
+    totals = per_day_hour.groupby(level=["weekday", "hour"]).sum()
+    grid = totals.unstack("hour").reindex(index=range(7), columns=range(24)).fillna(0.0)
+    per_weekday_hour = grid.div(days_per_weekday.replace(0, np.nan), axis=0).fillna(0.0)
+    per_weekday = per_weekday_hour.sum(axis=1)
+    return FeatureSpec(
+        vocabulary=vocabulary,
+        flight_keys=flight_keys,
+        flights_per_weekday_hour=per_weekday_hour.round(4).values.tolist(),
+        flights_per_weekday=per_weekday.round(4).tolist(),
+    )
+
+
+def _codes(values: pd.Series, categories: list[str]) -> np.ndarray:
+    """Integer code of each value in ``categories``; values outside get ``len(categories)``."""
+    codes = pd.Categorical(values, categories=categories).codes.astype(np.float32)
+    codes[codes < 0] = len(categories)
+    return codes
+
+
+def build_features(flights: pd.DataFrame, spec: FeatureSpec) -> np.ndarray:
+    """Feature matrix (rows = flights, columns = FEATURE_NAMES) from validated flights."""
+    times = flights[SCHEDULED_TIME]
+    hour = times.dt.hour.to_numpy()
+    weekday = times.dt.weekday.to_numpy()
+    month_day = times.dt.month.to_numpy() * 100 + times.dt.day.to_numpy()
+    high_season = np.zeros(len(flights), dtype=bool)
+    for start, end in HIGH_SEASON:
+        high_season |= (month_day >= start) & (month_day <= end)
+    density = np.asarray(spec.flights_per_weekday_hour, dtype=np.float32)
+    columns = [
+        hour,
+        hour * 60 + times.dt.minute.to_numpy(),
+        weekday,
+        times.dt.month.to_numpy(),
+        times.dt.day.to_numpy(),
+        high_season,
+        density[weekday, hour],
+        np.asarray(spec.flights_per_weekday, dtype=np.float32)[weekday],
+        *(_codes(flights[c], spec.vocabulary[c]) for c in CATEGORY_COLUMNS),
+        _codes(flight_key(flights), spec.flight_keys),
+    ]
+    return np.column_stack(columns).astype(np.float32)

@@ -1,0 +1,48 @@
+"""Every default of the pipeline, in one place; MLproject declares the same values (a test checks)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+SCL_SHA256 = "66d7334fbc9c2c070842e9a99d465f552f94a2b1d5c4047be825e5954e12e829"
+
+DEFAULTS: dict[str, dict[str, object]] = {
+    "etl": {
+        "data_uri": "",  # "" = $SKYPROPHET_DATA_URI, else the SCL file beside the checkout
+        "sha256": "",  # "" = no checksum check
+        "split_seed": 42,
+        "holdout_fraction": 0.33,
+        "max_reject_fraction": 0.01,
+    },
+    "train": {
+        "processed_uri": "",  # "" = datasets/processed (what etl wrote locally)
+        "n_estimators": 400,
+        "learning_rate": 0.05,
+        "max_depth": 6,
+        "min_child_weight": 5.0,
+        "subsample": 0.8,
+        "colsample_bytree": 0.8,
+        "scale_pos_weight": 1.0,
+        "cv_folds": 5,
+        "seed": 42,
+    },
+    "register": {
+        "model_uri": "",  # "" = the model of the newest finished train run
+        "holdout_uri": "",  # "" = the train run's holdout, else datasets/processed
+        "model_name": "flight-delay",
+        "promote": "auto",
+    },
+}
+
+
+def default_data_uri() -> str:
+    """Where the raw flights come from unless a step is told otherwise."""
+    fallback = PROJECT_ROOT.parent / "shared" / "datasets" / "scl-2017" / "data.csv"
+    return os.environ.get("SKYPROPHET_DATA_URI", str(fallback))
+
+
+def datasets_dir() -> Path:
+    """Root of raw/, interim/ and processed/ (``$SKYPROPHET_DATASETS_DIR`` or ``datasets/``)."""
+    return Path(os.environ.get("SKYPROPHET_DATASETS_DIR", PROJECT_ROOT / "datasets"))

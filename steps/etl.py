@@ -1,0 +1,164 @@
+"""etl: raw flights CSV -> validated interim flights -> day-grouped train / holdout split.
+
+Reads: the raw CSV (path, ``file://`` or ``gs://``). Writes: ``datasets/raw/data.csv``,
+``datasets/interim/{flights,rejects}.parquet``, ``datasets/processed/{train,holdout}.parquet``,
+and logs the processed folder, the rejects and the datasets' lineage to the MLflow run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from dataclasses import dataclass
+
+import mlflow
+import numpy as np
+import pandas as pd
+
+from pyfunc.schema import (
+    DELAY_MINUTES,
+    MAX_YEAR,
+    MIN_YEAR,
+    OPERATED_TIME,
+    REQUIRED_COLUMNS,
+    SCHEDULED_TIME,
+    TARGET,
+    parse_scheduled_time,
+)
+from steps import config, tracking
+from steps.storage import fetch
+
+logger = logging.getLogger("skyprophet.etl")
+TRAINING_COLUMNS = (*REQUIRED_COLUMNS, OPERATED_TIME)
+# Operated more than this far from the schedule is taken as a data error, not a delay.
+MAX_ABS_DEVIATION = pd.Timedelta(hours=24)
+
+
+class RawDataError(ValueError):
+    """The raw file cannot be used as it is."""
+
+
+@dataclass
+class EtlResult:
+    """What the next step needs: the run and the URI of the processed split."""
+
+    run_id: str
+    processed_uri: str
+    rows: int
+    rejected: int
+
+
+def read_raw(path: str) -> pd.DataFrame:
+    """Read every column as text, so nothing is coerced or defaulted on the way in."""
+    raw = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[], encoding="utf-8")
+    missing = [c for c in TRAINING_COLUMNS if c not in raw.columns]
+    if missing:
+        raise RawDataError(f"raw file {path} lacks required columns {missing}; it has {list(raw.columns)}")
+    return raw
+
+
+def reject_reasons(raw: pd.DataFrame) -> pd.Series:
+    """First reason each row cannot be used ("" when it can)."""
+    scheduled = parse_scheduled_time(raw[SCHEDULED_TIME])
+    operated = parse_scheduled_time(raw[OPERATED_TIME])
+    conditions, reasons = [], []
+    for column in TRAINING_COLUMNS:
+        conditions.append(raw[column].str.strip() == "")
+        reasons.append(f"missing_{column}")
+    conditions += [
+        scheduled.isna(),
+        (scheduled.dt.year < MIN_YEAR) | (scheduled.dt.year > MAX_YEAR),
+        operated.isna(),
+        (operated - scheduled).abs() > MAX_ABS_DEVIATION,
+    ]
+    reasons += ["unparsable_Fecha-I", "out_of_range_Fecha-I", "unparsable_Fecha-O", "implausible_delay"]
+    return pd.Series(np.select(conditions, reasons, default=""), index=raw.index)
+
+
+def delay_target(raw: pd.DataFrame) -> pd.Series:
+    """1 when the flight left more than DELAY_MINUTES after its scheduled time."""
+    late = parse_scheduled_time(raw[OPERATED_TIME]) - parse_scheduled_time(raw[SCHEDULED_TIME])
+    return (late > pd.Timedelta(minutes=DELAY_MINUTES)).astype(np.int64)
+
+
+def split_by_day(flights: pd.DataFrame, holdout_fraction: float, seed: int) -> pd.Series:
+    """True for holdout flights: whole calendar days drawn at random, so no day is on both sides."""
+    days = parse_scheduled_time(flights[SCHEDULED_TIME]).dt.normalize()
+    unique_days = np.sort(days.unique())
+    n_holdout = int(round(holdout_fraction * len(unique_days)))
+    holdout_days = np.random.default_rng(seed).choice(unique_days, size=n_holdout, replace=False)
+    return days.isin(holdout_days)
+
+
+def run(
+    data_uri: str = "",
+    sha256: str = "",
+    split_seed: int = 42,
+    holdout_fraction: float = 0.33,
+    max_reject_fraction: float = 0.01,
+) -> EtlResult:
+    """Fetch, validate, label and split the raw flights inside one MLflow run."""
+    data_uri = data_uri or config.default_data_uri()
+    root = config.datasets_dir()
+    with tracking.step_run("etl") as active:
+        tracking.log_params(
+            {
+                "data_uri": data_uri,
+                "sha256": sha256 or "unchecked",
+                "split_seed": split_seed,
+                "holdout_fraction": holdout_fraction,
+                "max_reject_fraction": max_reject_fraction,
+            }
+        )
+        logger.info("fetch: %s", data_uri)
+        raw_path = fetch(data_uri, root / "raw" / "data.csv", sha256)
+        raw = read_raw(str(raw_path))
+        logger.info("validate: %d rows", len(raw))
+        reasons = reject_reasons(raw)
+        rejected = raw[reasons != ""].assign(reject_reason=reasons[reasons != ""])
+        counts = rejected["reject_reason"].value_counts()
+        (root / "interim").mkdir(parents=True, exist_ok=True)
+        rejected.to_parquet(root / "interim" / "rejects.parquet", index=False)
+        mlflow.log_artifact(str(root / "interim" / "rejects.parquet"), "rejects")
+        mlflow.log_metrics({"raw_rows": len(raw), "rejected_rows": len(rejected)})
+        mlflow.log_metrics({f"rejected_{reason}": int(n) for reason, n in counts.items()})
+        if len(rejected) > max_reject_fraction * len(raw):
+            raise RawDataError(
+                f"{len(rejected)} of {len(raw)} rows rejected (limit {max_reject_fraction:.1%}): "
+                f"{counts.to_dict()}; see {root / 'interim' / 'rejects.parquet'}"
+            )
+        flights = raw[reasons == ""].reset_index(drop=True)
+        flights[TARGET] = delay_target(flights)
+        flights.to_parquet(root / "interim" / "flights.parquet", index=False)
+        logger.info("split: %d flights, %.2f%% delayed", len(flights), 100 * flights[TARGET].mean())
+        in_holdout = split_by_day(flights, holdout_fraction, split_seed)
+        processed = root / "processed"
+        processed.mkdir(parents=True, exist_ok=True)
+        splits = {"train": flights[~in_holdout], "holdout": flights[in_holdout]}
+        for name, frame in splits.items():
+            frame.to_parquet(processed / f"{name}.parquet", index=False)
+            dataset = mlflow.data.from_pandas(frame, source=data_uri, name=name, targets=TARGET)
+            mlflow.log_input(dataset, context=name)
+            mlflow.log_metrics({f"{name}_rows": len(frame), f"{name}_delay_rate": float(frame[TARGET].mean())})
+        mlflow.log_artifacts(str(processed), "processed")
+        run_id = active.info.run_id
+    return EtlResult(run_id, f"runs:/{run_id}/processed", len(flights), len(rejected))
+
+
+def main() -> None:
+    """CLI: ``python -m steps.etl --data-uri ...``."""
+    defaults = config.DEFAULTS["etl"]
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--data-uri", default=defaults["data_uri"])
+    parser.add_argument("--sha256", default=defaults["sha256"])
+    parser.add_argument("--split-seed", type=int, default=defaults["split_seed"])
+    parser.add_argument("--holdout-fraction", type=float, default=defaults["holdout_fraction"])
+    parser.add_argument("--max-reject-fraction", type=float, default=defaults["max_reject_fraction"])
+    args = parser.parse_args()
+    tracking.setup_logging()
+    result = run(**vars(args))
+    logger.info("done: run %s, processed data at %s", result.run_id, result.processed_uri)
+
+
+if __name__ == "__main__":
+    main()

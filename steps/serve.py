@@ -1,0 +1,64 @@
+"""serve: print a ready-to-paste curl for the Production model, then become `mlflow models serve`.
+
+Not an MLproject entry point: ``make run`` and ``make serve`` call it after the pipeline.
+The curl's body is the model version's own input example, so it always matches the signature.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+
+import mlflow
+from mlflow.models import Model
+
+from steps import tracking
+
+
+def example_curl(model_uri: str, host: str, port: int) -> str:
+    """A curl that POSTs the model's input example to /invocations."""
+    local = mlflow.artifacts.download_artifacts(artifact_uri=model_uri)
+    example = Model.load(local).load_input_example(local)
+    body = json.dumps({"dataframe_records": example.head(2).to_dict(orient="records")}, ensure_ascii=False)
+    return f"curl -s -X POST http://{host}:{port}/invocations -H 'Content-Type: application/json' -d '{body}'"
+
+
+def main() -> None:
+    """Print the curl, then exec `mlflow models serve` so Ctrl-C stops the server directly."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--model-uri", default="models:/flight-delay/Production")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=5001)
+    parser.add_argument("--workers", type=int, default=1)
+    args = parser.parse_args()
+    os.environ["MLFLOW_TRACKING_URI"] = tracking.tracking_uri()
+    tracking.configure()
+    sys.stdout.write(f"\nServing {args.model_uri} on http://{args.host}:{args.port} (Ctrl-C stops it). Try:\n\n")
+    sys.stdout.write(example_curl(args.model_uri, args.host, args.port) + "\n\n")
+    sys.stdout.flush()
+    mlflow_cli = shutil.which("mlflow") or "mlflow"
+    os.execv(
+        mlflow_cli,
+        [
+            mlflow_cli,
+            "models",
+            "serve",
+            "-m",
+            args.model_uri,
+            "--env-manager",
+            "local",
+            "-h",
+            args.host,
+            "-p",
+            str(args.port),
+            "-w",
+            str(args.workers),
+        ],
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,237 @@
+"""train: processed train / holdout flights -> calibrated XGBoost pyfunc logged to MLflow.
+
+Reads: ``<processed_uri>/{train,holdout}.parquet`` (a folder or a ``runs:/`` URI from etl).
+Writes: the ``model`` pyfunc (booster in XGBoost's UBJ format + JSON spec), holdout metrics,
+plots (confusion matrix, ROC/PR, reliability, feature importance) and the datasets' lineage.
+Threshold and calibration come from out-of-fold predictions over training days only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlparse
+
+import mlflow
+import numpy as np
+import pandas as pd
+import sklearn
+import xgboost as xgb
+from sklearn.isotonic import IsotonicRegression
+from sklearn.model_selection import GroupKFold
+
+from pyfunc.features import FEATURE_NAMES, FEATURE_TYPES, FeatureSpec, build_features, fit_feature_spec
+from pyfunc.model import BOOSTER_ARTIFACT, SPEC_ARTIFACT, FlightDelayModel, ModelSpec
+from pyfunc.schema import (
+    OPTIONAL_COLUMNS,
+    REQUIRED_COLUMNS,
+    SCHEDULED_TIME,
+    TARGET,
+    clean_flights,
+    model_signature,
+    unknown_categories,
+)
+from steps import config, metrics, tracking
+
+logger = logging.getLogger("skyprophet.train")
+MODEL_URI_TAG = "skyprophet.model_uri"
+HOLDOUT_URI_TAG = "skyprophet.holdout_uri"
+
+
+class MissingInputError(FileNotFoundError):
+    """A step's input is not there; the message says which step to run first."""
+
+
+@dataclass
+class TrainResult:
+    """The run, the logged model's URI and the holdout metrics."""
+
+    run_id: str
+    model_uri: str
+    metrics: dict[str, float]
+
+
+@dataclass
+class FittedModel:
+    """A booster with its feature spec, calibration and threshold, before logging."""
+
+    booster: xgb.Booster
+    spec: ModelSpec
+
+    def predict_clean(self, clean: pd.DataFrame) -> np.ndarray:
+        """Calibrated probabilities for validated flights."""
+        return self.spec.calibrate(self.booster.inplace_predict(build_features(clean, self.spec.features)))
+
+
+def resolve_local(uri: str) -> Path:
+    """A local path for ``uri``: downloaded when it is a ``runs:/``, ``models:/`` or remote URI."""
+    if urlparse(uri).scheme in ("", "file") and not uri.startswith("file:"):
+        return Path(uri)
+    return Path(mlflow.artifacts.download_artifacts(artifact_uri=uri))
+
+
+def artifact_location(uri: str) -> str:
+    """``runs:/<id>/<path>`` as the artifact store's own URI (what dataset lineage can record)."""
+    if not uri.startswith("runs:/"):
+        return uri
+    run_id, _, path = uri[len("runs:/") :].partition("/")
+    return f"{mlflow.MlflowClient().get_run(run_id).info.artifact_uri}/{path}"
+
+
+def load_processed(processed_uri: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The etl step's train and holdout flights."""
+    try:
+        folder = resolve_local(processed_uri)
+    except mlflow.exceptions.MlflowException as err:
+        raise MissingInputError(
+            f"cannot read processed data at {processed_uri}: run `mlflow run . -e etl` first"
+        ) from err
+    paths = [folder / "train.parquet", folder / "holdout.parquet"]
+    if not all(p.is_file() for p in paths):
+        raise MissingInputError(f"no train/holdout parquet under {processed_uri}: run `mlflow run . -e etl` first")
+    return pd.read_parquet(paths[0]), pd.read_parquet(paths[1])
+
+
+def booster_params(hyper: dict) -> dict:
+    """XGBoost parameters from the step's hyper-parameters."""
+    return {
+        "objective": "binary:logistic",
+        "eval_metric": "logloss",
+        "tree_method": "hist",
+        "max_cat_to_onehot": 1,
+        "eta": hyper["learning_rate"],
+        "max_depth": hyper["max_depth"],
+        "min_child_weight": hyper["min_child_weight"],
+        "subsample": hyper["subsample"],
+        "colsample_bytree": hyper["colsample_bytree"],
+        "scale_pos_weight": hyper["scale_pos_weight"],
+        "seed": hyper["seed"],
+        "nthread": 2,
+    }
+
+
+def fit_booster(features: np.ndarray, target: np.ndarray, hyper: dict) -> xgb.Booster:
+    """One XGBoost fit with categorical codes marked as such."""
+    matrix = xgb.DMatrix(
+        features,
+        label=target,
+        feature_names=list(FEATURE_NAMES),
+        feature_types=list(FEATURE_TYPES),
+        enable_categorical=True,
+    )
+    return xgb.train(booster_params(hyper), matrix, num_boost_round=hyper["n_estimators"])
+
+
+def fit_model(train_raw: pd.DataFrame, hyper: dict) -> tuple[FittedModel, dict[str, float]]:
+    """Fit features, booster, isotonic calibration and threshold; returns also the CV metrics.
+
+    Out-of-fold scores over day-grouped folds of the training days fit the calibration and the
+    threshold, so the holdout is never looked at.
+    """
+    clean = clean_flights(train_raw)
+    target = train_raw[TARGET].to_numpy()
+    feature_spec = fit_feature_spec(clean)
+    features = build_features(clean, feature_spec)
+    days = clean[SCHEDULED_TIME].dt.normalize().to_numpy()
+    out_of_fold = np.zeros(len(clean))
+    for fit_rows, score_rows in GroupKFold(n_splits=hyper["cv_folds"]).split(features, target, days):
+        booster = fit_booster(features[fit_rows], target[fit_rows], hyper)
+        out_of_fold[score_rows] = booster.inplace_predict(features[score_rows])
+    isotonic = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip").fit(out_of_fold, target)
+    calibrated = isotonic.predict(out_of_fold)
+    threshold = metrics.best_f1_threshold(target, calibrated)
+    spec = ModelSpec(
+        features=feature_spec,
+        calibration_x=isotonic.X_thresholds_.tolist(),
+        calibration_y=isotonic.y_thresholds_.tolist(),
+        threshold=threshold,
+    )
+    cv_metrics = metrics.classification_metrics(target, calibrated, threshold)
+    return FittedModel(fit_booster(features, target, hyper), spec), cv_metrics
+
+
+def scorable(holdout_raw: pd.DataFrame, feature_spec: FeatureSpec) -> tuple[pd.DataFrame, np.ndarray]:
+    """Holdout flights the model can score (categories seen in training), and their targets."""
+    clean = clean_flights(holdout_raw)
+    known = ~unknown_categories(clean, feature_spec.vocabulary).to_numpy()
+    return clean[known].reset_index(drop=True), holdout_raw[TARGET].to_numpy()[known]
+
+
+def log_pyfunc(fitted: FittedModel, input_example: pd.DataFrame) -> mlflow.models.model.ModelInfo:
+    """Log the pyfunc with its artifacts, code, signature, input example and pinned requirements."""
+    with tempfile.TemporaryDirectory() as tmp:
+        booster_path, spec_path = Path(tmp) / "booster.ubj", Path(tmp) / "spec.json"
+        fitted.booster.save_model(booster_path)
+        fitted.spec.save(str(spec_path))
+        return mlflow.pyfunc.log_model(
+            name="model",
+            python_model=FlightDelayModel(),
+            artifacts={BOOSTER_ARTIFACT: str(booster_path), SPEC_ARTIFACT: str(spec_path)},
+            code_paths=[str(config.PROJECT_ROOT / "pyfunc")],
+            signature=model_signature(),
+            input_example=input_example,
+            pip_requirements=[
+                f"mlflow=={mlflow.__version__}",
+                f"xgboost=={xgb.__version__}",
+                f"pandas=={pd.__version__}",
+                f"numpy=={np.__version__}",
+                f"scikit-learn=={sklearn.__version__}",
+            ],
+        )
+
+
+def run(processed_uri: str = "", **hyper) -> TrainResult:
+    """Fit, evaluate on the holdout and log the model inside one MLflow run."""
+    processed_uri = processed_uri or str(config.datasets_dir() / "processed")
+    hyper = {**{k: v for k, v in config.DEFAULTS["train"].items() if k != "processed_uri"}, **hyper}
+    with tracking.step_run("train") as active:
+        tracking.log_params({"processed_uri": processed_uri, **hyper})
+        train_raw, holdout_raw = load_processed(processed_uri)
+        for name, frame in (("train", train_raw), ("holdout", holdout_raw)):
+            dataset = mlflow.data.from_pandas(
+                frame, source=artifact_location(f"{processed_uri}/{name}.parquet"), name=name, targets=TARGET
+            )
+            mlflow.log_input(dataset, context="training" if name == "train" else "evaluation")
+        logger.info("fit: %d flights, %d folds", len(train_raw), hyper["cv_folds"])
+        fitted, cv_metrics = fit_model(train_raw, hyper)
+        mlflow.log_metrics({f"cv_{k}": v for k, v in cv_metrics.items()})
+        logger.info("evaluate: holdout of %d flights", len(holdout_raw))
+        clean, target = scorable(holdout_raw, fitted.spec.features)
+        probability = fitted.predict_clean(clean)
+        holdout_metrics = metrics.classification_metrics(target, probability, fitted.spec.threshold)
+        mlflow.log_metrics({f"holdout_{k}": v for k, v in holdout_metrics.items()})
+        mlflow.log_metric("holdout_unscorable_rows", len(holdout_raw) - len(clean))
+        mlflow.log_figure(
+            metrics.confusion_figure(target, probability, fitted.spec.threshold), "plots/confusion_matrix.png"
+        )
+        mlflow.log_figure(metrics.curves_figure(target, {"model": probability}), "plots/roc_pr_curves.png")
+        mlflow.log_figure(metrics.reliability_figure(target, {"model": probability}), "plots/reliability.png")
+        importance = fitted.booster.get_score(importance_type="total_gain")
+        mlflow.log_figure(metrics.importance_figure(importance), "plots/feature_importance.png")
+        logger.info(
+            "log model: holdout ROC AUC %.4f, PR AUC %.4f", holdout_metrics["roc_auc"], holdout_metrics["pr_auc"]
+        )
+        example_columns = [c for c in (*REQUIRED_COLUMNS, *OPTIONAL_COLUMNS) if c in train_raw.columns]
+        info = log_pyfunc(fitted, train_raw[example_columns].head(5))
+        mlflow.set_tags({MODEL_URI_TAG: info.model_uri, HOLDOUT_URI_TAG: f"{processed_uri}/holdout.parquet"})
+        run_id = active.info.run_id
+    return TrainResult(run_id, info.model_uri, holdout_metrics)
+
+
+def main() -> None:
+    """CLI: ``python -m steps.train --processed-uri ... --n-estimators ...``."""
+    defaults = config.DEFAULTS["train"]
+    parser = argparse.ArgumentParser(description=__doc__)
+    for name, default in defaults.items():
+        parser.add_argument(f"--{name.replace('_', '-')}", type=type(default), default=default)
+    args = parser.parse_args()
+    tracking.setup_logging()
+    result = run(**vars(args))
+    logger.info("done: run %s, model %s, holdout %s", result.run_id, result.model_uri, result.metrics)
+
+
+if __name__ == "__main__":
+    main()

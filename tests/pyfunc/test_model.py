@@ -1,0 +1,80 @@
+"""The pyfunc on raw records: same features as training, calibrated outputs, named errors."""
+
+import json
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+
+from pyfunc.features import FEATURE_NAMES, build_features
+from pyfunc.schema import REQUIRED_COLUMNS, InvalidFlightsError, clean_flights, validate_request
+from steps import train
+from tests.factory import make_flights
+
+HYPER = {**{k: v for k, v in train.config.DEFAULTS["train"].items() if k != "processed_uri"}, "n_estimators": 60}
+
+
+@pytest.fixture(scope="module")
+def fitted_and_loaded(tmp_path_factory):
+    """Fit on generated flights, log the pyfunc to a temporary store, load it back."""
+    store = tmp_path_factory.mktemp("store")
+    mlflow.set_tracking_uri(f"sqlite:///{store / 'mlflow.db'}")
+    flights = make_flights(days=90)
+    flights["delay"] = (pd.to_datetime(flights["Fecha-O"]) - pd.to_datetime(flights["Fecha-I"])) > pd.Timedelta(
+        minutes=15
+    )
+    flights["delay"] = flights["delay"].astype(int)
+    fitted, _ = train.fit_model(flights, HYPER)
+    with mlflow.start_run():
+        info = train.log_pyfunc(fitted, flights[list(REQUIRED_COLUMNS)].head(5))
+    return fitted, mlflow.pyfunc.load_model(info.model_uri), flights
+
+
+def test_features_are_the_same_in_training_and_serving(fitted_and_loaded):
+    fitted, _, flights = fitted_and_loaded
+    training = build_features(clean_flights(flights), fitted.spec.features)
+    records = json.loads(flights[list(REQUIRED_COLUMNS)].to_json(orient="records"))
+    served = build_features(
+        validate_request(pd.DataFrame(records), fitted.spec.features.vocabulary), fitted.spec.features
+    )
+    assert training.shape == (len(flights), len(FEATURE_NAMES))
+    np.testing.assert_array_equal(training, served)
+
+
+def test_pyfunc_scores_raw_records_like_training(fitted_and_loaded):
+    fitted, model, flights = fitted_and_loaded
+    records = pd.DataFrame(json.loads(flights.head(300).to_json(orient="records")))
+    output = model.predict(records)
+    assert list(output.columns) == ["delay_probability", "delay"]
+    assert len(output) == 300, "one output per flight"
+    assert output["delay_probability"].between(0, 1).all()
+    np.testing.assert_allclose(output["delay_probability"], fitted.predict_clean(clean_flights(flights.head(300))))
+    threshold = fitted.spec.threshold
+    assert (output["delay"] == (output["delay_probability"] >= threshold).astype(int)).all()
+
+
+def test_pyfunc_learned_the_generated_pattern(fitted_and_loaded):
+    _, model, flights = fitted_and_loaded
+    p = model.predict(flights)["delay_probability"].to_numpy()
+    alpha, gamma = flights["OPERA"] == "Alpha Air", flights["OPERA"] == "Gamma Jet"
+    assert p[alpha].mean() > p[gamma].mean() + 0.1, "Alpha Air is generated later than Gamma Jet"
+
+
+@pytest.mark.parametrize(
+    "change, field",
+    [({"OPERA": "Nowhere Air"}, "OPERA"), ({"Des-I": "QQQQ"}, "Des-I"), ({"TIPOVUELO": "Z"}, "TIPOVUELO")],
+)
+def test_unknown_category_names_column_and_value(fitted_and_loaded, change, field):
+    _, model, flights = fitted_and_loaded
+    bad = flights.head(3).assign(**change)
+    with pytest.raises(InvalidFlightsError) as caught:
+        model.predict(bad)
+    assert caught.value.field == field
+    assert next(iter(change.values())).upper() in caught.value.message, "the message shows the bad value"
+
+
+def test_missing_required_column_names_it(fitted_and_loaded):
+    _, model, flights = fitted_and_loaded
+    with pytest.raises(mlflow.exceptions.MlflowException, match="SIGLADES"):
+        model.predict(flights.head(3).drop(columns=["SIGLADES"]))

@@ -1,0 +1,81 @@
+"""etl: target, row validation with counted rejects, the day split, lineage."""
+
+import mlflow
+import pandas as pd
+import pytest
+
+from steps import etl
+from steps.storage import DataSourceError
+from tests.factory import make_flights
+
+
+def test_target_is_more_than_15_minutes_late():
+    raw = pd.DataFrame(
+        {
+            "Fecha-I": ["2017-01-01 10:00:00"] * 4,
+            "Fecha-O": ["2017-01-01 10:15:00", "2017-01-01 10:16:00", "2017-01-01 09:50:00", "2017-01-02 00:30:00"],
+        }
+    )
+    assert etl.delay_target(raw).tolist() == [0, 1, 0, 1], "15 min is on time, 16 min and crossing midnight are late"
+
+
+def test_bad_rows_are_counted_by_reason():
+    raw = make_flights(days=2, flights_per_day=10)
+    raw.loc[0, "Fecha-I"] = "not a date"
+    raw.loc[1, "Fecha-O"] = "2017-13-45 10:00:00"
+    raw.loc[2, "OPERA"] = ""
+    raw.loc[3, "Fecha-O"] = "2017-03-01 10:00:00"  # two months after the schedule
+    reasons = etl.reject_reasons(raw)
+    assert reasons[:4].tolist() == ["unparsable_Fecha-I", "unparsable_Fecha-O", "missing_OPERA", "implausible_delay"]
+    assert (reasons[4:] == "").all(), "good rows carry no reason"
+
+
+def test_missing_column_is_a_clear_error(tmp_path):
+    path = tmp_path / "flights.csv"
+    make_flights(days=2).drop(columns=["Fecha-O"]).to_csv(path, index=False)
+    with pytest.raises(etl.RawDataError, match=r"lacks required columns \['Fecha-O'\]"):
+        etl.read_raw(str(path))
+
+
+def test_day_split_keeps_days_whole_and_is_seeded():
+    flights = make_flights(days=60, flights_per_day=20)
+    holdout = etl.split_by_day(flights, 0.33, seed=42)
+    days = flights["Fecha-I"].str[:10]
+    assert not set(days[holdout]) & set(days[~holdout]), "no day is on both sides"
+    assert days[holdout].nunique() == 20, "33 % of 60 days"
+    assert holdout.equals(etl.split_by_day(flights, 0.33, seed=42)), "same seed, same split"
+    assert not holdout.equals(etl.split_by_day(flights, 0.33, seed=7)), "another seed, another split"
+
+
+def test_run_writes_splits_rejects_and_lineage(tracking_store, tmp_path):
+    raw = make_flights(days=30, flights_per_day=40)
+    raw.loc[5, "Fecha-I"] = "31/01/2017 10:00"  # one bad row in 1,200: under the 1 % limit
+    path = tmp_path / "raw.csv"
+    raw.to_csv(path, index=False)
+    result = etl.run(data_uri=f"file://{path}")
+    assert (result.rows, result.rejected) == (1199, 1)
+    run = mlflow.get_run(result.run_id)
+    assert run.data.metrics["rejected_unparsable_Fecha-I"] == 1
+    assert {d.dataset.name for d in run.inputs.dataset_inputs} == {"train", "holdout"}
+    assert all(d.dataset.digest for d in run.inputs.dataset_inputs), "lineage carries a digest"
+    local = mlflow.artifacts.download_artifacts(result.processed_uri)
+    train, holdout = pd.read_parquet(f"{local}/train.parquet"), pd.read_parquet(f"{local}/holdout.parquet")
+    assert len(train) + len(holdout) == 1199
+    rejects = pd.read_parquet(f"{tracking_store['SKYPROPHET_DATASETS_DIR']}/interim/rejects.parquet")
+    assert rejects["reject_reason"].tolist() == ["unparsable_Fecha-I"]
+
+
+def test_too_many_rejects_fail_the_step(tracking_store, tmp_path):
+    raw = make_flights(days=5, flights_per_day=20)
+    raw.loc[:4, "Fecha-O"] = ""
+    path = tmp_path / "raw.csv"
+    raw.to_csv(path, index=False)
+    with pytest.raises(etl.RawDataError, match=r"5 of 100 rows rejected.*missing_Fecha-O"):
+        etl.run(data_uri=str(path))
+
+
+def test_checksum_mismatch_and_missing_file_fail(tracking_store, flights_csv, tmp_path):
+    with pytest.raises(DataSourceError, match="sha256"):
+        etl.run(data_uri=str(flights_csv), sha256="0" * 64)
+    with pytest.raises(DataSourceError, match="not found"):
+        etl.run(data_uri=str(tmp_path / "nowhere.csv"))

@@ -1,0 +1,80 @@
+"""End to end with real processes: `mlflow run . -e main`, then `mlflow models serve` from the registry."""
+
+import subprocess
+
+import mlflow
+import pytest
+
+from steps.config import PROJECT_ROOT
+from tests.conftest import BIN, process_env
+from tests.factory import make_flights
+
+pytestmark = [pytest.mark.slow]
+MAIN_TIMEOUT = 600
+
+
+def mlflow_run(entry_point: str, env: dict[str, str], **params) -> subprocess.CompletedProcess:
+    """`mlflow run . -e <entry_point> --env-manager local` with -P parameters, as a user types it."""
+    command = [
+        str(BIN / "mlflow"),
+        "run",
+        ".",
+        "-e",
+        entry_point,
+        "--env-manager",
+        "local",
+        "--experiment-name",
+        env["MLFLOW_EXPERIMENT_NAME"],
+    ]
+    for key, value in params.items():
+        command += ["-P", f"{key}={value}"]
+    return subprocess.run(
+        command, cwd=PROJECT_ROOT, env=process_env(env), capture_output=True, text=True, timeout=MAIN_TIMEOUT
+    )
+
+
+def test_main_registers_promotes_and_serves(tracking_store, flights_csv, serve_model):
+    done = mlflow_run("main", tracking_store, data_uri=flights_csv, n_estimators=60)
+    assert done.returncode == 0, done.stderr[-4000:]
+    client = mlflow.MlflowClient()
+    first = client.get_model_version_by_alias("flight-delay", "production")
+    assert str(first.version) == "1" and first.current_stage == "Production"
+    assert first.tags["gate.decision"] == "promoted" and first.tags["gate.production_version"] == "none"
+
+    flights = make_flights(days=3, seed=99)
+    server = serve_model("models:/flight-delay/Production", tracking_store)
+    records = flights.drop(columns=["Fecha-O"]).to_dict(orient="records")
+    for payload in (
+        {"dataframe_records": records},
+        {"dataframe_split": flights.to_dict(orient="split", index=False)},
+    ):
+        answer = server.invoke(payload)
+        assert answer.status_code == 200, answer.text
+        predictions = answer.json()["predictions"]
+        assert len(predictions) == len(flights), "one prediction per flight sent"
+        assert all(0.0 <= p["delay_probability"] <= 1.0 and p["delay"] in (0, 1) for p in predictions)
+
+    # A deliberately weak model: registered as version 2 but Production stays at version 1.
+    done = mlflow_run("main", tracking_store, data_uri=flights_csv, n_estimators=1, max_depth=1)
+    assert done.returncode == 0, done.stderr[-4000:]
+    second = client.get_model_version("flight-delay", "2")
+    assert second.tags["gate.decision"] == "not promoted", second.tags
+    assert float(second.tags["gate.candidate_roc_auc"]) < float(second.tags["gate.production_roc_auc"])
+    assert str(client.get_model_version_by_alias("flight-delay", "production").version) == "1"
+    assert client.get_model_version("flight-delay", "1").current_stage == "Production"
+    assert second.current_stage == "None"
+
+
+def test_each_step_runs_alone_and_says_what_is_missing(tracking_store, flights_csv):
+    missing = mlflow_run("train", tracking_store)
+    assert missing.returncode != 0
+    assert "mlflow run . -e etl" in missing.stderr, "train without etl output says to run etl first"
+    for entry_point, params in (("etl", {"data_uri": flights_csv}), ("train", {"n_estimators": 30}), ("register", {})):
+        done = mlflow_run(entry_point, tracking_store, **params)
+        assert done.returncode == 0, f"{entry_point}: {done.stderr[-3000:]}"
+    version = mlflow.MlflowClient().get_model_version_by_alias("flight-delay", "production")
+    assert str(version.version) == "1"
+    again = mlflow_run("register", tracking_store, promote="force")
+    assert again.returncode == 0, again.stderr[-3000:]
+    versions = mlflow.MlflowClient().search_model_versions("name = 'flight-delay'")
+    assert len(versions) == 1, "registering the same train run twice makes no second version"
