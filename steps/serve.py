@@ -1,4 +1,4 @@
-"""serve: print a ready-to-paste curl for the Production model, then become `mlflow models serve`.
+"""serve: print a ready-to-paste curl for the Production model, then run `mlflow models serve`.
 
 Not an MLproject entry point: ``make run`` and ``make serve`` call it after the pipeline.
 The curl's body is the model version's own input example, so it always matches the signature.
@@ -10,6 +10,8 @@ import argparse
 import json
 import os
 import shutil
+import signal
+import subprocess
 import sys
 
 import mlflow
@@ -27,7 +29,7 @@ def example_curl(model_uri: str, host: str, port: int) -> str:
 
 
 def main() -> None:
-    """Print the curl, then exec `mlflow models serve` so Ctrl-C stops the server directly."""
+    """Print the curl, then run `mlflow models serve` until Ctrl-C."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--model-uri", default="models:/flight-delay/Production")
     parser.add_argument("--host", default="127.0.0.1")
@@ -40,24 +42,34 @@ def main() -> None:
     sys.stdout.write(example_curl(args.model_uri, args.host, args.port) + "\n\n")
     sys.stdout.flush()
     mlflow_cli = shutil.which("mlflow") or "mlflow"
-    os.execv(
+    command = [
         mlflow_cli,
-        [
-            mlflow_cli,
-            "models",
-            "serve",
-            "-m",
-            args.model_uri,
-            "--env-manager",
-            "local",
-            "-h",
-            args.host,
-            "-p",
-            str(args.port),
-            "-w",
-            str(args.workers),
-        ],
-    )
+        "models",
+        "serve",
+        "-m",
+        args.model_uri,
+        "--env-manager",
+        "local",
+        "-h",
+        args.host,
+        "-p",
+        str(args.port),
+        "-w",
+        str(args.workers),
+    ]
+    # Own session: Ctrl-C reaches only this process, which then stops the server with SIGTERM
+    # (uvicorn's graceful shutdown) instead of both getting SIGINT and printing tracebacks.
+    server = subprocess.Popen(command, start_new_session=True)
+    try:
+        sys.exit(server.wait())
+    except KeyboardInterrupt:
+        sys.stdout.write("\nStopping the model server...\n")
+        os.killpg(server.pid, signal.SIGTERM)
+        try:
+            server.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+        sys.stdout.write("Stopped.\n")
 
 
 if __name__ == "__main__":
