@@ -12,6 +12,8 @@ HOST ?= 127.0.0.1
 PORT ?= 5001
 MODEL_URI ?= models:/flight-delay/Production
 PYTEST_ARGS ?=
+# mlflow models serve workers: one per core on the 2-core machines.
+WORKERS ?= 2
 
 .PHONY: install run pipeline serve ui test test-fast lint clean
 
@@ -27,15 +29,15 @@ pipeline: install  ## etl -> train -> register on the raw data, through `mlflow 
 		-P data_uri=$(DATA_URI) -P sha256=$(DATA_SHA256)
 
 serve: install  ## serve the Production model with `mlflow models serve`, printing a curl
-	python -m steps.serve --model-uri $(MODEL_URI) --host $(HOST) --port $(PORT)
+	python -m steps.serve --model-uri $(MODEL_URI) --host $(HOST) --port $(PORT) --workers $(WORKERS)
 
 run: pipeline serve  ## the whole thing: pipeline, then the server (Ctrl-C stops it)
 
 ui: install  ## MLflow UI on the embedded store
 	mlflow ui --backend-store-uri $(MLFLOW_TRACKING_URI) --host $(HOST) --port 5000
 
-test: install  ## every test CI runs
-	python -m pytest $(PYTEST_ARGS)
+test: install  ## every test CI runs (the short stress test included); coverage in reports/coverage/index.html
+	python -m pytest --cov=pyfunc --cov=steps --cov=sidecar --cov-report=term --cov-report=html:reports/coverage $(PYTEST_ARGS)
 
 test-fast: install  ## the inner loop: no real processes, no real data
 	python -m pytest -m "not slow and not real_data and not stress and not integration" $(PYTEST_ARGS)
@@ -45,3 +47,52 @@ lint: install
 
 clean:  ## drop the embedded store and the generated data (keeps the venv)
 	rm -rf mlflow.db mlruns mlartifacts reports datasets/{raw,interim,processed,test}/[!.]*
+
+.PHONY: image sidecar
+MODEL_IMAGE ?= skyprophet-model
+SIDECAR_IMAGE ?= skyprophet-sidecar
+SIDECAR_PORT ?= 8081
+
+image: install  ## model image from the registry (mlflow models build-docker) + sidecar image (Dockerfile); needs Docker
+	mlflow models build-docker -m $(MODEL_URI) -n $(MODEL_IMAGE)
+	docker build --target sidecar -t $(SIDECAR_IMAGE) .
+
+sidecar: install  ## /ping + /health on SIDECAR_PORT for the model server of `make serve` (or MODEL_SERVER_URL)
+	MODEL_SERVER_URL=$${MODEL_SERVER_URL:-http://$(HOST):$(PORT)} MODEL_URI=$(MODEL_URI) \
+		SIDECAR_HOST=$(HOST) SIDECAR_PORT=$(SIDECAR_PORT) python -m sidecar.app
+
+.PHONY: evaluate
+EVALUATE_ARGS ?=
+
+evaluate: install  ## model vs challenge and seed baselines on the day and forward splits of etl's output (run `make pipeline` first)
+	python -m steps.evaluate $(EVALUATE_ARGS)
+
+.PHONY: monitor
+MONITOR_ARGS ?=
+
+monitor: install  ## drift of new flights (DATA=path, file:// or gs://) vs Production's training data; Error 3 = drift
+	@test -n "$(DATA)" || { echo "usage: make monitor DATA=<path, file:// or gs:// URI of new flights>" >&2; exit 2; }
+	python -m steps.monitor --data $(DATA) $(MONITOR_ARGS)
+
+.PHONY: tracking-server
+TRACKING_PORT ?= 5000
+TRACKING_ARGS ?=
+export MLFLOW_BACKEND_STORE_URI MLFLOW_ARTIFACTS_DESTINATION
+
+tracking-server: install  ## mlflow server: MLFLOW_BACKEND_STORE_URI=postgresql://… + MLFLOW_ARTIFACTS_DESTINATION=gs://…, else mlflow.db + mlartifacts/
+	python -m steps.tracking_server --host $(HOST) --port $(TRACKING_PORT) $(TRACKING_ARGS)
+
+.PHONY: bench stress-test
+USERS ?= 100
+SPAWN_RATE ?= 10
+DURATION ?= 60s
+P95_MS ?= 500
+BENCH_ARGS ?=
+
+bench: install  ## benchmark table vs DESIGN.md targets: times etl/train/register on DATA_URI, then loads the served model (wrk, else locust)
+	@command -v wrk >/dev/null || echo "bench: wrk missing (apt-get install -y wrk); using locust" >&2
+	python -m bench.run --data-uri $(DATA_URI) --sha256 $(DATA_SHA256) --workers $(WORKERS) $(BENCH_ARGS)
+
+stress-test: install  ## locust on MODEL_URI's server (+ sidecar; trains one first if there is none): USERS, SPAWN_RATE, DURATION, P95_MS; report in reports/stress/
+	python -m tests.stress.run --model-uri $(MODEL_URI) --users $(USERS) --spawn-rate $(SPAWN_RATE) \
+		--duration $(DURATION) --p95-ms $(P95_MS) --workers $(WORKERS) --data-uri $(DATA_URI)

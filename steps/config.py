@@ -18,13 +18,14 @@ DEFAULTS: dict[str, dict[str, object]] = {
     },
     "train": {
         "processed_uri": "",  # "" = datasets/processed (what etl wrote locally)
+        # Chosen by day-grouped CV on SCL's training days (`python -m steps.evaluate --search-trials 20`).
         "n_estimators": 400,
-        "learning_rate": 0.05,
-        "max_depth": 6,
-        "min_child_weight": 5.0,
+        "learning_rate": 0.02,
+        "max_depth": 10,
+        "min_child_weight": 50.0,
         "subsample": 0.8,
-        "colsample_bytree": 0.8,
-        "scale_pos_weight": 1.0,
+        "colsample_bytree": 0.4,
+        "scale_pos_weight": 3.0,  # delayed flights are ~19 %; isotonic calibration undoes the weighting
         "cv_folds": 5,
         "seed": 42,
     },
@@ -33,6 +34,22 @@ DEFAULTS: dict[str, dict[str, object]] = {
         "holdout_uri": "",  # "" = the train run's holdout, else datasets/processed
         "model_name": "flight-delay",
         "promote": "auto",
+    },
+    "evaluate": {
+        "processed_uri": "",  # "" = datasets/processed (what etl wrote locally)
+        "model_name": "flight-delay",  # its Production version gets the table when trained on the same data
+        "search_trials": 0,  # > 0: also a day-grouped CV hyper-parameter search with this many candidates
+        "seed": 42,
+    },
+    "monitor": {
+        "data": "",  # the new flights (path, file:// or gs://); required
+        "model_name": "flight-delay",
+        "auc_threshold": 0.65,  # adversarial ROC AUC at or above this is drift (exit code 3)
+        "cv_folds": 5,
+        "seed": 42,
+        "max_rows": 100000,  # per side, sampled; 0 = all
+        "exclude_features": "",  # comma-separated model features to leave out, e.g. month,day_of_month
+        "report_dir": "",  # "" = reports/monitor in the checkout
     },
 }
 
