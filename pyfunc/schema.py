@@ -8,6 +8,7 @@ trailing ``.0`` (``"0226"``, ``226`` and ``"226.0"`` are the same flight).
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
@@ -71,6 +72,39 @@ def _describe_known(known: list[str]) -> str:
     return f"the model knows {len(known)} values, e.g. " + ", ".join(known[:10])
 
 
+# Per column: the pandas-inferred kinds accepted at once, and the Python types accepted value by value.
+TEXT_KINDS, TEXT_TYPES = ("string",), (str,)
+FLIGHT_NUMBER_KINDS = ("string", "integer", "floating", "mixed-integer-float")
+FLIGHT_NUMBER_TYPES = (str, int, float, np.integer, np.floating)
+
+
+def _check_value_types(values: pd.Series, kinds: tuple[str, ...], allowed: tuple[type, ...], expected: str) -> None:
+    """Refuse JSON lists, objects, booleans (or numbers for text) that would otherwise be stringified."""
+    if isinstance(values.dtype, pd.StringDtype) or pd.api.types.infer_dtype(values, skipna=True) in kinds:
+        return
+    wrong = values.map(lambda v: not isinstance(v, allowed) or isinstance(v, bool | np.bool_)).astype(bool)
+    if wrong.any():
+        found = sorted({type(values[i]).__name__ for i in wrong[wrong].index})
+        raise InvalidFlightsError(
+            str(values.name), f"expected {expected}, got {', '.join(found)} ({_example_rows(wrong, values)})"
+        )
+
+
+def _check_whole_numbers(values: pd.Series) -> None:
+    """Refuse numeric flight numbers that are no flight number: fractional or infinite (``226.5``, ``Infinity``)."""
+    if isinstance(values.dtype, pd.StringDtype) or pd.api.types.is_integer_dtype(values):
+        return
+    floats = values.map(lambda v: isinstance(v, float | np.floating)).astype(bool)
+    if floats.any():
+        numbers = values[floats].astype(float)
+        bad = pd.Series(False, index=values.index)
+        bad[floats] = ~np.isfinite(numbers) | (numbers.abs() % 1 != 0)
+        if bad.any():
+            raise InvalidFlightsError(
+                str(values.name), f"expected a whole flight number ({_example_rows(bad, values)})"
+            )
+
+
 def check_batch(frame: pd.DataFrame) -> None:
     """Refuse what is not a batch of flights the server should score in one request."""
     if not isinstance(frame, pd.DataFrame):
@@ -99,6 +133,11 @@ def clean_flights(frame: pd.DataFrame) -> pd.DataFrame:
     for column in CATEGORY_COLUMNS:
         if pd.api.types.is_numeric_dtype(frame[column]):
             raise InvalidFlightsError(column, f"expected text, got {frame[column].dtype} values")
+        _check_value_types(frame[column], TEXT_KINDS, TEXT_TYPES, "text")
+    _check_value_types(
+        frame[FLIGHT_NUMBER], FLIGHT_NUMBER_KINDS, FLIGHT_NUMBER_TYPES, "a flight number (text or number)"
+    )
+    _check_whole_numbers(frame[FLIGHT_NUMBER])
     times = parse_scheduled_time(frame[SCHEDULED_TIME])
     if times.isna().any():
         raise InvalidFlightsError(

@@ -1,0 +1,45 @@
+# SkyProphet images besides the model itself (the model image comes from
+# `mlflow models build-docker`, see `make image`). One file, three targets:
+#   sidecar       (default, last)  /ping + /health beside the model server       make image
+#   tracking                        mlflow server on PostgreSQL + GCS             docker compose
+#   gcs-emulator                    gcp-storage-emulator standing in for GCS       docker compose
+# Versions are pinned and match requirements.txt / requirements-dev.txt.
+ARG PYTHON_IMAGE=python:3.11.7-slim-bookworm
+
+FROM ${PYTHON_IMAGE} AS base
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+RUN groupadd --gid 10001 app && useradd --uid 10001 --gid app --no-create-home --shell /usr/sbin/nologin app
+WORKDIR /app
+
+FROM base AS gcs-emulator
+RUN pip install gcp-storage-emulator==2026.7.19
+USER 10001
+EXPOSE 9023
+CMD ["gcp-storage-emulator", "start", "--host", "0.0.0.0", "--port", "9023", "--default-bucket", "skyprophet-artifacts", "--in-memory"]
+
+FROM base AS tracking
+RUN pip install mlflow==3.17.2 psycopg2-binary==2.9.13 google-cloud-storage==3.17.1
+USER 10001
+EXPOSE 5000
+HEALTHCHECK --interval=10s --timeout=3s --start-period=30s --retries=3 \
+    CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:5000/health', timeout=2)"]
+# The command (store URIs) is set by docker-compose.yml.
+CMD ["mlflow", "server", "--host", "0.0.0.0", "--port", "5000"]
+
+FROM base AS sidecar
+# mlflow-skinny: the registry client without pandas/numpy/SQLAlchemy (the sidecar talks to an
+# HTTP tracking server); google-cloud-storage for gs:// artifacts not proxied by the server.
+RUN pip install mlflow-skinny==3.17.2 requests==2.34.2 google-cloud-storage==3.17.1
+COPY sidecar/ /app/sidecar/
+USER 10001
+ENV SIDECAR_HOST=0.0.0.0 \
+    SIDECAR_PORT=8081 \
+    MODEL_SERVER_URL=http://127.0.0.1:8080 \
+    MODEL_URI=models:/flight-delay/Production
+EXPOSE 8081
+HEALTHCHECK --interval=10s --timeout=3s --start-period=10s --retries=3 \
+    CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:' + os.environ.get('SIDECAR_PORT', '8081') + '/ping', timeout=2)"]
+CMD ["python", "-m", "sidecar.app"]

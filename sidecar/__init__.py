@@ -1,0 +1,1 @@
+"""The /ping and /health sidecar beside the model server (``python -m sidecar.app``)."""
