@@ -1,15 +1,31 @@
-"""Bring a file from a local path, ``file://`` or ``gs://`` URI to a local path, checking its sha256."""
+"""Bring a file from a local path, ``file://`` or ``gs://`` URI to a local path, checking its sha256.
+
+Also the GCS preflight: a ``gs://`` artifact location is probed with a write and a delete, so a
+missing or read-only bucket fails before a step does any work. The Google client finds its
+credentials itself (Application Default Credentials; ``STORAGE_EMULATOR_HOST`` for an emulator).
+"""
 
 from __future__ import annotations
 
 import hashlib
+import logging
+import os
 import shutil
+import uuid
 from pathlib import Path
 from urllib.parse import unquote, urlparse
+
+logger = logging.getLogger("skyprophet.storage")
+PROBE_DIR = ".skyprophet-preflight"
+GCS_TIMEOUT = 30  # seconds per GCS request in the preflight
 
 
 class DataSourceError(RuntimeError):
     """The raw data cannot be read or is not the file it should be."""
+
+
+class ArtifactStoreError(RuntimeError):
+    """The artifact store (a bucket, or the tracking server's artifact proxy) cannot be written."""
 
 
 def sha256_of(path: Path) -> str:
@@ -27,15 +43,62 @@ def split_gs_uri(uri: str) -> tuple[str, str]:
     return parsed.netloc, parsed.path.lstrip("/")
 
 
-def _download_gs(uri: str, destination: Path) -> None:
-    from google.api_core.exceptions import GoogleAPIError
+def gcs_client():
+    """A ``google.cloud.storage.Client``: Application Default Credentials, else anonymous (as MLflow does)."""
+    from google.auth.exceptions import DefaultCredentialsError
     from google.cloud import storage
+
+    try:
+        return storage.Client()
+    except DefaultCredentialsError:
+        return storage.Client.create_anonymous_client()
+
+
+def _where() -> str:
+    emulator = os.environ.get("STORAGE_EMULATOR_HOST")
+    return f"the GCS emulator at {emulator}" if emulator else "Google Cloud Storage"
+
+
+def _download_gs(uri: str, destination: Path) -> None:
+    import requests
+    from google.api_core.exceptions import GoogleAPIError
 
     bucket, name = split_gs_uri(uri)
     try:
-        storage.Client().bucket(bucket).blob(name).download_to_filename(str(destination))
-    except GoogleAPIError as err:
-        raise DataSourceError(f"cannot download {uri}: {err}") from err
+        gcs_client().bucket(bucket).blob(name).download_to_filename(str(destination))
+    except (GoogleAPIError, requests.RequestException) as err:
+        destination.unlink(missing_ok=True)
+        raise DataSourceError(f"cannot download {uri} from {_where()}: {err}") from err
+
+
+def check_gs_writable(uri: str) -> None:
+    """Write and delete a small object under ``uri``; raise ``ArtifactStoreError`` saying what to fix."""
+    import requests
+    from google.api_core.exceptions import Forbidden, GoogleAPIError, NotFound, Unauthorized
+
+    bucket, prefix = split_gs_uri(uri)
+    name = "/".join(p for p in (prefix.rstrip("/"), PROBE_DIR, uuid.uuid4().hex) if p)
+    blob = gcs_client().bucket(bucket).blob(name)
+    try:
+        blob.upload_from_string(b"", timeout=GCS_TIMEOUT, retry=None)
+    except NotFound as err:
+        raise ArtifactStoreError(
+            f"artifact store {uri}: bucket gs://{bucket} does not exist in {_where()}; "
+            f"create it (gcloud storage buckets create gs://{bucket}) or point the artifact location elsewhere"
+        ) from err
+    except (Forbidden, Unauthorized) as err:
+        raise ArtifactStoreError(
+            f"artifact store {uri}: the credentials in use may not write to gs://{bucket} ({err.code}); "
+            "grant their service account roles/storage.objectUser on the bucket"
+        ) from err
+    except (GoogleAPIError, requests.RequestException) as err:
+        raise ArtifactStoreError(
+            f"artifact store {uri}: test write to gs://{bucket} failed on {_where()} ({err.__class__.__name__}: {err})"
+        ) from err
+    try:
+        blob.delete(timeout=GCS_TIMEOUT, retry=None)
+    except (GoogleAPIError, requests.RequestException) as err:
+        logger.warning("preflight object gs://%s/%s written but not deleted: %s", bucket, name, err)
 
 
 def fetch(uri: str, destination: Path, expected_sha256: str = "") -> Path:

@@ -5,18 +5,23 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import uuid
 from collections.abc import Iterator
 from urllib.parse import urlparse
 
 import mlflow
 import requests
+from mlflow.data.dataset_source import DatasetSource
+from mlflow.data.dataset_source_registry import get_registered_sources, register_dataset_source
 from mlflow.tracking import MlflowClient
 
+from steps import storage
 from steps.config import PROJECT_ROOT
 
 EXPERIMENT_ENV = "MLFLOW_EXPERIMENT_NAME"
 DEFAULT_EXPERIMENT = "skyprophet"
 STEP_TAG = "skyprophet.step"
+PROBE_TIMEOUT = 20  # seconds for the artifact proxy's test write (MLflow's own upload retries for minutes)
 logger = logging.getLogger("skyprophet")
 
 
@@ -42,20 +47,127 @@ def check_tracking_reachable(uri: str) -> None:
         ) from err
 
 
+def _auth() -> dict:
+    """The credentials MLflow's own client sends (``MLFLOW_TRACKING_TOKEN`` or username/password)."""
+    if token := os.environ.get("MLFLOW_TRACKING_TOKEN"):
+        return {"headers": {"Authorization": f"Bearer {token}"}}
+    if user := os.environ.get("MLFLOW_TRACKING_USERNAME"):
+        return {"auth": (user, os.environ.get("MLFLOW_TRACKING_PASSWORD", ""))}
+    return {}
+
+
+def _check_artifact_proxy_writable(location: str, uri: str) -> None:
+    """PUT then DELETE a small file through the server's artifact proxy, once, without retries.
+
+    MLflow's own client retries a failing upload for about four minutes; this probe answers in
+    a second. The server's answer to a bucket it cannot write is a bare HTTP 500, so the message
+    lists the likely causes and points at the server's log.
+    """
+    parsed = urlparse(location)
+    base = f"http://{parsed.netloc}" if parsed.netloc else uri.rstrip("/")
+    path = "/".join(p for p in (parsed.path.strip("/"), storage.PROBE_DIR, uuid.uuid4().hex) if p)
+    url = f"{base}/api/2.0/mlflow-artifacts/artifacts/{path}"
+    try:
+        answer = requests.put(url, data=b"", timeout=PROBE_TIMEOUT, **_auth())
+    except requests.Timeout as err:
+        raise storage.ArtifactStoreError(
+            f"artifact store {location}: the tracking server at {uri} did not finish a test write to its artifact "
+            f"destination within {PROBE_TIMEOUT} s: the bucket may be unreachable from the server; "
+            "the server's log has the cause"
+        ) from err
+    except requests.RequestException as err:
+        raise storage.ArtifactStoreError(
+            f"artifact store {location}: the tracking server at {uri} did not take a test write "
+            f"({err.__class__.__name__}); check that it runs (make tracking-server)"
+        ) from err
+    if answer.status_code != 200:
+        raise storage.ArtifactStoreError(
+            f"artifact store {location}: the tracking server at {uri} cannot write to its artifact destination "
+            f"(HTTP {answer.status_code} on a test write): check that the bucket of its --artifacts-destination "
+            "exists and that the server's service account may write to it (roles/storage.objectUser); "
+            "the server's log has the cause"
+        )
+    with contextlib.suppress(requests.RequestException):
+        requests.delete(url, timeout=PROBE_TIMEOUT, **_auth())
+
+
+def check_artifact_store_writable(location: str, uri: str) -> None:
+    """Fail before any work when the artifact location is a bucket or proxy that cannot be written.
+
+    ``gs://…`` is probed with the Google client (direct artifact access); ``mlflow-artifacts:/…``
+    through the tracking server at ``uri`` (proxied access, as ``make tracking-server`` runs it).
+    Local folders are created on demand and not probed.
+    """
+    scheme = urlparse(location).scheme
+    if scheme == "gs":
+        storage.check_gs_writable(location)
+    elif scheme == "mlflow-artifacts" and (urlparse(location).netloc or urlparse(uri).scheme in ("http", "https")):
+        _check_artifact_proxy_writable(location, uri)
+
+
+class ProxiedArtifactSource(DatasetSource):
+    """Dataset lineage for ``mlflow-artifacts:/…`` files (artifacts proxied by a tracking server).
+
+    MLflow resolves ``gs://``, ``s3://`` and local sources but not this scheme, which is what a
+    run's artifact URI is under ``mlflow server --serve-artifacts``.
+    """
+
+    def __init__(self, uri: str) -> None:
+        self.uri = uri
+
+    @staticmethod
+    def _get_source_type() -> str:
+        return "mlflow_artifacts"
+
+    def load(self, dst_path: str | None = None) -> str:
+        """Download the file through the tracking server; returns the local path."""
+        return mlflow.artifacts.download_artifacts(artifact_uri=self.uri, dst_path=dst_path)
+
+    @staticmethod
+    def _can_resolve(raw_source: object) -> bool:
+        return isinstance(raw_source, str) and urlparse(raw_source).scheme == "mlflow-artifacts"
+
+    @classmethod
+    def _resolve(cls, raw_source: object) -> ProxiedArtifactSource:
+        return cls(str(raw_source))
+
+    def to_dict(self) -> dict[str, str]:
+        """``{"uri": …}``, like MLflow's own artifact sources."""
+        return {"uri": self.uri}
+
+    @classmethod
+    def from_dict(cls, source_dict: dict) -> ProxiedArtifactSource:
+        """Inverse of ``to_dict``."""
+        return cls(source_dict["uri"])
+
+
 def configure() -> MlflowClient:
     """Point MLflow at the tracking store (checked first) and return a client for it."""
     uri = tracking_uri()
     check_tracking_reachable(uri)
     mlflow.set_tracking_uri(uri)
+    if ProxiedArtifactSource not in get_registered_sources():
+        register_dataset_source(ProxiedArtifactSource)
     return MlflowClient(uri)
 
 
 @contextlib.contextmanager
 def step_run(step: str) -> Iterator[mlflow.ActiveRun]:
-    """The MLflow run a step works in: the one ``mlflow run`` started, or a new one."""
-    configure()
-    if not os.environ.get("MLFLOW_RUN_ID"):
-        mlflow.set_experiment(os.environ.get(EXPERIMENT_ENV, DEFAULT_EXPERIMENT))
+    """The MLflow run a step works in: the one ``mlflow run`` started, or a new one.
+
+    The tracking server and the artifact store are checked first, so a step whose results could
+    not be stored fails before it does any work.
+    """
+    client = configure()
+    if run_id := os.environ.get("MLFLOW_RUN_ID"):
+        experiment = client.get_experiment(client.get_run(run_id).info.experiment_id)
+    else:
+        name = os.environ.get(EXPERIMENT_ENV, DEFAULT_EXPERIMENT)
+        if client.get_experiment_by_name(name) is None and urlparse(tracking_uri()).scheme == "sqlite":
+            # The embedded store keeps artifacts in the checkout, wherever the step is started from.
+            client.create_experiment(name, artifact_location=(PROJECT_ROOT / "mlruns").as_uri())
+        experiment = mlflow.set_experiment(name)
+    check_artifact_store_writable(experiment.artifact_location, tracking_uri())
     with mlflow.start_run() as run:
         mlflow.set_tag(STEP_TAG, step)
         logger.info("%s: run %s in experiment %s", step, run.info.run_id, run.info.experiment_id)
