@@ -26,14 +26,19 @@ FEATURE_NAMES = (
     "weekday",
     "month",
     "day_of_month",
+    "day_of_year",
     "high_season",
     "typical_flights_in_hour",
     "typical_flights_in_day",
     *(f"{column}_code" for column in CATEGORY_COLUMNS),
     "flight_key_code",
 )
+# Codes of high-cardinality columns (destinations, flight keys: hundreds at a busy airport) are
+# split on as ordered numbers: XGBoost's partition search over their categories costs about 7x the
+# training time for the same holdout AUC (measured on SCL 2017, see README "Model quality").
+ORDERED_CODES = ("Des-I_code", "SIGLADES_code", "flight_key_code")
 # XGBoost feature types: "c" = categorical code, "q" = quantitative.
-FEATURE_TYPES = tuple("c" if name.endswith("_code") else "q" for name in FEATURE_NAMES)
+FEATURE_TYPES = tuple("c" if name.endswith("_code") and name not in ORDERED_CODES else "q" for name in FEATURE_NAMES)
 
 
 @dataclass
@@ -88,8 +93,9 @@ def fit_feature_spec(flights: pd.DataFrame) -> FeatureSpec:
 
 def _codes(values: pd.Series, categories: list[str]) -> np.ndarray:
     """Integer code of each value in ``categories``; values outside get ``len(categories)``."""
-    codes = pd.Categorical(values, categories=categories).codes.astype(np.float32)
-    codes[codes < 0] = len(categories)
+    index = categories if isinstance(categories, pd.Index) else pd.Index(categories)
+    codes = index.get_indexer(values).astype(np.float32)  # about twice as fast as pd.Categorical
+    codes[codes < 0] = len(index)
     return codes
 
 
@@ -109,6 +115,7 @@ def build_features(flights: pd.DataFrame, spec: FeatureSpec) -> np.ndarray:
         weekday,
         times.dt.month.to_numpy(),
         times.dt.day.to_numpy(),
+        times.dt.dayofyear.to_numpy(),
         high_season,
         density[weekday, hour],
         np.asarray(spec.flights_per_weekday, dtype=np.float32)[weekday],

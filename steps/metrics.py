@@ -50,6 +50,14 @@ def classification_metrics(y: np.ndarray, p: np.ndarray, threshold: float) -> di
     return {k: float(v) for k, v in result.items()}
 
 
+def log_figure(figure: plt.Figure, path: str) -> None:
+    """Log a figure to the active MLflow run and free it (pyplot keeps every open figure)."""
+    import mlflow
+
+    mlflow.log_figure(figure, path)
+    plt.close(figure)
+
+
 def confusion_figure(y: np.ndarray, p: np.ndarray, threshold: float) -> plt.Figure:
     """Confusion matrix at the decision threshold."""
     fig, ax = plt.subplots(figsize=(4, 4))

@@ -125,19 +125,31 @@ def fit_booster(features: np.ndarray, target: np.ndarray, hyper: dict) -> xgb.Bo
     return xgb.train(booster_params(hyper), matrix, num_boost_round=hyper["n_estimators"])
 
 
-def fit_model(train_raw: pd.DataFrame, hyper: dict) -> tuple[FittedModel, dict[str, float]]:
-    """Fit features, booster, isotonic calibration and threshold; returns also the CV metrics.
+def training_features(
+    train_raw: pd.DataFrame, cv_folds: int
+) -> tuple[np.ndarray, np.ndarray, FeatureSpec, list[tuple[np.ndarray, np.ndarray]]]:
+    """Features, targets, feature spec and day-grouped folds of the training flights.
 
-    Out-of-fold scores over day-grouped folds of the training days fit the calibration and the
-    threshold, so the holdout is never looked at.
+    Folds group whole calendar days, so a day's flights (and its weather) are never on both sides.
     """
     clean = clean_flights(train_raw)
     target = train_raw[TARGET].to_numpy()
     feature_spec = fit_feature_spec(clean)
     features = build_features(clean, feature_spec)
     days = clean[SCHEDULED_TIME].dt.normalize().to_numpy()
-    out_of_fold = np.zeros(len(clean))
-    for fit_rows, score_rows in GroupKFold(n_splits=hyper["cv_folds"]).split(features, target, days):
+    folds = list(GroupKFold(n_splits=cv_folds).split(features, target, days))
+    return features, target, feature_spec, folds
+
+
+def fit_model(train_raw: pd.DataFrame, hyper: dict) -> tuple[FittedModel, dict[str, float]]:
+    """Fit features, booster, isotonic calibration and threshold; returns also the CV metrics.
+
+    Out-of-fold scores over day-grouped folds of the training days fit the calibration and the
+    threshold, so the holdout is never looked at.
+    """
+    features, target, feature_spec, folds = training_features(train_raw, hyper["cv_folds"])
+    out_of_fold = np.zeros(len(target))
+    for fit_rows, score_rows in folds:
         booster = fit_booster(features[fit_rows], target[fit_rows], hyper)
         out_of_fold[score_rows] = booster.inplace_predict(features[score_rows])
     isotonic = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip").fit(out_of_fold, target)
@@ -204,13 +216,13 @@ def run(processed_uri: str = "", **hyper) -> TrainResult:
         holdout_metrics = metrics.classification_metrics(target, probability, fitted.spec.threshold)
         mlflow.log_metrics({f"holdout_{k}": v for k, v in holdout_metrics.items()})
         mlflow.log_metric("holdout_unscorable_rows", len(holdout_raw) - len(clean))
-        mlflow.log_figure(
+        metrics.log_figure(
             metrics.confusion_figure(target, probability, fitted.spec.threshold), "plots/confusion_matrix.png"
         )
-        mlflow.log_figure(metrics.curves_figure(target, {"model": probability}), "plots/roc_pr_curves.png")
-        mlflow.log_figure(metrics.reliability_figure(target, {"model": probability}), "plots/reliability.png")
+        metrics.log_figure(metrics.curves_figure(target, {"model": probability}), "plots/roc_pr_curves.png")
+        metrics.log_figure(metrics.reliability_figure(target, {"model": probability}), "plots/reliability.png")
         importance = fitted.booster.get_score(importance_type="total_gain")
-        mlflow.log_figure(metrics.importance_figure(importance), "plots/feature_importance.png")
+        metrics.log_figure(metrics.importance_figure(importance), "plots/feature_importance.png")
         logger.info(
             "log model: holdout ROC AUC %.4f, PR AUC %.4f", holdout_metrics["roc_auc"], holdout_metrics["pr_auc"]
         )

@@ -1,0 +1,78 @@
+"""evaluate: three models, two splits, one run; the table reaches the Production version it describes."""
+
+from __future__ import annotations
+
+import mlflow
+import pandas as pd
+import pytest
+
+from steps import etl, evaluate, register, train
+from tests.factory import make_flights
+
+HYPER = {"n_estimators": 60}
+
+
+def test_forward_split_is_nov_dec_on_a_calendar_year():
+    flights = make_flights(days=365, flights_per_day=2)
+    test = evaluate.forward_split(flights)
+    months = pd.to_datetime(flights["Fecha-I"])[test].dt.month
+    assert set(months) == {11, 12}, f"forward test months {sorted(set(months))}"
+    assert not pd.to_datetime(flights["Fecha-I"])[~test].dt.month.isin([11, 12]).any()
+
+
+def test_forward_split_falls_back_to_the_last_days_of_a_shorter_file():
+    flights = make_flights(days=60, flights_per_day=3)
+    test = evaluate.forward_split(flights)
+    times = pd.to_datetime(flights["Fecha-I"])
+    assert 0.1 < test.mean() < 0.25, f"last sixth of the days expected, got {test.mean():.2f} of flights"
+    assert times[test].min() > times[~test].max(), "every test flight is after every training flight"
+
+
+@pytest.mark.slow
+def test_evaluate_logs_the_table_and_describes_production(tracking_store, flights_csv):
+    etl_result = etl.run(data_uri=str(flights_csv))
+    trained = train.run(processed_uri=etl_result.processed_uri, **HYPER)
+    registered = register.run(model_uri=trained.model_uri, holdout_uri=f"{etl_result.processed_uri}/holdout.parquet")
+    assert registered.promoted
+
+    result = evaluate.run(processed_uri=etl_result.processed_uri)
+
+    table = result.table
+    assert sorted(zip(table["split"], table["model"], strict=True)) == sorted(
+        (s, m) for s in evaluate.SPLITS for m in evaluate.MODELS
+    ), "one row per split and model"
+    for column in evaluate.TABLE_COLUMNS:
+        assert table[column].notna().all(), f"{column} computed for every model"
+    day_model = table[(table["split"] == "day") & (table["model"] == "model")].iloc[0]
+    assert day_model["roc_auc"] == pytest.approx(trained.metrics["roc_auc"], abs=1e-9), (
+        "evaluate refits the version's recipe on the same training days: the same holdout ROC AUC as train"
+    )
+    run = mlflow.MlflowClient().get_run(result.run_id)
+    assert "forward.seed.pr_auc" in run.data.metrics and "day.challenge.ece" in run.data.metrics
+    artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(result.run_id)}
+    assert {"evaluation.md", "evaluation.json", "plots"} <= artifacts, artifacts
+    plots = {a.path for a in mlflow.MlflowClient().list_artifacts(result.run_id, "plots/day")}
+    assert {"plots/day/reliability.png", "plots/day/roc_pr_curves.png", "plots/day/confusion_model.png"} <= plots
+
+    assert result.version == str(registered.version), "Production was trained on the same processed data"
+    version = mlflow.MlflowClient().get_model_version(registered.model_name, registered.version)
+    assert "| day | model |" in version.description and "| forward | challenge |" in version.description
+    assert version.tags["eval.day.model.roc_auc"] == f"{day_model['roc_auc']:.4f}"
+    assert version.tags["eval.run_id"] == result.run_id
+
+
+@pytest.mark.slow
+def test_evaluate_leaves_a_version_trained_on_other_data_alone(tracking_store, tmp_path):
+    from tests.factory import write_flights
+
+    first = etl.run(data_uri=str(write_flights(tmp_path / "a.csv", days=60, seed=1)))
+    trained = train.run(processed_uri=first.processed_uri, **HYPER)
+    registered = register.run(model_uri=trained.model_uri, holdout_uri=f"{first.processed_uri}/holdout.parquet")
+    second = etl.run(data_uri=str(write_flights(tmp_path / "b.csv", days=60, seed=2)))
+
+    result = evaluate.run(processed_uri=second.processed_uri)
+
+    assert result.version is None, "the table describes other data than the version was trained on"
+    version = mlflow.MlflowClient().get_model_version(registered.model_name, registered.version)
+    assert not version.description and "eval.run_id" not in version.tags
+    assert len(result.table) == len(evaluate.SPLITS) * len(evaluate.MODELS)
