@@ -34,7 +34,8 @@ def main() -> None:
     parser.add_argument("--model-uri", default="models:/flight-delay/Production")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=5001)
-    parser.add_argument("--workers", type=int, default=1)
+    # One uvicorn worker per core: a worker is one Python process, bound to one core by the GIL.
+    parser.add_argument("--workers", type=int, default=int(os.environ.get("SKYPROPHET_WORKERS", "2")))
     args = parser.parse_args()
     os.environ["MLFLOW_TRACKING_URI"] = tracking.tracking_uri()
     tracking.configure()

@@ -1,0 +1,180 @@
+"""``make stress-test``: serve the Production model (and the sidecar), load it with locust, judge.
+
+Starts ``mlflow models serve`` on a free port of 127.0.0.1 (plus ``python -m sidecar.app`` when
+the project has a sidecar), runs ``tests/stress/locustfile.py`` headless and writes
+``reports/stress/index.html`` (+ CSV). Exits non-zero when any request failed or the 95th
+percentile exceeded ``--p95-ms``. Every process it started is stopped, whatever happens.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import requests
+
+ROOT = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+DEFAULT_MODEL_URI = "models:/flight-delay/Production"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def child_env(extra: dict[str, str]) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_RUN_ID"}
+    return {**env, **extra, "PATH": f"{BIN}{os.pathsep}{env.get('PATH', '')}"}
+
+
+def start(command: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
+    """A process in its own session (so stopping it stops its workers), output to ``log``."""
+    with open(log, "w", encoding="utf-8") as handle:
+        return subprocess.Popen(
+            command, cwd=ROOT, env=child_env(env), stdout=handle, stderr=subprocess.STDOUT, start_new_session=True
+        )
+
+
+def stop(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+def wait_ok(url: str, process: subprocess.Popen, log: Path, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise SystemExit(f"{url}: the process exited with {process.returncode}:\n{log.read_text()[-3000:]}")
+        try:
+            if requests.get(url, timeout=2).status_code == 200:
+                return
+        except requests.RequestException:
+            pass
+        time.sleep(0.2)
+    raise SystemExit(f"{url} did not answer 200 within {timeout:.0f} s; see {log}")
+
+
+def download(model_uri: str) -> str:
+    import mlflow
+
+    return mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=tempfile.mkdtemp(prefix="stress-"))
+
+
+def train_first(data_uri: str, logs: Path) -> None:
+    """``mlflow run . -e main`` on DATA_URI, or on generated flights where the real file is absent."""
+    if not Path(data_uri).is_file():
+        from tests.factory import write_flights
+
+        data_uri = str(write_flights(Path(tempfile.mkdtemp(prefix="stress-data-")) / "flights.csv"))
+    print(f"stress: no Production model yet; training one on {data_uri} (mlflow run . -e main)", flush=True)
+    command = [str(BIN / "mlflow"), "run", ".", "-e", "main", "--env-manager", "local", "-P", f"data_uri={data_uri}"]
+    command += ["--experiment-name", os.environ.get("MLFLOW_EXPERIMENT_NAME", "skyprophet")]
+    log = logs / "pipeline.log"
+    with open(log, "w", encoding="utf-8") as handle:
+        done = subprocess.run(command, cwd=ROOT, env=child_env({}), stdout=handle, stderr=subprocess.STDOUT)
+    if done.returncode != 0:
+        raise SystemExit(f"training a model for the stress test failed; see {log}")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--model-uri", default=os.environ.get("MODEL_URI", DEFAULT_MODEL_URI))
+    parser.add_argument(
+        "--data-uri",
+        default=os.environ.get("DATA_URI", str(ROOT.parent / "shared" / "datasets" / "scl-2017" / "data.csv")),
+        help="flights to train on when there is no Production model yet (generated flights if absent)",
+    )
+    parser.add_argument("--users", type=int, default=100)
+    parser.add_argument("--spawn-rate", type=float, default=10)
+    parser.add_argument("--duration", default="60s", help="locust --run-time, e.g. 60s, 2m")
+    parser.add_argument("--p95-ms", type=float, default=500, help="fail when the 95th percentile exceeds this")
+    parser.add_argument("--wait", type=float, default=1.0, help="most seconds a user thinks between requests")
+    parser.add_argument("--workers", type=int, default=2, help="mlflow models serve -w")
+    parser.add_argument("--sidecar", choices=("auto", "on", "off"), default="auto")
+    parser.add_argument("--report-dir", default=str(ROOT / "reports" / "stress"))
+    args = parser.parse_args()
+
+    import mlflow
+
+    sys.path.insert(0, str(ROOT))
+    report_dir = Path(args.report_dir)
+    report_dir.mkdir(parents=True, exist_ok=True)
+    logs = report_dir / "logs"
+    logs.mkdir(exist_ok=True)
+    try:
+        model_dir = download(args.model_uri)
+    except mlflow.exceptions.MlflowException as err:
+        if args.model_uri != DEFAULT_MODEL_URI:
+            raise SystemExit(
+                f"cannot load {args.model_uri} from {mlflow.get_tracking_uri()}: {err.message[:300]}"
+            ) from err
+        # A fresh clone has no Production model yet: make one, as `make pipeline` would.
+        train_first(args.data_uri, logs)
+        model_dir = download(args.model_uri)
+
+    processes: list[subprocess.Popen] = []
+    try:
+        port = free_port()
+        server_log = logs / "model-server.log"
+        serve = [str(BIN / "mlflow"), "models", "serve", "-m", args.model_uri, "--env-manager", "local"]
+        serve += ["-h", "127.0.0.1", "-p", str(port), "-w", str(args.workers)]
+        processes.append(start(serve, {}, server_log))
+        model_url = f"http://127.0.0.1:{port}"
+        wait_ok(f"{model_url}/ping", processes[-1], server_log, timeout=180)
+
+        sidecar_url = ""
+        has_sidecar = importlib.util.find_spec("sidecar.app") is not None
+        if args.sidecar == "on" or (args.sidecar == "auto" and has_sidecar):
+            sidecar_port = free_port()
+            sidecar_log = logs / "sidecar.log"
+            sidecar_env = {
+                "MODEL_SERVER_URL": model_url,
+                "MODEL_URI": args.model_uri,
+                "SIDECAR_HOST": "127.0.0.1",
+                "SIDECAR_PORT": str(sidecar_port),
+            }
+            processes.append(start([sys.executable, "-m", "sidecar.app"], sidecar_env, sidecar_log))
+            sidecar_url = f"http://127.0.0.1:{sidecar_port}"
+            wait_ok(f"{sidecar_url}/health", processes[-1], sidecar_log, timeout=120)
+
+        locust = [str(BIN / "locust"), "-f", str(ROOT / "tests" / "stress" / "locustfile.py"), "--headless"]
+        locust += ["-u", str(args.users), "-r", str(args.spawn_rate), "-t", args.duration, "-H", model_url]
+        locust += ["--html", str(report_dir / "index.html"), "--csv", str(report_dir / "stats"), "--only-summary"]
+        locust += ["--stop-timeout", "10"]
+        locust_env = {
+            "STRESS_MODEL_DIR": model_dir,
+            "STRESS_P95_MS": str(args.p95_ms),
+            "STRESS_WAIT": str(args.wait),
+            "STRESS_SIDECAR_URL": sidecar_url,
+        }
+        print(
+            f"stress: {args.users} users (+{args.spawn_rate}/s) for {args.duration} on {model_url}"
+            + (f" and sidecar {sidecar_url}" if sidecar_url else "")
+            + f"; 95th percentile bound {args.p95_ms:.0f} ms",
+            flush=True,
+        )
+        done = subprocess.run(locust, cwd=ROOT, env=child_env(locust_env))
+        print(f"stress: report at {report_dir / 'index.html'}", flush=True)
+        return done.returncode
+    finally:
+        for process in reversed(processes):
+            stop(process)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
