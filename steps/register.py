@@ -11,7 +11,12 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
+import subprocess
+import sys
+import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 
 import mlflow
 import numpy as np
@@ -20,7 +25,7 @@ from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 from sklearn.metrics import roc_auc_score
 
-from pyfunc.schema import TARGET, clean_flights, unknown_categories
+from pyfunc.schema import TARGET
 from steps import config, tracking
 from steps.train import HOLDOUT_URI_TAG, MODEL_URI_TAG, MissingInputError, resolve_local
 
@@ -64,18 +69,47 @@ def current_production(client: mlflow.MlflowClient, name: str) -> ModelVersion |
         return None
 
 
-def holdout_auc(model_uris: dict[str, str], holdout: pd.DataFrame) -> dict[str, float]:
+# Scores one model in a fresh interpreter (``-P``: the checkout is not on sys.path), so the model
+# runs the ``pyfunc`` code it was logged with, not whatever this checkout or another model loaded.
+# Writes the delay probability per holdout flight, NaN where the model refuses the flight's
+# categories (it never saw them).
+_SCORE_SCRIPT = """
+import sys
+import numpy as np, pandas as pd, mlflow.pyfunc
+model = mlflow.pyfunc.load_model(sys.argv[1])  # puts the model's own code first on sys.path
+from pyfunc.schema import clean_flights, unknown_categories
+flights = pd.read_parquet(sys.argv[2])
+known = ~unknown_categories(clean_flights(flights), model.unwrap_python_model().spec.features.vocabulary).to_numpy()
+scores = np.full(len(flights), np.nan)
+scores[known] = model.predict(flights[known])["delay_probability"].to_numpy()
+pd.DataFrame({"delay_probability": scores}).to_parquet(sys.argv[3])
+"""
+
+
+def score_isolated(model_uri: str, holdout_path: Path) -> np.ndarray:
+    """Delay probabilities of ``model_uri`` on the holdout, NaN for flights it cannot score."""
+    with tempfile.TemporaryDirectory() as tmp:
+        output = Path(tmp) / "scores.parquet"
+        env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "MLFLOW_RUN_ID")}
+        env["MLFLOW_TRACKING_URI"] = mlflow.get_tracking_uri()
+        done = subprocess.run(
+            [sys.executable, "-P", "-c", _SCORE_SCRIPT, model_uri, str(holdout_path), str(output)],
+            env=env,
+            cwd=tmp,
+            capture_output=True,
+            text=True,
+        )
+        if done.returncode != 0:
+            raise RuntimeError(f"scoring {model_uri} on the holdout failed:\n{done.stderr[-3000:]}")
+        return pd.read_parquet(output)["delay_probability"].to_numpy()
+
+
+def holdout_auc(model_uris: dict[str, str], holdout_path: Path) -> dict[str, float]:
     """ROC AUC of each model on the holdout flights that every one of them can score."""
-    models = {key: mlflow.pyfunc.load_model(uri) for key, uri in model_uris.items()}
-    clean = clean_flights(holdout)
-    known = np.ones(len(holdout), dtype=bool)
-    for model in models.values():
-        vocabulary = model.unwrap_python_model().spec.features.vocabulary
-        known &= ~unknown_categories(clean, vocabulary).to_numpy()
-    flights, target = holdout[known], holdout[TARGET].to_numpy()[known]
-    return {
-        key: float(roc_auc_score(target, model.predict(flights)["delay_probability"])) for key, model in models.items()
-    }
+    target = pd.read_parquet(holdout_path, columns=[TARGET])[TARGET].to_numpy()
+    scores = {key: score_isolated(uri, holdout_path) for key, uri in model_uris.items()}
+    known = np.logical_and.reduce([~np.isnan(s) for s in scores.values()])
+    return {key: float(roc_auc_score(target[known], s[known])) for key, s in scores.items()}
 
 
 def find_existing_version(
@@ -120,13 +154,13 @@ def run(
         holdout_path = resolve_local(holdout_uri)
         if not holdout_path.is_file():
             raise MissingInputError(f"holdout {holdout_uri} not found: run `mlflow run . -e etl` first")
-        holdout = pd.read_parquet(holdout_path)
+        holdout_rows = len(pd.read_parquet(holdout_path, columns=[TARGET]))
         production = current_production(client, model_name)
         uris = {"candidate": model_uri}
         if production is not None:
             uris["production"] = f"models:/{model_name}/{production.version}"
-        logger.info("gate: scoring %s on %d holdout flights", list(uris), len(holdout))
-        auc = holdout_auc(uris, holdout)
+        logger.info("gate: scoring %s on %d holdout flights", list(uris), holdout_rows)
+        auc = holdout_auc(uris, holdout_path)
         production_auc = auc.get("production")
         better = production_auc is None or auc["candidate"] >= production_auc
         should_promote = promote_mode == "force" or (promote_mode == "auto" and better)
@@ -158,7 +192,12 @@ def run(
         except Exception:
             if created:
                 logger.error("register: failed after creating version %s; deleting it", version.version)
-                client.delete_model_version(model_name, version.version)
+                try:
+                    client.delete_model_version(model_name, version.version)
+                except MlflowException as err:  # the server went away: a rerun finds the version by its tag
+                    logger.error(
+                        "register: could not delete version %s (%s); rerunning register reuses it", version.version, err
+                    )
             raise
         mlflow.set_tags(
             {"registered_model": model_name, "registered_version": version.version, "promoted": str(should_promote)}
