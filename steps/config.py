@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 from pathlib import Path
 
@@ -63,3 +64,11 @@ def default_data_uri() -> str:
 def datasets_dir() -> Path:
     """Root of raw/, interim/ and processed/ (``$SKYPROPHET_DATASETS_DIR`` or ``datasets/``)."""
     return Path(os.environ.get("SKYPROPHET_DATASETS_DIR", PROJECT_ROOT / "datasets"))
+
+
+def argument_parser(step: str, description: str | None) -> argparse.ArgumentParser:
+    """A CLI parser with one ``--option`` per parameter of ``step``, typed and defaulted from DEFAULTS."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    for name, default in DEFAULTS[step].items():
+        parser.add_argument(f"--{name.replace('_', '-')}", type=type(default), default=default)
+    return parser

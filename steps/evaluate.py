@@ -17,7 +17,6 @@ copy the winner into the train defaults).
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import sys
@@ -268,11 +267,7 @@ def run(
 
 def main() -> None:
     """CLI: ``python -m steps.evaluate --processed-uri ... [--search-trials N]``; prints the table."""
-    defaults = config.DEFAULTS["evaluate"]
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    for name, default in defaults.items():
-        parser.add_argument(f"--{name.replace('_', '-')}", type=type(default), default=default)
-    args = parser.parse_args()
+    args = config.argument_parser("evaluate", __doc__).parse_args()
     tracking.setup_logging()
     result = run(**vars(args))
     sys.stdout.write(result.text + "\n")

@@ -17,7 +17,6 @@ Exit codes of ``python -m steps.monitor``: 0 no drift; 3 drift (AUC >= ``auc_thr
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import sys
@@ -500,11 +499,7 @@ def run(
 
 def main() -> None:
     """CLI: ``python -m steps.monitor --data <uri>``; the exit code is the verdict (see module docstring)."""
-    defaults = config.DEFAULTS["monitor"]
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    for name, default in defaults.items():
-        parser.add_argument(f"--{name.replace('_', '-')}", type=type(default), default=default)
-    args = parser.parse_args()
+    args = config.argument_parser("monitor", __doc__).parse_args()
     tracking.setup_logging()
     try:
         result = run(**vars(args))

@@ -8,7 +8,6 @@ Threshold and calibration come from out-of-fold predictions over training days o
 
 from __future__ import annotations
 
-import argparse
 import logging
 import tempfile
 from dataclasses import dataclass
@@ -235,11 +234,7 @@ def run(processed_uri: str = "", **hyper) -> TrainResult:
 
 def main() -> None:
     """CLI: ``python -m steps.train --processed-uri ... --n-estimators ...``."""
-    defaults = config.DEFAULTS["train"]
-    parser = argparse.ArgumentParser(description=__doc__)
-    for name, default in defaults.items():
-        parser.add_argument(f"--{name.replace('_', '-')}", type=type(default), default=default)
-    args = parser.parse_args()
+    args = config.argument_parser("train", __doc__).parse_args()
     tracking.setup_logging()
     result = run(**vars(args))
     logger.info("done: run %s, model %s, holdout %s", result.run_id, result.model_uri, result.metrics)

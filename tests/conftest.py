@@ -42,9 +42,6 @@ def tracking_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str,
     yield env
     while mlflow.active_run():
         mlflow.end_run()
-    # mlflow.set_experiment exports MLFLOW_EXPERIMENT_ID, which would clash with a later
-    # `mlflow run --experiment-name` in the same session.
-    os.environ.pop("MLFLOW_EXPERIMENT_ID", None)
 
 
 @pytest.fixture
@@ -73,9 +70,23 @@ def real_sha256() -> str:
     return SCL_SHA256
 
 
+# What an in-process MLflow run or set_experiment leaves in os.environ; never for a child process,
+# which names its own experiment (`mlflow run` refuses both an experiment id and a name).
+MLFLOW_RUN_STATE = ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID")
+
+
 def process_env(extra: dict[str, str]) -> dict[str, str]:
     """This environment plus ``extra``, with the venv's bin first on PATH (mlflow runs uvicorn, python)."""
-    return {**os.environ, **extra, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
+    env = {k: v for k, v in os.environ.items() if k not in MLFLOW_RUN_STATE}
+    return {**env, **extra, "PATH": f"{BIN}{os.pathsep}{env.get('PATH', '')}"}
+
+
+@pytest.fixture(autouse=True)
+def no_leaked_mlflow_run_state():
+    """``mlflow.set_experiment`` exports MLFLOW_EXPERIMENT_ID; drop it after every test."""
+    yield
+    for key in MLFLOW_RUN_STATE:
+        os.environ.pop(key, None)
 
 
 def free_port() -> int:
@@ -201,11 +212,10 @@ def registered_model(tmp_path_factory: pytest.TempPathFactory) -> dict:
     command += ["--experiment-name", env["MLFLOW_EXPERIMENT_NAME"]]
     for key, value in {"data_uri": flights, "n_estimators": 40, "cv_folds": 3}.items():
         command += ["-P", f"{key}={value}"]
-    clean = {k: v for k, v in os.environ.items() if k != "MLFLOW_RUN_ID"}
     done = subprocess.run(
         command,
         cwd=PROJECT_ROOT,
-        env={**clean, **env, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"},
+        env=process_env(env),
         capture_output=True,
         text=True,
         timeout=600,

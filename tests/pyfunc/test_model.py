@@ -20,6 +20,7 @@ def fitted_and_loaded(tmp_path_factory):
     """Fit on generated flights, log the pyfunc to a temporary store, load it back."""
     store = tmp_path_factory.mktemp("store")
     mlflow.set_tracking_uri(f"sqlite:///{store / 'mlflow.db'}")
+    mlflow.set_experiment("pyfunc-model")  # not the experiment id an earlier test left active
     flights = make_flights(days=90)
     flights["delay"] = (pd.to_datetime(flights["Fecha-O"]) - pd.to_datetime(flights["Fecha-I"])) > pd.Timedelta(
         minutes=15

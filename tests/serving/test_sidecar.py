@@ -84,7 +84,6 @@ def registry(registered_model, monkeypatch) -> dict:
     for key, value in registered_model["env"].items():
         monkeypatch.setenv(key, value)
     mlflow.set_tracking_uri(registered_model["env"]["MLFLOW_TRACKING_URI"])
-    mlflow.set_registry_uri(registered_model["env"]["MLFLOW_TRACKING_URI"])
     return registered_model
 
 

@@ -33,7 +33,7 @@ def free_port() -> int:
 
 
 def child_env(extra: dict[str, str]) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_RUN_ID"}
+    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID")}
     return {**env, **extra, "PATH": f"{BIN}{os.pathsep}{env.get('PATH', '')}"}
 
 
