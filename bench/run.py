@@ -16,8 +16,6 @@ import json
 import os
 import re
 import shutil
-import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -29,8 +27,9 @@ from pathlib import Path
 
 import requests
 
+from tests.processes import BIN, free_port, process_env, stop_process_group
+
 ROOT = Path(__file__).resolve().parent.parent
-BIN = Path(sys.executable).parent
 MODEL_NAME = "flight-delay"
 POST_LUA = ROOT / "bench" / "post.lua"
 IN_PROCESS_SIZES = (1, 100, 100_000)
@@ -73,18 +72,6 @@ def load_average() -> str:
     return f"{os.getloadavg()[0]:.2f}"
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID")}
-    env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
-    return {**env, **(extra or {})}
-
-
 # --- pipeline ----------------------------------------------------------------------------
 
 
@@ -100,7 +87,7 @@ def timed_step(entry_point: str, params: dict[str, str], log_dir: Path) -> tuple
         command += ["-P", f"{key}={value}"]
     log = log_dir / f"{entry_point}.log"
     with open(log, "w", encoding="utf-8") as handle:
-        done = subprocess.run(command, cwd=ROOT, env=child_env(), stdout=handle, stderr=subprocess.STDOUT)
+        done = subprocess.run(command, cwd=ROOT, env=process_env(), stdout=handle, stderr=subprocess.STDOUT)
     if done.returncode != 0:
         raise SystemExit(f"`mlflow run . -e {entry_point}` failed; see {log}")
     text = report.read_text()
@@ -154,7 +141,7 @@ class Server:
         command += ["-h", "127.0.0.1", "-p", str(self.port), "-w", str(workers)]
         self.started = time.monotonic()
         self.process = subprocess.Popen(
-            command, cwd=ROOT, env=child_env(env), stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True
+            command, cwd=ROOT, env=process_env(env), stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True
         )
 
     def wait_ready(self, body: str, timeout: float = 120) -> tuple[float, float]:
@@ -182,13 +169,7 @@ class Server:
         )
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait()
+        stop_process_group(self.process)
         self.log.close()
 
 

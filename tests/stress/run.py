@@ -11,62 +11,31 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import os
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-import requests
+from tests.processes import BIN, free_port, process_env, stop_process_group, wait_for_http
 
 ROOT = Path(__file__).resolve().parents[2]
-BIN = Path(sys.executable).parent
 DEFAULT_MODEL_URI = "models:/flight-delay/Production"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def child_env(extra: dict[str, str]) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID")}
-    return {**env, **extra, "PATH": f"{BIN}{os.pathsep}{env.get('PATH', '')}"}
 
 
 def start(command: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
     """A process in its own session (so stopping it stops its workers), output to ``log``."""
     with open(log, "w", encoding="utf-8") as handle:
         return subprocess.Popen(
-            command, cwd=ROOT, env=child_env(env), stdout=handle, stderr=subprocess.STDOUT, start_new_session=True
+            command, cwd=ROOT, env=process_env(env), stdout=handle, stderr=subprocess.STDOUT, start_new_session=True
         )
 
 
-def stop(process: subprocess.Popen) -> None:
-    if process.poll() is None:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
-
-
 def wait_ok(url: str, process: subprocess.Popen, log: Path, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise SystemExit(f"{url}: the process exited with {process.returncode}:\n{log.read_text()[-3000:]}")
-        try:
-            if requests.get(url, timeout=2).status_code == 200:
-                return
-        except requests.RequestException:
-            pass
-        time.sleep(0.2)
-    raise SystemExit(f"{url} did not answer 200 within {timeout:.0f} s; see {log}")
+    """Wait for a 200 from ``url``; on failure exit with the process log's tail."""
+    try:
+        wait_for_http(url, timeout, process)
+    except (RuntimeError, TimeoutError) as err:
+        raise SystemExit(f"{err}:\n{log.read_text()[-3000:]}") from None
 
 
 def download(model_uri: str) -> str:
@@ -86,7 +55,7 @@ def train_first(data_uri: str, logs: Path) -> None:
     command += ["--experiment-name", os.environ.get("MLFLOW_EXPERIMENT_NAME", "skyprophet")]
     log = logs / "pipeline.log"
     with open(log, "w", encoding="utf-8") as handle:
-        done = subprocess.run(command, cwd=ROOT, env=child_env({}), stdout=handle, stderr=subprocess.STDOUT)
+        done = subprocess.run(command, cwd=ROOT, env=process_env({}), stdout=handle, stderr=subprocess.STDOUT)
     if done.returncode != 0:
         raise SystemExit(f"training a model for the stress test failed; see {log}")
 
@@ -168,12 +137,12 @@ def main() -> int:
             + f"; 95th percentile bound {args.p95_ms:.0f} ms",
             flush=True,
         )
-        done = subprocess.run(locust, cwd=ROOT, env=child_env(locust_env))
+        done = subprocess.run(locust, cwd=ROOT, env=process_env(locust_env))
         print(f"stress: report at {report_dir / 'index.html'}", flush=True)
         return done.returncode
     finally:
         for process in reversed(processes):
-            stop(process)
+            stop_process_group(process)
 
 
 if __name__ == "__main__":
