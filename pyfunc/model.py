@@ -52,7 +52,7 @@ class ModelSpec:
         return cls(**data)
 
     def calibrate(self, raw: np.ndarray) -> np.ndarray:
-        """Map booster scores to calibrated probabilities (isotonic steps, linear between)."""
+        """Map booster scores to calibrated probabilities (linear between the centred isotonic points)."""
         return np.interp(raw, self.calibration_x, self.calibration_y)
 
 

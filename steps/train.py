@@ -140,8 +140,25 @@ def training_features(
     return features, target, feature_spec, folds
 
 
+def centred_isotonic(scores: np.ndarray, target: np.ndarray) -> tuple[list[float], list[float]]:
+    """Calibration curve: isotonic regression with each flat step replaced by its centre point.
+
+    Plain isotonic maps whole score ranges to one value, so thousands of flights tie and the
+    ranking the booster learned is lost (holdout PR AUC 0.427 against 0.437 raw on SCL 2017).
+    Interpolating between the centres of the steps (mean score of each step's flights, step's
+    rate) keeps the same calibration but is strictly increasing, so the ranking survives.
+    """
+    isotonic = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip").fit(scores, target)
+    order = np.argsort(scores, kind="stable")
+    ordered_scores, fitted = scores[order], isotonic.predict(scores[order])
+    starts = np.r_[True, fitted[1:] != fitted[:-1]]
+    step = np.cumsum(starts) - 1
+    centres = np.bincount(step, weights=ordered_scores) / np.bincount(step)
+    return centres.tolist(), fitted[starts].tolist()
+
+
 def fit_model(train_raw: pd.DataFrame, hyper: dict) -> tuple[FittedModel, dict[str, float]]:
-    """Fit features, booster, isotonic calibration and threshold; returns also the CV metrics.
+    """Fit features, booster, centred isotonic calibration and threshold; returns also the CV metrics.
 
     Out-of-fold scores over day-grouped folds of the training days fit the calibration and the
     threshold, so the holdout is never looked at.
@@ -151,15 +168,10 @@ def fit_model(train_raw: pd.DataFrame, hyper: dict) -> tuple[FittedModel, dict[s
     for fit_rows, score_rows in folds:
         booster = fit_booster(features[fit_rows], target[fit_rows], hyper)
         out_of_fold[score_rows] = booster.inplace_predict(features[score_rows])
-    isotonic = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip").fit(out_of_fold, target)
-    calibrated = isotonic.predict(out_of_fold)
+    calibration_x, calibration_y = centred_isotonic(out_of_fold, target)
+    calibrated = np.interp(out_of_fold, calibration_x, calibration_y)
     threshold = metrics.best_f1_threshold(target, calibrated)
-    spec = ModelSpec(
-        features=feature_spec,
-        calibration_x=isotonic.X_thresholds_.tolist(),
-        calibration_y=isotonic.y_thresholds_.tolist(),
-        threshold=threshold,
-    )
+    spec = ModelSpec(feature_spec, calibration_x, calibration_y, threshold)
     cv_metrics = metrics.classification_metrics(target, calibrated, threshold)
     return FittedModel(fit_booster(features, target, hyper), spec), cv_metrics
 
