@@ -1,5 +1,6 @@
 """The pyfunc on raw records: same features as training, calibrated outputs, named errors."""
 
+import gc
 import json
 
 import mlflow
@@ -7,6 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from pyfunc import model as model_module
 from pyfunc.features import FEATURE_NAMES, build_features
 from pyfunc.schema import REQUIRED_COLUMNS, InvalidFlightsError, clean_flights, validate_request
 from steps import train
@@ -55,6 +57,22 @@ def test_pyfunc_scores_raw_records_like_training(fitted_and_loaded):
     assert (output["delay"] == (output["delay_probability"] >= threshold).astype(int)).all()
 
 
+def test_large_batches_score_on_all_threads_with_the_same_outputs(fitted_and_loaded, monkeypatch):
+    _, model, flights = fitted_and_loaded
+    monkeypatch.setattr(model_module, "BATCH_ROWS", 100)
+    python_model = model.unwrap_python_model()
+    python_model.batch_booster.set_param({"nthread": 2})
+    records = pd.DataFrame(json.loads(flights.head(1_000).to_json(orient="records")))
+    together = model.predict(records)  # one 1,000-flight batch: the multi-threaded booster
+    apart = pd.concat([model.predict(records.iloc[i : i + 50]) for i in range(0, 1_000, 50)], ignore_index=True)
+    pd.testing.assert_frame_equal(together, apart, check_exact=True)
+    threads = [
+        json.loads(b.save_config())["learner"]["generic_param"]["nthread"]
+        for b in (python_model.booster, python_model.batch_booster)
+    ]
+    assert threads == ["1", "2"], "single flights on one thread, batches on two"
+
+
 def test_pyfunc_learned_the_generated_pattern(fitted_and_loaded):
     _, model, flights = fitted_and_loaded
     p = model.predict(flights)["delay_probability"].to_numpy()
@@ -79,3 +97,31 @@ def test_missing_required_column_names_it(fitted_and_loaded):
     _, model, flights = fitted_and_loaded
     with pytest.raises(mlflow.exceptions.MlflowException, match="SIGLADES"):
         model.predict(flights.head(3).drop(columns=["SIGLADES"]))
+
+
+def test_serving_marker_is_the_one_mlflow_models_serve_sets():
+    from mlflow.pyfunc import scoring_server
+
+    assert scoring_server._SERVER_MODEL_PATH == model_module.SERVING_MODEL_PATH_ENV
+
+
+@pytest.mark.parametrize(
+    ("environment", "frozen"),
+    [
+        ({}, False),  # a notebook or batch job loading the model: collector left alone
+        ({model_module.SERVING_MODEL_PATH_ENV: "/m"}, True),  # a `mlflow models serve` worker
+        ({model_module.SERVING_MODEL_PATH_ENV: "/m", model_module.GC_FREEZE_ENV: "0"}, False),
+        ({model_module.GC_FREEZE_ENV: "1"}, True),
+    ],
+)
+def test_loaded_objects_are_frozen_only_in_a_model_server(monkeypatch, environment, frozen):
+    for name in (model_module.SERVING_MODEL_PATH_ENV, model_module.GC_FREEZE_ENV):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    gc.unfreeze()
+    try:
+        assert model_module.freeze_loaded_objects() is frozen
+        assert (gc.get_freeze_count() > 0) is frozen
+    finally:
+        gc.unfreeze()
