@@ -20,6 +20,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -186,6 +187,47 @@ def group_cpu_seconds(pgid: int) -> float:
     return total / os.sysconf("SC_CLK_TCK")
 
 
+def group_pids(pgid: int) -> list[int]:
+    """Live processes of a process group (from /proc)."""
+    pids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rpartition(")")[2].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid:
+            pids.append(int(stat.parent.name))
+    return pids
+
+
+def connections_per_process(pgid: int, port: int) -> list[int]:
+    """How many established connections to ``port`` each process of the group holds, most first.
+
+    uvicorn's workers share one listening socket and each accepts greedily, so a burst of new
+    connections can all land on one worker; this is the row that says so.
+    """
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            columns = line.split()
+            if columns[3] == "01" and int(columns[1].rpartition(":")[2], 16) == port:  # 01 = ESTABLISHED
+                inodes.add(f"socket:[{columns[9]}]")
+    counts = []
+    for pid in group_pids(pgid):
+        try:
+            links = [os.readlink(fd) for fd in Path(f"/proc/{pid}/fd").iterdir()]
+        except OSError:
+            continue
+        held = sum(link in inodes for link in links)
+        if held:
+            counts.append(held)
+    return sorted(counts, reverse=True)
+
+
 def wrk_load(url: str, body_file: Path, connections: int, duration: int) -> dict:
     """wrk -t1 -c<connections> -d<duration>s with the single-flight body; numbers from post.lua."""
     command = ["wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency", "-s", str(POST_LUA)]
@@ -258,16 +300,24 @@ def bench_server(table: Table, model_uri: str, args: argparse.Namespace, work: P
         for _ in range(20):  # warm every worker before measuring
             server.post(one).raise_for_status()
         cpu_before = group_cpu_seconds(server.process.pid)
+        split: list[int] = []
+        sampler = threading.Timer(
+            min(5.0, args.duration / 2), lambda: split.extend(connections_per_process(server.process.pid, server.port))
+        )
+        sampler.start()
         if args.tool == "wrk" or (args.tool == "auto" and shutil.which("wrk")):
             load = wrk_load(server.url, body_file, args.connections, args.duration)
         else:
             load = locust_load(server.url, body_file, args.connections, args.duration, work)
+        sampler.join()
         cpu_ms = (group_cpu_seconds(server.process.pid) - cpu_before) * 1000 / max(1, load["requests"])
         label = f"single flight, {args.connections} connections, {args.duration} s ({load['tool']}, {args.workers} w)"
         table.add(f"{label}: requests/s", f"{load['rps']:.0f}", ">= 300", load["rps"] >= 300)
         table.add(f"{label}: p50", f"{load['p50_ms']:.1f} ms")
         table.add(f"{label}: p99", f"{load['p99_ms']:.1f} ms", "<= 50 ms", load["p99_ms"] <= 50)
         table.add(f"{label}: failed requests", f"{load['errors']} of {load['requests']}", "0", load["errors"] == 0)
+        split += [0] * (args.workers - len(split))
+        table.add(f"{label}: connections held by each worker", " / ".join(map(str, split)))
         # CPU per request hardly depends on how busy the shared machine is; 2 cores / it = a ceiling.
         table.add(
             "model server CPU per single-flight request (2 idle cores allow at most)",
