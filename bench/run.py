@@ -174,30 +174,23 @@ class Server:
         self.log.close()
 
 
+def group_stats(pgid: int) -> dict[int, list[str]]:
+    """``/proc/<pid>/stat`` fields (after the command name) of each live process in a process group."""
+    stats = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rpartition(")")[2].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid:
+            stats[int(stat.parent.name)] = fields
+    return stats
+
+
 def group_cpu_seconds(pgid: int) -> float:
-    """User + system CPU seconds of the live processes in a process group (from /proc)."""
-    total = 0
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rpartition(")")[2].split()
-        except OSError:
-            continue
-        if int(fields[2]) == pgid:
-            total += int(fields[11]) + int(fields[12])
-    return total / os.sysconf("SC_CLK_TCK")
-
-
-def group_pids(pgid: int) -> list[int]:
-    """Live processes of a process group (from /proc)."""
-    pids = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rpartition(")")[2].split()
-        except OSError:
-            continue
-        if int(fields[2]) == pgid:
-            pids.append(int(stat.parent.name))
-    return pids
+    """User + system CPU seconds of the live processes in a process group."""
+    ticks = sum(int(fields[11]) + int(fields[12]) for fields in group_stats(pgid).values())
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def connections_per_process(pgid: int, port: int) -> list[int]:
@@ -217,7 +210,7 @@ def connections_per_process(pgid: int, port: int) -> list[int]:
             if columns[3] == "01" and int(columns[1].rpartition(":")[2], 16) == port:  # 01 = ESTABLISHED
                 inodes.add(f"socket:[{columns[9]}]")
     counts = []
-    for pid in group_pids(pgid):
+    for pid in group_stats(pgid):
         try:
             links = [os.readlink(fd) for fd in Path(f"/proc/{pid}/fd").iterdir()]
         except OSError:
