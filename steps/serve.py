@@ -28,8 +28,16 @@ def example_curl(model_uri: str, host: str, port: int) -> str:
     return f"curl -s -X POST http://{host}:{port}/invocations -H 'Content-Type: application/json' -d '{body}'"
 
 
+class StopServing(Exception):
+    """SIGTERM or SIGHUP arrived: stop the model server as Ctrl-C does."""
+
+
+def _raise_stop(signum: int, frame: object) -> None:
+    raise StopServing(signal.Signals(signum).name)
+
+
 def main() -> None:
-    """Print the curl, then run `mlflow models serve` until Ctrl-C."""
+    """Print the curl, then run `mlflow models serve` until Ctrl-C, SIGTERM or SIGHUP."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--model-uri", default="models:/flight-delay/Production")
     parser.add_argument("--host", default="127.0.0.1")
@@ -59,11 +67,15 @@ def main() -> None:
         str(args.workers),
     ]
     # Own session: Ctrl-C reaches only this process, which then stops the server with SIGTERM
-    # (uvicorn's graceful shutdown) instead of both getting SIGINT and printing tracebacks.
+    # (uvicorn's graceful shutdown) instead of both getting SIGINT and printing tracebacks. The
+    # same for SIGTERM and SIGHUP (a supervisor, a closed terminal): without it the server, in its
+    # own session, would outlive this process and keep the port.
+    for stop_signal in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(stop_signal, _raise_stop)
     server = subprocess.Popen(command, start_new_session=True)
     try:
         sys.exit(server.wait())
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, StopServing):
         sys.stdout.write("\nStopping the model server...\n")
         os.killpg(server.pid, signal.SIGTERM)
         try:
