@@ -29,7 +29,7 @@ def example_curl(model_uri: str, host: str, port: int) -> str:
 
 
 class StopServing(Exception):
-    """SIGTERM or SIGHUP arrived: stop the model server as Ctrl-C does."""
+    """SIGINT (Ctrl-C), SIGTERM or SIGHUP arrived: stop the model server."""
 
 
 def _raise_stop(signum: int, frame: object) -> None:
@@ -69,13 +69,16 @@ def main() -> None:
     # Own session: Ctrl-C reaches only this process, which then stops the server with SIGTERM
     # (uvicorn's graceful shutdown) instead of both getting SIGINT and printing tracebacks. The
     # same for SIGTERM and SIGHUP (a supervisor, a closed terminal): without it the server, in its
-    # own session, would outlive this process and keep the port.
-    for stop_signal in (signal.SIGTERM, signal.SIGHUP):
+    # own session, would outlive this process and keep the port. SIGINT is set explicitly too: a
+    # shell that starts us in the background would otherwise have us ignore it.
+    for stop_signal in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(stop_signal, _raise_stop)
     server = subprocess.Popen(command, start_new_session=True)
     try:
         sys.exit(server.wait())
-    except (KeyboardInterrupt, StopServing):
+    except StopServing:
+        for stop_signal in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(stop_signal, signal.SIG_IGN)  # a second Ctrl-C must not cut the shutdown short
         sys.stdout.write("\nStopping the model server...\n")
         os.killpg(server.pid, signal.SIGTERM)
         try:
