@@ -37,10 +37,10 @@ def freeze_loaded_objects() -> bool:
     """Move everything alive after loading out of the garbage collector's sight, in a model server.
 
     A serving worker holds about 210,000 long-lived objects the collector tracks (MLflow, pandas,
-    FastAPI, the model). Python's full collections walk all of them: 115-145 ms pauses a few times a second under load,
-    which were the whole p99 of single-flight requests (142 ms, against 45 ms frozen). Frozen
-    objects are never collected, so this is for a process that loads the model once and serves it;
-    a notebook that loads the model keeps its collector unchanged unless it sets the variable.
+    FastAPI, the model). Python's full collections walk all of them: 115-145 ms pauses a few times
+    a second under load, which were the whole p99 of single-flight requests (142 ms, against 45 ms
+    frozen). Frozen objects are never collected, so this is for a process that loads the model once
+    and serves it; a notebook that loads the model keeps its collector unless it sets the variable.
     """
     setting = os.environ.get(GC_FREEZE_ENV)
     if setting == "0" or (setting is None and SERVING_MODEL_PATH_ENV not in os.environ):
