@@ -28,11 +28,19 @@ from pathlib import Path
 
 import requests
 
-from tests.processes import BIN, free_port, process_env, stop_process_group
+from steps.config import EMBEDDED_STORE_URI, PROJECT_ROOT, SCL_DATA_PATH
+from tests.processes import (
+    BIN,
+    free_port,
+    mlflow_run_command,
+    model_serve_command,
+    process_env,
+    start_logged,
+    stop_process_group,
+)
 
-ROOT = Path(__file__).resolve().parent.parent
 MODEL_NAME = "flight-delay"
-POST_LUA = ROOT / "bench" / "post.lua"
+POST_LUA = PROJECT_ROOT / "bench" / "post.lua"
 IN_PROCESS_SIZES = (1, 100, 100_000)
 BATCH_FLIGHTS = 10_000
 
@@ -82,13 +90,11 @@ def timed_step(entry_point: str, params: dict[str, str], log_dir: Path) -> tuple
     if gnu_time is None:
         raise SystemExit("GNU time is missing: apt-get install -y time (the bench reads peak memory from it)")
     report = log_dir / f"time-{entry_point}.txt"
-    command = [gnu_time, "-v", "-o", str(report), str(BIN / "mlflow"), "run", ".", "-e", entry_point]
-    command += ["--env-manager", "local", "--experiment-name", os.environ.get("MLFLOW_EXPERIMENT_NAME", "skyprophet")]
-    for key, value in params.items():
-        command += ["-P", f"{key}={value}"]
+    experiment = os.environ.get("MLFLOW_EXPERIMENT_NAME", "skyprophet")
+    command = [gnu_time, "-v", "-o", str(report), *mlflow_run_command(entry_point, experiment, **params)]
     log = log_dir / f"{entry_point}.log"
     with open(log, "w", encoding="utf-8") as handle:
-        done = subprocess.run(command, cwd=ROOT, env=process_env(), stdout=handle, stderr=subprocess.STDOUT)
+        done = subprocess.run(command, cwd=PROJECT_ROOT, env=process_env(), stdout=handle, stderr=subprocess.STDOUT)
     if done.returncode != 0:
         raise SystemExit(f"`mlflow run . -e {entry_point}` failed; see {log}")
     text = report.read_text()
@@ -137,13 +143,9 @@ class Server:
     def __init__(self, model_uri: str, workers: int, env: dict[str, str], log: Path) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.log = open(log, "w", encoding="utf-8")  # noqa: SIM115 - closed in stop()
-        command = [str(BIN / "mlflow"), "models", "serve", "-m", model_uri, "--env-manager", "local"]
-        command += ["-h", "127.0.0.1", "-p", str(self.port), "-w", str(workers)]
+        self.log = log
         self.started = time.monotonic()
-        self.process = subprocess.Popen(
-            command, cwd=ROOT, env=process_env(env), stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True
-        )
+        self.process = start_logged(model_serve_command(model_uri, self.port, workers), env, log)
 
     def wait_ready(self, body: str, timeout: float = 120) -> tuple[float, float]:
         """Seconds from process start to the first /ping 200 and to the first 200 from /invocations."""
@@ -155,14 +157,14 @@ class Server:
     def _poll(self, call, deadline: float) -> float:
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise SystemExit(f"model server exited with {self.process.returncode}; see {self.log.name}")
+                raise SystemExit(f"model server exited with {self.process.returncode}; see {self.log}")
             try:
                 if call().status_code == 200:
                     return time.monotonic() - self.started
             except requests.RequestException:
                 pass
             time.sleep(0.02)
-        raise SystemExit(f"model server not ready in time; see {self.log.name}")
+        raise SystemExit(f"model server not ready in time; see {self.log}")
 
     def post(self, body: str, timeout: float = 60) -> requests.Response:
         return requests.post(
@@ -171,7 +173,6 @@ class Server:
 
     def stop(self) -> None:
         stop_process_group(self.process)
-        self.log.close()
 
 
 def group_stats(pgid: int) -> dict[int, list[str]]:
@@ -249,11 +250,11 @@ def wrk_load(url: str, body_file: Path, connections: int, duration: int) -> dict
 def locust_load(url: str, body_file: Path, connections: int, duration: int, out_dir: Path) -> dict:
     """The same load with locust (when wrk is not installed): single flights, no wait between requests."""
     prefix = out_dir / "locust-bench"
-    command = [str(BIN / "locust"), "-f", str(ROOT / "tests" / "stress" / "locustfile.py"), "--headless"]
+    command = [str(BIN / "locust"), "-f", str(PROJECT_ROOT / "tests" / "stress" / "locustfile.py"), "--headless"]
     command += ["-u", str(connections), "-r", str(connections), "-t", f"{duration}s", "-H", url]
     command += ["--csv", str(prefix), "--only-summary", "--stop-timeout", "5"]
     env = {**os.environ, "STRESS_MIX": "single", "STRESS_BODY_FILE": str(body_file), "STRESS_WAIT": "0"}
-    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=duration + 120)
+    done = subprocess.run(command, cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=duration + 120)
     import csv
 
     rows = list(csv.DictReader(open(f"{prefix}_stats.csv", encoding="utf-8")))
@@ -270,13 +271,10 @@ def locust_load(url: str, body_file: Path, connections: int, duration: int, out_
     }
 
 
-def bench_server(table: Table, model_uri: str, args: argparse.Namespace, work: Path) -> None:
-    """Cold start, single-flight load, one 10,000-flight request."""
-    import mlflow
-
+def bench_server(table: Table, local: str, args: argparse.Namespace, work: Path) -> None:
+    """Cold start, single-flight load, one 10,000-flight request, on the downloaded model ``local``."""
     from bench.flights import load_spec, sample_flights
 
-    local = mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=str(work / "model"))
     spec = load_spec(local)
     one = json.dumps({"dataframe_records": sample_flights(spec, 1, seed=7).to_dict(orient="records")})
     body_file = work / "one-flight.json"
@@ -334,14 +332,13 @@ def bench_server(table: Table, model_uri: str, args: argparse.Namespace, work: P
         server.stop()
 
 
-def bench_in_process(table: Table, model_uri: str, args: argparse.Namespace) -> None:
+def bench_in_process(table: Table, local: str, args: argparse.Namespace) -> None:
     """``PyFuncModel.predict`` (signature enforcement included) on 1, 100 and 100,000 flights."""
     import mlflow
 
     from bench.flights import load_spec, sample_flights
 
     os.environ["SKYPROPHET_FAST_PATH"] = args.fast_path
-    local = mlflow.artifacts.download_artifacts(artifact_uri=model_uri)
     model = mlflow.pyfunc.load_model(local)
     flights = sample_flights(load_spec(local), max(IN_PROCESS_SIZES), seed=9)
     for size in IN_PROCESS_SIZES:
@@ -365,8 +362,7 @@ def bench_in_process(table: Table, model_uri: str, args: argparse.Namespace) -> 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--model-uri", default="", help="default: what the pipeline registered, else Production")
-    real_file = str(ROOT.parent / "shared" / "datasets" / "scl-2017" / "data.csv")
-    parser.add_argument("--data-uri", default=os.environ.get("DATA_URI", real_file))
+    parser.add_argument("--data-uri", default=os.environ.get("DATA_URI", str(SCL_DATA_PATH)))
     parser.add_argument("--sha256", default=os.environ.get("DATA_SHA256", ""))
     parser.add_argument("--no-pipeline", action="store_true", help="skip timing etl/train/register")
     parser.add_argument("--workers", type=int, default=int(os.environ.get("BENCH_WORKERS", "2")))
@@ -376,11 +372,10 @@ def main() -> None:
     parser.add_argument("--tool", choices=("auto", "wrk", "locust"), default="auto", help="load generator")
     parser.add_argument("--fast-path", default=os.environ.get("SKYPROPHET_FAST_PATH", "1"), choices=("0", "1"))
     parser.add_argument("--title", default="")
-    parser.add_argument("--output", default=str(ROOT / "reports" / "bench"))
+    parser.add_argument("--output", default=str(PROJECT_ROOT / "reports" / "bench"))
     args = parser.parse_args()
 
-    sys.path.insert(0, str(ROOT))
-    os.environ.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{ROOT / 'mlflow.db'}")
+    os.environ.setdefault("MLFLOW_TRACKING_URI", EMBEDDED_STORE_URI)
     import mlflow
 
     mlflow.set_tracking_uri(os.environ["MLFLOW_TRACKING_URI"])
@@ -398,8 +393,9 @@ def main() -> None:
             model_uri = model_uri or newest_version_uri()
         model_uri = model_uri or f"models:/{MODEL_NAME}/Production"
         table.title += f" - {model_uri}"
-        bench_server(table, model_uri, args, work)
-        bench_in_process(table, model_uri, args)
+        local = mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=str(work / "model"))
+        bench_server(table, local, args, work)
+        bench_in_process(table, local, args)
     text = table.markdown()
     print(text)
     (out / "bench.md").write_text(text + "\n", encoding="utf-8")

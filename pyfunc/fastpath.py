@@ -159,7 +159,7 @@ def _as_code_table(value: object) -> object:
     return value
 
 
-def with_indexed_categories(spec: FeatureSpec) -> FeatureSpec:
+def with_code_tables(spec: FeatureSpec) -> FeatureSpec:
     """A copy of ``spec`` whose lists of strings are ``CodeTable``s, built once at load time.
 
     From a plain list, ``build_features`` would rebuild and hash a pandas Index on every call (most

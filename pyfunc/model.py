@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import xgboost as xgb
 
-from pyfunc.fastpath import validate_request_fast, with_indexed_categories
+from pyfunc.fastpath import validate_request_fast, with_code_tables
 from pyfunc.features import FeatureSpec, build_features
 from pyfunc.schema import validate_request
 
@@ -96,7 +96,7 @@ class FlightDelayModel(mlflow.pyfunc.PythonModel):
         self.batch_booster.set_param({"nthread": int(os.environ.get(BATCH_NTHREAD_ENV, os.cpu_count() or 1))})
         self.fast_path = os.environ.get(FAST_PATH_ENV, "1") != "0"
         # Built once here rather than per request (see pyfunc/fastpath.py).
-        self.indexed_features = with_indexed_categories(self.spec.features)
+        self.coded_features = with_code_tables(self.spec.features)
         freeze_loaded_objects()
 
     def predict(
@@ -107,8 +107,8 @@ class FlightDelayModel(mlflow.pyfunc.PythonModel):
     ) -> pd.DataFrame:
         """One row per flight: ``delay_probability`` in [0, 1] and ``delay`` (0/1 at the threshold)."""
         vocabulary = self.spec.features.vocabulary
-        if getattr(self, "fast_path", False):
-            features = build_features(validate_request_fast(model_input, vocabulary), self.indexed_features)
+        if self.fast_path:
+            features = build_features(validate_request_fast(model_input, vocabulary), self.coded_features)
         else:
             features = build_features(validate_request(model_input, vocabulary), self.spec.features)
         booster = self.batch_booster if len(features) >= BATCH_ROWS else self.booster

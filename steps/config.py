@@ -55,10 +55,15 @@ DEFAULTS: dict[str, dict[str, object]] = {
 }
 
 
+# The embedded tracking + registry store of the checkout (what runs without any server).
+EMBEDDED_STORE_URI = f"sqlite:///{PROJECT_ROOT / 'mlflow.db'}"
+# The SCL 2017 file where the workspace keeps it, beside the checkout (never inside it).
+SCL_DATA_PATH = PROJECT_ROOT.parent / "shared" / "datasets" / "scl-2017" / "data.csv"
+
+
 def default_data_uri() -> str:
     """Where the raw flights come from unless a step is told otherwise."""
-    fallback = PROJECT_ROOT.parent / "shared" / "datasets" / "scl-2017" / "data.csv"
-    return os.environ.get("SKYPROPHET_DATA_URI", str(fallback))
+    return os.environ.get("SKYPROPHET_DATA_URI", str(SCL_DATA_PATH))
 
 
 def datasets_dir() -> Path:

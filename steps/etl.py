@@ -91,12 +91,15 @@ def split_by_day(flights: pd.DataFrame, holdout_fraction: float, seed: int) -> p
     return days.isin(holdout_days)
 
 
+ETL = config.DEFAULTS["etl"]
+
+
 def run(
-    data_uri: str = "",
-    sha256: str = "",
-    split_seed: int = 42,
-    holdout_fraction: float = 0.33,
-    max_reject_fraction: float = 0.01,
+    data_uri: str = ETL["data_uri"],
+    sha256: str = ETL["sha256"],
+    split_seed: int = ETL["split_seed"],
+    holdout_fraction: float = ETL["holdout_fraction"],
+    max_reject_fraction: float = ETL["max_reject_fraction"],
 ) -> EtlResult:
     """Fetch, validate, label and split the raw flights inside one MLflow run."""
     data_uri = data_uri or config.default_data_uri()

@@ -26,13 +26,15 @@ from dataclasses import dataclass
 import mlflow
 import numpy as np
 import pandas as pd
+from mlflow.entities import Run
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 from sklearn.metrics import roc_auc_score
 
-from pyfunc.schema import SCHEDULED_TIME, TARGET, clean_flights, parse_scheduled_time, unknown_categories
+from pyfunc.schema import SCHEDULED_TIME, TARGET, clean_flights, parse_scheduled_time
 from steps import baselines, config, metrics, tracking
-from steps.train import fit_booster, fit_model, load_processed, training_features
+from steps.register import PRODUCTION_STAGE, current_production
+from steps.train import HYPER_DEFAULTS, fit_model, known_rows, load_processed, out_of_fold_scores, training_features
 
 logger = logging.getLogger("skyprophet.evaluate")
 MODELS = ("model", "seed", "challenge")
@@ -64,7 +66,6 @@ SEARCH_SPACE = {
     "scale_pos_weight": [1.0, 3.0],
 }
 VERSION_TAG_PREFIX = "eval"
-PRODUCTION_ALIAS = "production"
 
 
 @dataclass
@@ -112,7 +113,7 @@ def score_split(train: pd.DataFrame, test: pd.DataFrame, hyper: dict) -> tuple[n
     """
     fitted, _ = fit_model(train, hyper)
     clean = clean_flights(test)
-    known = ~unknown_categories(clean, fitted.spec.features.vocabulary).to_numpy()
+    known = known_rows(clean, fitted.spec.features)
     test = test[known].reset_index(drop=True)
     target = test[TARGET].to_numpy()
     train_target = train[TARGET].to_numpy()
@@ -149,11 +150,7 @@ def search(train: pd.DataFrame, hyper: dict, trials: int, seed: int) -> pd.DataF
             candidates.append(candidate)
     rows = []
     for i, candidate in enumerate(candidates):
-        out_of_fold = np.zeros(len(target))
-        for fit_rows, score_rows in folds:
-            booster = fit_booster(features[fit_rows], target[fit_rows], candidate)
-            out_of_fold[score_rows] = booster.inplace_predict(features[score_rows])
-        auc = float(roc_auc_score(target, out_of_fold))
+        auc = float(roc_auc_score(target, out_of_fold_scores(features, target, folds, candidate)))
         logger.info("search %d/%d: cv ROC AUC %.4f %s", i, len(candidates) - 1, auc, candidate)
         rows.append({**{k: candidate[k] for k in SEARCH_SPACE}, "cv_roc_auc": auc})
     return pd.DataFrame(rows).sort_values("cv_roc_auc", ascending=False).reset_index(drop=True)
@@ -169,31 +166,22 @@ def production_version(client: mlflow.MlflowClient, name: str) -> ModelVersion |
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)
-            versions = client.get_latest_versions(name, stages=["Production"])
+            versions = client.get_latest_versions(name, stages=[PRODUCTION_STAGE])
     except MlflowException:
         return None
-    if versions:
-        return versions[0]
-    try:
-        return client.get_model_version_by_alias(name, PRODUCTION_ALIAS)
-    except MlflowException:
-        return None
+    return versions[0] if versions else current_production(client, name)
 
 
-def version_trained_on(client: mlflow.MlflowClient, version: ModelVersion, digests: set[str]) -> bool:
+def version_trained_on(run: Run, digests: set[str]) -> bool:
     """Whether the version's train run logged exactly these processed datasets as inputs."""
-    if not version.run_id:
-        return False
-    run = client.get_run(version.run_id)
     logged = {d.dataset.digest for d in (run.inputs.dataset_inputs if run.inputs else [])}
     return bool(logged) and digests <= logged
 
 
-def version_hyper(client: mlflow.MlflowClient, version: ModelVersion) -> dict:
+def version_hyper(run: Run) -> dict:
     """The train hyper-parameters of the version's run (so evaluate refits the same recipe)."""
-    params = client.get_run(version.run_id).data.params
-    defaults = {k: v for k, v in config.DEFAULTS["train"].items() if k != "processed_uri"}
-    return {k: type(default)(float(params[k])) if k in params else default for k, default in defaults.items()}
+    params = run.data.params
+    return {k: type(default)(float(params[k])) if k in params else default for k, default in HYPER_DEFAULTS.items()}
 
 
 def describe_version(client: mlflow.MlflowClient, version: ModelVersion, table: pd.DataFrame, run_id: str) -> None:
@@ -210,11 +198,14 @@ def describe_version(client: mlflow.MlflowClient, version: ModelVersion, table: 
             client.set_model_version_tag(version.name, version.version, key, f"{row[column]:.4f}")
 
 
+EVALUATE = config.DEFAULTS["evaluate"]
+
+
 def run(
-    processed_uri: str = "",
-    model_name: str = "flight-delay",
-    search_trials: int = 0,
-    seed: int = 42,
+    processed_uri: str = EVALUATE["processed_uri"],
+    model_name: str = EVALUATE["model_name"],
+    search_trials: int = EVALUATE["search_trials"],
+    seed: int = EVALUATE["seed"],
 ) -> EvaluateResult:
     """Score the three models on both splits, log the table and plots, describe Production."""
     processed_uri = processed_uri or str(config.datasets_dir() / "processed")
@@ -222,13 +213,14 @@ def run(
         client = mlflow.MlflowClient()
         train, holdout = load_processed(processed_uri)
         version = production_version(client, model_name)
-        if version is not None and not version_trained_on(
-            client, version, processed_digests({"train": train, "holdout": holdout})
+        version_run = client.get_run(version.run_id) if version is not None and version.run_id else None
+        if version is not None and (
+            version_run is None
+            or not version_trained_on(version_run, processed_digests({"train": train, "holdout": holdout}))
         ):
             logger.info("evaluate: Production version %s was trained on other data; not describing it", version.version)
             version = None
-        hyper = version_hyper(client, version) if version is not None else None
-        hyper = hyper or {k: v for k, v in config.DEFAULTS["train"].items() if k != "processed_uri"}
+        hyper = version_hyper(version_run) if version is not None else dict(HYPER_DEFAULTS)
         tracking.log_params(
             {"processed_uri": processed_uri, "model_name": model_name, "search_trials": search_trials, "seed": seed}
         )

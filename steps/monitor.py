@@ -36,6 +36,7 @@ import xgboost as xgb  # noqa: E402
 from mlflow.entities import DatasetInput  # noqa: E402
 from mlflow.entities.model_registry import ModelVersion  # noqa: E402
 from mlflow.exceptions import MlflowException  # noqa: E402
+from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT  # noqa: E402
 from sklearn.metrics import roc_auc_score  # noqa: E402
 from sklearn.model_selection import StratifiedKFold  # noqa: E402
 
@@ -51,14 +52,12 @@ from pyfunc.schema import (  # noqa: E402
 from steps import config, tracking  # noqa: E402
 from steps.register import current_production  # noqa: E402
 from steps.storage import DataSourceError, fetch  # noqa: E402
-from steps.train import MissingInputError  # noqa: E402
+from steps.train import TRAIN_CONTEXT, TRAIN_DATASET, MissingInputError  # noqa: E402
 
 logger = logging.getLogger("skyprophet.monitor")
+MONITOR = config.DEFAULTS["monitor"]
 EXIT_DRIFT = 3
 EXIT_BAD_INPUT = 4
-REFERENCE_DATASET = "train"
-REFERENCE_CONTEXT = "training"
-DATASET_CONTEXT_TAG = "mlflow.data.context"
 UNSEEN = "<unseen>"
 RARE_OR_UNSEEN = "<rare or unseen>"
 PSI_BINS = 10
@@ -185,11 +184,11 @@ def production_version(client: mlflow.MlflowClient, model_name: str) -> ModelVer
 def reference_input(client: mlflow.MlflowClient, run_id: str) -> DatasetInput:
     """The ``train`` dataset (context ``training``) the train run logged as its input."""
     for dataset_input in client.get_run(run_id).inputs.dataset_inputs:
-        context = {tag.key: tag.value for tag in dataset_input.tags}.get(DATASET_CONTEXT_TAG)
-        if dataset_input.dataset.name == REFERENCE_DATASET and context == REFERENCE_CONTEXT:
+        context = {tag.key: tag.value for tag in dataset_input.tags}.get(MLFLOW_DATASET_CONTEXT)
+        if dataset_input.dataset.name == TRAIN_DATASET and context == TRAIN_CONTEXT:
             return dataset_input
     raise ReferenceDataError(
-        f"train run {run_id} logged no '{REFERENCE_DATASET}' dataset; retrain with `mlflow run . -e main`"
+        f"train run {run_id} logged no '{TRAIN_DATASET}' dataset; retrain with `mlflow run . -e main`"
     )
 
 
@@ -202,7 +201,7 @@ def load_reference(dataset_input: DatasetInput) -> tuple[pd.DataFrame, mlflow.da
         frame = pd.read_parquet(local)
     except (MlflowException, OSError, ValueError) as err:
         raise ReferenceDataError(f"cannot load the training data {source_uri}: {err}") from err
-    dataset = mlflow.data.from_pandas(frame, source=source_uri, name=REFERENCE_DATASET, targets=TARGET)
+    dataset = mlflow.data.from_pandas(frame, source=source_uri, name=TRAIN_DATASET, targets=TARGET)
     if dataset.digest != logged.digest:
         raise ReferenceDataError(
             f"the training data at {source_uri} changed since training (digest {dataset.digest}, "
@@ -290,9 +289,9 @@ def detect_drift(
     reference: pd.DataFrame,
     new: pd.DataFrame,
     spec: FeatureSpec,
-    cv_folds: int = 5,
-    seed: int = 42,
-    max_rows: int = 100_000,
+    cv_folds: int = MONITOR["cv_folds"],
+    seed: int = MONITOR["seed"],
+    max_rows: int = MONITOR["max_rows"],
     exclude_features: tuple[str, ...] = (),
 ) -> DriftReport:
     """Adversarial validation and PSI of cleaned ``new`` flights against cleaned ``reference`` flights.
@@ -368,7 +367,7 @@ def report_markdown(report: DriftReport, context: dict[str, str], auc_threshold:
         f"{len(report.fold_roc_auc)} folds (alert at >= {auc_threshold:.2f}; 0.5 = indistinguishable)",
         f"- new flights: `{context['data']}`: {report.new_rows} flights, {report.new_unseen_rows} with a "
         "category the model never saw",
-        f"- reference: dataset `{REFERENCE_DATASET}` of train run `{context['model_run_id']}` "
+        f"- reference: dataset `{TRAIN_DATASET}` of train run `{context['model_run_id']}` "
         f"(`{context['reference_source']}`, digest {context['reference_digest']}): {report.reference_rows} flights",
         f"- MLflow run: `{context['run_id']}`",
         "",
@@ -424,14 +423,14 @@ def log_report(report: DriftReport) -> None:
 
 
 def run(
-    data: str = "",
-    model_name: str = "flight-delay",
-    auc_threshold: float = 0.65,
-    cv_folds: int = 5,
-    seed: int = 42,
-    max_rows: int = 100_000,
-    exclude_features: str = "",
-    report_dir: str = "",
+    data: str = MONITOR["data"],
+    model_name: str = MONITOR["model_name"],
+    auc_threshold: float = MONITOR["auc_threshold"],
+    cv_folds: int = MONITOR["cv_folds"],
+    seed: int = MONITOR["seed"],
+    max_rows: int = MONITOR["max_rows"],
+    exclude_features: str = MONITOR["exclude_features"],
+    report_dir: str = MONITOR["report_dir"],
 ) -> MonitorResult:
     """Compare the new flights with the Production version's training flights inside one MLflow run."""
     folder = Path(report_dir) if report_dir else config.PROJECT_ROOT / "reports" / "monitor"

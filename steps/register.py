@@ -107,6 +107,7 @@ def score_isolated(model_uri: str, holdout_path: Path) -> np.ndarray:
 def holdout_auc(model_uris: dict[str, str], holdout_path: Path) -> dict[str, float]:
     """ROC AUC of each model on the holdout flights that every one of them can score."""
     target = pd.read_parquet(holdout_path, columns=[TARGET])[TARGET].to_numpy()
+    logger.info("gate: scoring %s on %d holdout flights", list(model_uris), len(target))
     scores = {key: score_isolated(uri, holdout_path) for key, uri in model_uris.items()}
     known = np.logical_and.reduce([~np.isnan(s) for s in scores.values()])
     return {key: float(roc_auc_score(target[known], s[known])) for key, s in scores.items()}
@@ -134,8 +135,14 @@ def promote(client: mlflow.MlflowClient, name: str, version: str) -> None:
     client.set_registered_model_alias(name, PRODUCTION_ALIAS, version)
 
 
+REGISTER = config.DEFAULTS["register"]
+
+
 def run(
-    model_uri: str = "", holdout_uri: str = "", model_name: str = "flight-delay", promote_mode: str = "auto"
+    model_uri: str = REGISTER["model_uri"],
+    holdout_uri: str = REGISTER["holdout_uri"],
+    model_name: str = REGISTER["model_name"],
+    promote_mode: str = REGISTER["promote"],
 ) -> RegisterResult:
     """Gate, register and (maybe) promote inside one MLflow run."""
     if promote_mode not in PROMOTE_CHOICES:
@@ -154,12 +161,10 @@ def run(
         holdout_path = resolve_local(holdout_uri)
         if not holdout_path.is_file():
             raise MissingInputError(f"holdout {holdout_uri} not found: run `mlflow run . -e etl` first")
-        holdout_rows = len(pd.read_parquet(holdout_path, columns=[TARGET]))
         production = current_production(client, model_name)
         uris = {"candidate": model_uri}
         if production is not None:
             uris["production"] = f"models:/{model_name}/{production.version}"
-        logger.info("gate: scoring %s on %d holdout flights", list(uris), holdout_rows)
         auc = holdout_auc(uris, holdout_path)
         production_auc = auc.get("production")
         better = production_auc is None or auc["candidate"] >= production_auc

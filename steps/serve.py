@@ -28,6 +28,9 @@ def example_curl(model_uri: str, host: str, port: int) -> str:
     return f"curl -s -X POST http://{host}:{port}/invocations -H 'Content-Type: application/json' -d '{body}'"
 
 
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
 class StopServing(Exception):
     """SIGINT (Ctrl-C), SIGTERM or SIGHUP arrived: stop the model server."""
 
@@ -71,13 +74,13 @@ def main() -> None:
     # same for SIGTERM and SIGHUP (a supervisor, a closed terminal): without it the server, in its
     # own session, would outlive this process and keep the port. SIGINT is set explicitly too: a
     # shell that starts us in the background would otherwise have us ignore it.
-    for stop_signal in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+    for stop_signal in STOP_SIGNALS:
         signal.signal(stop_signal, _raise_stop)
     server = subprocess.Popen(command, start_new_session=True)
     try:
         sys.exit(server.wait())
     except StopServing:
-        for stop_signal in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        for stop_signal in STOP_SIGNALS:
             signal.signal(stop_signal, signal.SIG_IGN)  # a second Ctrl-C must not cut the shutdown short
         sys.stdout.write("\nStopping the model server...\n")
         os.killpg(server.pid, signal.SIGTERM)

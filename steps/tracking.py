@@ -16,7 +16,7 @@ from mlflow.data.dataset_source_registry import get_registered_sources, register
 from mlflow.tracking import MlflowClient
 
 from steps import storage
-from steps.config import PROJECT_ROOT
+from steps.config import EMBEDDED_STORE_URI, PROJECT_ROOT
 
 EXPERIMENT_ENV = "MLFLOW_EXPERIMENT_NAME"
 DEFAULT_EXPERIMENT = "skyprophet"
@@ -31,7 +31,7 @@ class TrackingUnavailableError(RuntimeError):
 
 def tracking_uri() -> str:
     """``$MLFLOW_TRACKING_URI``, or the embedded SQLite store in the checkout."""
-    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{PROJECT_ROOT / 'mlflow.db'}"
+    return os.environ.get("MLFLOW_TRACKING_URI") or EMBEDDED_STORE_URI
 
 
 def check_tracking_reachable(uri: str) -> None:
@@ -159,15 +159,16 @@ def step_run(step: str) -> Iterator[mlflow.ActiveRun]:
     not be stored fails before it does any work.
     """
     client = configure()
+    uri = tracking_uri()
     if run_id := os.environ.get("MLFLOW_RUN_ID"):
         experiment = client.get_experiment(client.get_run(run_id).info.experiment_id)
     else:
         name = os.environ.get(EXPERIMENT_ENV, DEFAULT_EXPERIMENT)
-        if client.get_experiment_by_name(name) is None and urlparse(tracking_uri()).scheme == "sqlite":
+        if client.get_experiment_by_name(name) is None and urlparse(uri).scheme == "sqlite":
             # The embedded store keeps artifacts in the checkout, wherever the step is started from.
             client.create_experiment(name, artifact_location=(PROJECT_ROOT / "mlruns").as_uri())
         experiment = mlflow.set_experiment(name)
-    check_artifact_store_writable(experiment.artifact_location, tracking_uri())
+    check_artifact_store_writable(experiment.artifact_location, uri)
     with mlflow.start_run() as run:
         mlflow.set_tag(STEP_TAG, step)
         logger.info("%s: run %s in experiment %s", step, run.info.run_id, run.info.experiment_id)

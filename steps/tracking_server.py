@@ -21,7 +21,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from steps import storage
-from steps.config import PROJECT_ROOT
+from steps.config import EMBEDDED_STORE_URI, PROJECT_ROOT
 
 logger = logging.getLogger("skyprophet.tracking_server")
 BACKEND_ENV = "MLFLOW_BACKEND_STORE_URI"
@@ -37,7 +37,7 @@ class TrackingServerError(RuntimeError):
 
 def backend_store_uri() -> str:
     """``$MLFLOW_BACKEND_STORE_URI`` with an explicit psycopg2 driver, or the embedded SQLite file."""
-    uri = os.environ.get(BACKEND_ENV) or f"sqlite:///{PROJECT_ROOT / 'mlflow.db'}"
+    uri = os.environ.get(BACKEND_ENV) or EMBEDDED_STORE_URI
     scheme, sep, rest = uri.partition("://")
     return f"postgresql+psycopg2://{rest}" if sep and scheme in POSTGRES_SCHEMES else uri
 

@@ -38,6 +38,10 @@ from steps import config, metrics, tracking
 logger = logging.getLogger("skyprophet.train")
 MODEL_URI_TAG = "skyprophet.model_uri"
 HOLDOUT_URI_TAG = "skyprophet.holdout_uri"
+# The fitting recipe: train's parameters without its input.
+HYPER_DEFAULTS = {k: v for k, v in config.DEFAULTS["train"].items() if k != "processed_uri"}
+# Name and context of the training flights train logs as a run input (monitor's drift reference).
+TRAIN_DATASET, TRAIN_CONTEXT = "train", "training"
 
 
 class MissingInputError(FileNotFoundError):
@@ -157,6 +161,17 @@ def centred_isotonic(scores: np.ndarray, target: np.ndarray) -> tuple[list[float
     return centres.tolist(), fitted[starts].tolist()
 
 
+def out_of_fold_scores(
+    features: np.ndarray, target: np.ndarray, folds: list[tuple[np.ndarray, np.ndarray]], hyper: dict
+) -> np.ndarray:
+    """Raw booster scores of each flight from a booster fitted without its fold."""
+    scores = np.zeros(len(target))
+    for fit_rows, score_rows in folds:
+        booster = fit_booster(features[fit_rows], target[fit_rows], hyper)
+        scores[score_rows] = booster.inplace_predict(features[score_rows])
+    return scores
+
+
 def fit_model(train_raw: pd.DataFrame, hyper: dict) -> tuple[FittedModel, dict[str, float]]:
     """Fit features, booster, centred isotonic calibration and threshold; returns also the CV metrics.
 
@@ -164,10 +179,7 @@ def fit_model(train_raw: pd.DataFrame, hyper: dict) -> tuple[FittedModel, dict[s
     threshold, so the holdout is never looked at.
     """
     features, target, feature_spec, folds = training_features(train_raw, hyper["cv_folds"])
-    out_of_fold = np.zeros(len(target))
-    for fit_rows, score_rows in folds:
-        booster = fit_booster(features[fit_rows], target[fit_rows], hyper)
-        out_of_fold[score_rows] = booster.inplace_predict(features[score_rows])
+    out_of_fold = out_of_fold_scores(features, target, folds, hyper)
     calibration_x, calibration_y = centred_isotonic(out_of_fold, target)
     calibrated = np.interp(out_of_fold, calibration_x, calibration_y)
     threshold = metrics.best_f1_threshold(target, calibrated)
@@ -176,10 +188,15 @@ def fit_model(train_raw: pd.DataFrame, hyper: dict) -> tuple[FittedModel, dict[s
     return FittedModel(fit_booster(features, target, hyper), spec), cv_metrics
 
 
+def known_rows(clean: pd.DataFrame, feature_spec: FeatureSpec) -> np.ndarray:
+    """Which cleaned flights the model can score: every category seen in training."""
+    return ~unknown_categories(clean, feature_spec.vocabulary).to_numpy()
+
+
 def scorable(holdout_raw: pd.DataFrame, feature_spec: FeatureSpec) -> tuple[pd.DataFrame, np.ndarray]:
     """Holdout flights the model can score (categories seen in training), and their targets."""
     clean = clean_flights(holdout_raw)
-    known = ~unknown_categories(clean, feature_spec.vocabulary).to_numpy()
+    known = known_rows(clean, feature_spec)
     return clean[known].reset_index(drop=True), holdout_raw[TARGET].to_numpy()[known]
 
 
@@ -209,15 +226,15 @@ def log_pyfunc(fitted: FittedModel, input_example: pd.DataFrame) -> mlflow.model
 def run(processed_uri: str = "", **hyper) -> TrainResult:
     """Fit, evaluate on the holdout and log the model inside one MLflow run."""
     processed_uri = processed_uri or str(config.datasets_dir() / "processed")
-    hyper = {**{k: v for k, v in config.DEFAULTS["train"].items() if k != "processed_uri"}, **hyper}
+    hyper = {**HYPER_DEFAULTS, **hyper}
     with tracking.step_run("train") as active:
         tracking.log_params({"processed_uri": processed_uri, **hyper})
         train_raw, holdout_raw = load_processed(processed_uri)
-        for name, frame in (("train", train_raw), ("holdout", holdout_raw)):
+        for name, frame, context in ((TRAIN_DATASET, train_raw, TRAIN_CONTEXT), ("holdout", holdout_raw, "evaluation")):
             dataset = mlflow.data.from_pandas(
                 frame, source=artifact_location(f"{processed_uri}/{name}.parquet"), name=name, targets=TARGET
             )
-            mlflow.log_input(dataset, context="training" if name == "train" else "evaluation")
+            mlflow.log_input(dataset, context=context)
         logger.info("fit: %d flights, %d folds", len(train_raw), hyper["cv_folds"])
         fitted, cv_metrics = fit_model(train_raw, hyper)
         mlflow.log_metrics({f"cv_{k}": v for k, v in cv_metrics.items()})

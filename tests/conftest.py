@@ -12,18 +12,21 @@ import pandas as pd
 import pytest
 import requests
 
-from steps.config import PROJECT_ROOT, SCL_SHA256
+from steps.config import PROJECT_ROOT, SCL_DATA_PATH, SCL_SHA256
 from tests.factory import make_flights, write_flights
 from tests.processes import (  # noqa: F401 - re-exported for the test modules
     BIN,
     MLFLOW_RUN_STATE,
     free_port,
+    mlflow_run_command,
+    model_serve_command,
     process_env,
+    start_logged,
     stop_process_group,
     wait_for_http,
 )
 
-REAL_DATA = Path(os.environ.get("SKYPROPHET_REAL_DATA", PROJECT_ROOT.parent / "shared/datasets/scl-2017/data.csv"))
+REAL_DATA = Path(os.environ.get("SKYPROPHET_REAL_DATA", SCL_DATA_PATH))
 
 
 @pytest.fixture
@@ -89,27 +92,7 @@ class ModelServer:
     def __init__(self, model_uri: str, env: dict[str, str], log_path: Path) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.log = open(log_path, "w")  # noqa: SIM115 - closed in stop()
-        self.process = subprocess.Popen(
-            [
-                str(BIN / "mlflow"),
-                "models",
-                "serve",
-                "-m",
-                model_uri,
-                "--env-manager",
-                "local",
-                "-h",
-                "127.0.0.1",
-                "-p",
-                str(self.port),
-            ],
-            env=process_env(env),
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-            cwd=PROJECT_ROOT,
-            start_new_session=True,
-        )
+        self.process = start_logged(model_serve_command(model_uri, self.port), env, log_path)
         try:
             wait_for_http(f"{self.url}/ping", timeout=90, process=self.process)
         except Exception:
@@ -130,7 +113,6 @@ class ModelServer:
     def stop(self) -> None:
         """Terminate the server and its workers."""
         stop_process_group(self.process)
-        self.log.close()
 
 
 @pytest.fixture
@@ -168,10 +150,7 @@ def registered_model(tmp_path_factory: pytest.TempPathFactory) -> dict:
         env["MLFLOW_EXPERIMENT_NAME"], artifact_location=(root / "artifacts").as_uri()
     )
     flights = write_flights(root / "flights.csv")
-    command = [str(BIN / "mlflow"), "run", ".", "-e", "main", "--env-manager", "local"]
-    command += ["--experiment-name", env["MLFLOW_EXPERIMENT_NAME"]]
-    for key, value in {"data_uri": flights, "n_estimators": 40, "cv_folds": 3}.items():
-        command += ["-P", f"{key}={value}"]
+    command = mlflow_run_command("main", env["MLFLOW_EXPERIMENT_NAME"], data_uri=flights, n_estimators=40, cv_folds=3)
     done = subprocess.run(
         command,
         cwd=PROJECT_ROOT,
@@ -280,15 +259,8 @@ class TrackingServer:
 
     def start(self, timeout: float = 180) -> None:
         """Start (or start again) on the same port and wait for ``/health``."""
-        with open(self.log_path, "a") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "steps.tracking_server", "--port", str(self.port), "--workers", "1"],
-                env=process_env(self.env),
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                cwd=PROJECT_ROOT,
-                start_new_session=True,
-            )
+        command = [sys.executable, "-m", "steps.tracking_server", "--port", str(self.port), "--workers", "1"]
+        self.process = start_logged(command, self.env, self.log_path, mode="a")
         try:
             wait_for_http(f"{self.url}/health", timeout=timeout, process=self.process)
         except Exception:

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import requests
 
+from steps.config import PROJECT_ROOT
+
 BIN = Path(sys.executable).parent
 # What an in-process MLflow run or set_experiment leaves in os.environ; never for a child process,
 # which names its own experiment (`mlflow run` refuses both an experiment id and a name).
@@ -56,3 +58,35 @@ def stop_process_group(process: subprocess.Popen) -> None:
     except subprocess.TimeoutExpired:
         os.killpg(process.pid, signal.SIGKILL)
         process.wait()
+
+
+def start_logged(command: list[str], env: dict[str, str], log_path: Path, mode: str = "w") -> subprocess.Popen:
+    """``command`` from the checkout in its own session (stopping it stops its workers), output to ``log_path``.
+
+    The log file is closed here at once: the child keeps its own handle.
+    """
+    with open(log_path, mode, encoding="utf-8") as log:
+        return subprocess.Popen(
+            command,
+            cwd=PROJECT_ROOT,
+            env=process_env(env),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+
+def model_serve_command(model_uri: str, port: int, workers: int | None = None) -> list[str]:
+    """``mlflow models serve`` of ``model_uri`` on 127.0.0.1:``port`` from this environment."""
+    command = [str(BIN / "mlflow"), "models", "serve", "-m", model_uri, "--env-manager", "local"]
+    command += ["-h", "127.0.0.1", "-p", str(port)]
+    return command + (["-w", str(workers)] if workers else [])
+
+
+def mlflow_run_command(entry_point: str, experiment: str, **params: object) -> list[str]:
+    """``mlflow run . -e <entry_point> --env-manager local -P key=value …``, as a user types it."""
+    command = [str(BIN / "mlflow"), "run", ".", "-e", entry_point, "--env-manager", "local"]
+    command += ["--experiment-name", experiment]
+    for key, value in params.items():
+        command += ["-P", f"{key}={value}"]
+    return command

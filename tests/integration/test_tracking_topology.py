@@ -22,6 +22,7 @@ import pytest
 from steps.config import PROJECT_ROOT
 from tests.conftest import BIN, GcsEmulator, TrackingServer, free_port, process_env
 from tests.factory import make_flights, write_flights
+from tests.processes import mlflow_run_command
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 ARTIFACT_BUCKET = "skyprophet-artifacts"
@@ -80,11 +81,7 @@ def run_command(command: list[str], env: dict[str, str]) -> tuple[subprocess.Com
 
 def mlflow_run(entry_point: str, env: dict[str, str], **params) -> subprocess.CompletedProcess:
     """`mlflow run . -e <entry_point> --env-manager local -P …`, as a user types it."""
-    command = [str(BIN / "mlflow"), "run", ".", "-e", entry_point, "--env-manager", "local"]
-    command += ["--experiment-name", env["MLFLOW_EXPERIMENT_NAME"]]
-    for key, value in params.items():
-        command += ["-P", f"{key}={value}"]
-    return run_command(command, env)[0]
+    return run_command(mlflow_run_command(entry_point, env["MLFLOW_EXPERIMENT_NAME"], **params), env)[0]
 
 
 def step(name: str, env: dict[str, str], *args: str) -> tuple[subprocess.CompletedProcess, float]:

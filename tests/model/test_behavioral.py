@@ -15,16 +15,15 @@ import pandas as pd
 import pytest
 
 from pyfunc.schema import OPERATED_COLUMNS, REQUIRED_COLUMNS, SCHEDULED_TIME, TARGET
-from steps import config, train
+from steps import etl, train
 from tests.factory import make_flights
 
-HYPER = {**{k: v for k, v in config.DEFAULTS["train"].items() if k != "processed_uri"}, "n_estimators": 80}
+HYPER = {**train.HYPER_DEFAULTS, "n_estimators": 80}
 
 
 def with_target(flights: pd.DataFrame) -> pd.DataFrame:
     """Generated flights labelled the way etl labels them."""
-    late = pd.to_datetime(flights["Fecha-O"]) - pd.to_datetime(flights["Fecha-I"])
-    return flights.assign(**{TARGET: (late > pd.Timedelta(minutes=15)).astype(int)})
+    return flights.assign(**{TARGET: etl.delay_target(flights)})
 
 
 @pytest.fixture(scope="module")

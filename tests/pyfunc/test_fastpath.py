@@ -19,10 +19,10 @@ from pyfunc.schema import (
     clean_flights,
     validate_request,
 )
-from steps import train
+from steps import etl, train
 from tests.factory import make_flights
 
-HYPER = {**{k: v for k, v in train.config.DEFAULTS["train"].items() if k != "processed_uri"}, "n_estimators": 40}
+HYPER = {**train.HYPER_DEFAULTS, "n_estimators": 40}
 
 
 @pytest.fixture(scope="module")
@@ -91,7 +91,7 @@ def test_fast_path_cleans_thousands_of_flights_exactly_like_pandas(spec, request
 
 def test_indexed_spec_gives_the_same_features(spec, requests_frame):
     clean = validate_request(requests_frame, spec.vocabulary)
-    indexed = fastpath.with_indexed_categories(spec)
+    indexed = fastpath.with_code_tables(spec)
     np.testing.assert_array_equal(build_features(clean, indexed), build_features(clean, spec))
     for size in (1, 3, 64, 65, 500):  # code tables answer from a dict up to 64 flights, from an Index beyond
         chunk = requests_frame.head(size)
@@ -170,8 +170,7 @@ def test_memo_stays_bounded_and_correct(spec, requests_frame, monkeypatch):
 def loaded_model(tmp_path_factory):
     """A small real booster and spec, loaded through ``load_context`` as the server does."""
     flights = make_flights(days=60, seed=11)
-    operated = pd.to_datetime(flights["Fecha-O"]) - pd.to_datetime(flights["Fecha-I"])
-    flights["delay"] = (operated > pd.Timedelta(minutes=15)).astype(int)
+    flights["delay"] = etl.delay_target(flights)
     fitted, _ = train.fit_model(flights, HYPER)
     folder = tmp_path_factory.mktemp("model")
     fitted.booster.save_model(str(folder / "booster.ubj"))

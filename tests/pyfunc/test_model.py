@@ -11,10 +11,10 @@ import pytest
 from pyfunc import model as model_module
 from pyfunc.features import FEATURE_NAMES, build_features
 from pyfunc.schema import REQUIRED_COLUMNS, InvalidFlightsError, clean_flights, validate_request
-from steps import train
+from steps import etl, train
 from tests.factory import make_flights
 
-HYPER = {**{k: v for k, v in train.config.DEFAULTS["train"].items() if k != "processed_uri"}, "n_estimators": 60}
+HYPER = {**train.HYPER_DEFAULTS, "n_estimators": 60}
 
 
 @pytest.fixture(scope="module")
@@ -24,10 +24,7 @@ def fitted_and_loaded(tmp_path_factory):
     mlflow.set_tracking_uri(f"sqlite:///{store / 'mlflow.db'}")
     mlflow.set_experiment("pyfunc-model")  # not the experiment id an earlier test left active
     flights = make_flights(days=90)
-    flights["delay"] = (pd.to_datetime(flights["Fecha-O"]) - pd.to_datetime(flights["Fecha-I"])) > pd.Timedelta(
-        minutes=15
-    )
-    flights["delay"] = flights["delay"].astype(int)
+    flights["delay"] = etl.delay_target(flights)
     fitted, _ = train.fit_model(flights, HYPER)
     with mlflow.start_run():
         info = train.log_pyfunc(fitted, flights[list(REQUIRED_COLUMNS)].head(5))

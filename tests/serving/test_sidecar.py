@@ -16,8 +16,8 @@ import mlflow
 import pytest
 import requests
 
-from steps.config import PROJECT_ROOT
-from tests.conftest import BIN, ModelServer, free_port, process_env, stop_process_group, wait_for_http
+from tests.conftest import BIN, ModelServer
+from tests.processes import free_port, model_serve_command, start_logged, stop_process_group, wait_for_http
 
 pytestmark = [pytest.mark.slow]
 
@@ -29,7 +29,6 @@ class Sidecar:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
-        self.log = open(log_path, "w")  # noqa: SIM115 - closed in stop()
         sidecar_env = {
             **env,
             "MODEL_SERVER_URL": model_server_url,
@@ -38,14 +37,7 @@ class Sidecar:
             "SIDECAR_PORT": str(self.port),
             "SIDECAR_POLL_SECONDS": "0.5",
         }
-        self.process = subprocess.Popen(
-            [str(BIN / "python"), "-m", "sidecar.app"],
-            env=process_env(sidecar_env),
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-            cwd=PROJECT_ROOT,
-            start_new_session=True,
-        )
+        self.process = start_logged([str(BIN / "python"), "-m", "sidecar.app"], sidecar_env, log_path)
         wait_for_http(f"{self.url}/ping", timeout=30, process=self.process)
 
     def health(self) -> requests.Response:
@@ -75,7 +67,6 @@ class Sidecar:
 
     def stop(self) -> None:
         stop_process_group(self.process)
-        self.log.close()
 
 
 @pytest.fixture
@@ -105,17 +96,7 @@ def sidecars(registered_model, tmp_path):
 
 def serve_on(model_uri: str, env: dict[str, str], port: int, log_path: Path) -> subprocess.Popen:
     """`mlflow models serve` on a given port (the sidecar was told the address before it started)."""
-    command = [str(BIN / "mlflow"), "models", "serve", "-m", model_uri, "--env-manager", "local"]
-    command += ["-h", "127.0.0.1", "-p", str(port)]
-    with open(log_path, "w") as log:
-        return subprocess.Popen(
-            command,
-            env=process_env(env),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            cwd=PROJECT_ROOT,
-            start_new_session=True,
-        )
+    return start_logged(model_serve_command(model_uri, port), env, log_path)
 
 
 def ping(sidecar: Sidecar) -> int:

@@ -22,6 +22,7 @@ from steps import config, etl, monitor, register, train
 from steps.config import PROJECT_ROOT
 from tests.conftest import BIN, process_env
 from tests.factory import make_flights, write_flights
+from tests.processes import MLFLOW_RUN_STATE
 
 # Real-data checks with the step's own defaults (every flight, 5 folds).
 MONITOR = config.DEFAULTS["monitor"]
@@ -100,12 +101,6 @@ def test_tripled_airline_share_is_drift_naming_the_airline(real_flights):
 # ---------------------------------------------------------------- generated data: the whole step
 
 
-@pytest.fixture(autouse=True)
-def no_leaked_experiment_id(monkeypatch: pytest.MonkeyPatch) -> None:
-    """``mlflow.set_experiment`` exports MLFLOW_EXPERIMENT_ID; drop it after each test so it never leaks."""
-    monkeypatch.delenv("MLFLOW_EXPERIMENT_ID", raising=False)
-
-
 def experiment_here(env: dict[str, str], folder: Path) -> None:
     """Create the test experiment with its artifacts in ``folder``, not in the checkout's mlruns/."""
     mlflow.MlflowClient(env["MLFLOW_TRACKING_URI"]).create_experiment(
@@ -125,7 +120,7 @@ def production(tmp_path_factory: pytest.TempPathFactory):
     with pytest.MonkeyPatch.context() as patch:
         for key, value in env.items():
             patch.setenv(key, value)
-        for key in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID"):
+        for key in MLFLOW_RUN_STATE:
             patch.delenv(key, raising=False)
         mlflow.set_tracking_uri(env["MLFLOW_TRACKING_URI"])
         experiment_here(env, root)

@@ -6,8 +6,9 @@ import mlflow
 import pytest
 
 from steps.config import PROJECT_ROOT
-from tests.conftest import BIN, process_env
+from tests.conftest import process_env
 from tests.factory import make_flights
+from tests.processes import mlflow_run_command
 
 pytestmark = [pytest.mark.slow]
 MAIN_TIMEOUT = 600
@@ -15,19 +16,7 @@ MAIN_TIMEOUT = 600
 
 def mlflow_run(entry_point: str, env: dict[str, str], **params) -> subprocess.CompletedProcess:
     """`mlflow run . -e <entry_point> --env-manager local` with -P parameters, as a user types it."""
-    command = [
-        str(BIN / "mlflow"),
-        "run",
-        ".",
-        "-e",
-        entry_point,
-        "--env-manager",
-        "local",
-        "--experiment-name",
-        env["MLFLOW_EXPERIMENT_NAME"],
-    ]
-    for key, value in params.items():
-        command += ["-P", f"{key}={value}"]
+    command = mlflow_run_command(entry_point, env["MLFLOW_EXPERIMENT_NAME"], **params)
     return subprocess.run(
         command, cwd=PROJECT_ROOT, env=process_env(env), capture_output=True, text=True, timeout=MAIN_TIMEOUT
     )

@@ -16,18 +16,19 @@ import sys
 import tempfile
 from pathlib import Path
 
-from tests.processes import BIN, free_port, process_env, stop_process_group, wait_for_http
+from steps.config import PROJECT_ROOT, SCL_DATA_PATH
+from tests.processes import (
+    BIN,
+    free_port,
+    mlflow_run_command,
+    model_serve_command,
+    process_env,
+    start_logged,
+    stop_process_group,
+    wait_for_http,
+)
 
-ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_MODEL_URI = "models:/flight-delay/Production"
-
-
-def start(command: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
-    """A process in its own session (so stopping it stops its workers), output to ``log``."""
-    with open(log, "w", encoding="utf-8") as handle:
-        return subprocess.Popen(
-            command, cwd=ROOT, env=process_env(env), stdout=handle, stderr=subprocess.STDOUT, start_new_session=True
-        )
 
 
 def wait_ok(url: str, process: subprocess.Popen, log: Path, timeout: float) -> None:
@@ -51,11 +52,10 @@ def train_first(data_uri: str, logs: Path) -> None:
 
         data_uri = str(write_flights(Path(tempfile.mkdtemp(prefix="stress-data-")) / "flights.csv"))
     print(f"stress: no Production model yet; training one on {data_uri} (mlflow run . -e main)", flush=True)
-    command = [str(BIN / "mlflow"), "run", ".", "-e", "main", "--env-manager", "local", "-P", f"data_uri={data_uri}"]
-    command += ["--experiment-name", os.environ.get("MLFLOW_EXPERIMENT_NAME", "skyprophet")]
+    command = mlflow_run_command("main", os.environ.get("MLFLOW_EXPERIMENT_NAME", "skyprophet"), data_uri=data_uri)
     log = logs / "pipeline.log"
     with open(log, "w", encoding="utf-8") as handle:
-        done = subprocess.run(command, cwd=ROOT, env=process_env({}), stdout=handle, stderr=subprocess.STDOUT)
+        done = subprocess.run(command, cwd=PROJECT_ROOT, env=process_env({}), stdout=handle, stderr=subprocess.STDOUT)
     if done.returncode != 0:
         raise SystemExit(f"training a model for the stress test failed; see {log}")
 
@@ -65,7 +65,7 @@ def main() -> int:
     parser.add_argument("--model-uri", default=os.environ.get("MODEL_URI", DEFAULT_MODEL_URI))
     parser.add_argument(
         "--data-uri",
-        default=os.environ.get("DATA_URI", str(ROOT.parent / "shared" / "datasets" / "scl-2017" / "data.csv")),
+        default=os.environ.get("DATA_URI", str(SCL_DATA_PATH)),
         help="flights to train on when there is no Production model yet (generated flights if absent)",
     )
     parser.add_argument("--users", type=int, default=100)
@@ -75,12 +75,11 @@ def main() -> int:
     parser.add_argument("--wait", type=float, default=1.0, help="most seconds a user thinks between requests")
     parser.add_argument("--workers", type=int, default=2, help="mlflow models serve -w")
     parser.add_argument("--sidecar", choices=("auto", "on", "off"), default="auto")
-    parser.add_argument("--report-dir", default=str(ROOT / "reports" / "stress"))
+    parser.add_argument("--report-dir", default=str(PROJECT_ROOT / "reports" / "stress"))
     args = parser.parse_args()
 
     import mlflow
 
-    sys.path.insert(0, str(ROOT))
     report_dir = Path(args.report_dir)
     report_dir.mkdir(parents=True, exist_ok=True)
     logs = report_dir / "logs"
@@ -100,9 +99,7 @@ def main() -> int:
     try:
         port = free_port()
         server_log = logs / "model-server.log"
-        serve = [str(BIN / "mlflow"), "models", "serve", "-m", args.model_uri, "--env-manager", "local"]
-        serve += ["-h", "127.0.0.1", "-p", str(port), "-w", str(args.workers)]
-        processes.append(start(serve, {}, server_log))
+        processes.append(start_logged(model_serve_command(args.model_uri, port, args.workers), {}, server_log))
         model_url = f"http://127.0.0.1:{port}"
         wait_ok(f"{model_url}/ping", processes[-1], server_log, timeout=180)
 
@@ -117,11 +114,11 @@ def main() -> int:
                 "SIDECAR_HOST": "127.0.0.1",
                 "SIDECAR_PORT": str(sidecar_port),
             }
-            processes.append(start([sys.executable, "-m", "sidecar.app"], sidecar_env, sidecar_log))
+            processes.append(start_logged([sys.executable, "-m", "sidecar.app"], sidecar_env, sidecar_log))
             sidecar_url = f"http://127.0.0.1:{sidecar_port}"
             wait_ok(f"{sidecar_url}/health", processes[-1], sidecar_log, timeout=120)
 
-        locust = [str(BIN / "locust"), "-f", str(ROOT / "tests" / "stress" / "locustfile.py"), "--headless"]
+        locust = [str(BIN / "locust"), "-f", str(PROJECT_ROOT / "tests" / "stress" / "locustfile.py"), "--headless"]
         locust += ["-u", str(args.users), "-r", str(args.spawn_rate), "-t", args.duration, "-H", model_url]
         locust += ["--html", str(report_dir / "index.html"), "--csv", str(report_dir / "stats"), "--only-summary"]
         locust += ["--stop-timeout", "10"]
@@ -137,7 +134,7 @@ def main() -> int:
             + f"; 95th percentile bound {args.p95_ms:.0f} ms",
             flush=True,
         )
-        done = subprocess.run(locust, cwd=ROOT, env=process_env(locust_env))
+        done = subprocess.run(locust, cwd=PROJECT_ROOT, env=process_env(locust_env))
         print(f"stress: report at {report_dir / 'index.html'}", flush=True)
         return done.returncode
     finally:
