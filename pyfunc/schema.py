@@ -60,6 +60,12 @@ def parse_scheduled_time(values: pd.Series) -> pd.Series:
     return pd.to_datetime(values.astype("string").str.strip(), format=TIME_FORMAT, errors="coerce")
 
 
+def minutes_late(flights: pd.DataFrame) -> pd.Series:
+    """Minutes between scheduled and operated departure (negative when early); the label's source."""
+    late = parse_scheduled_time(flights[OPERATED_TIME]) - parse_scheduled_time(flights[SCHEDULED_TIME])
+    return late.dt.total_seconds() / 60
+
+
 def _example_rows(mask: pd.Series, values: pd.Series, limit: int = 3) -> str:
     shown = [f"row {i}: {values[i]!r}" for i in mask[mask].index[:limit]]
     more = int(mask.sum()) - len(shown)

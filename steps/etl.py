@@ -24,6 +24,7 @@ from pyfunc.schema import (
     REQUIRED_COLUMNS,
     SCHEDULED_TIME,
     TARGET,
+    minutes_late,
     parse_scheduled_time,
 )
 from steps import config, tracking
@@ -78,8 +79,7 @@ def reject_reasons(raw: pd.DataFrame) -> pd.Series:
 
 def delay_target(raw: pd.DataFrame) -> pd.Series:
     """1 when the flight left more than DELAY_MINUTES after its scheduled time."""
-    late = parse_scheduled_time(raw[OPERATED_TIME]) - parse_scheduled_time(raw[SCHEDULED_TIME])
-    return (late > pd.Timedelta(minutes=DELAY_MINUTES)).astype(np.int64)
+    return (minutes_late(raw) > DELAY_MINUTES).astype(np.int64)
 
 
 def split_by_day(flights: pd.DataFrame, holdout_fraction: float, seed: int) -> pd.Series:

@@ -34,7 +34,16 @@ from sklearn.metrics import roc_auc_score
 from pyfunc.schema import SCHEDULED_TIME, TARGET, clean_flights, parse_scheduled_time
 from steps import baselines, config, metrics, tracking
 from steps.register import PRODUCTION_STAGE, current_production
-from steps.train import HYPER_DEFAULTS, fit_model, known_rows, load_processed, out_of_fold_scores, training_features
+from steps.train import (
+    HYPER_DEFAULTS,
+    OBJECTIVES,
+    fit_model,
+    fitting_label,
+    known_rows,
+    load_processed,
+    out_of_fold_scores,
+    training_features,
+)
 
 logger = logging.getLogger("skyprophet.evaluate")
 MODELS = ("model", "seed", "challenge")
@@ -57,6 +66,7 @@ TABLE_COLUMNS = (
 FORWARD_FIRST_TEST_MONTH = 11
 # Hyper-parameter candidates of the optional search (sampled without replacement).
 SEARCH_SPACE = {
+    "objective": list(OBJECTIVES),
     "n_estimators": [300, 400, 600],
     "learning_rate": [0.02, 0.03, 0.05],
     "max_depth": [6, 8, 10],
@@ -150,7 +160,8 @@ def search(train: pd.DataFrame, hyper: dict, trials: int, seed: int) -> pd.DataF
             candidates.append(candidate)
     rows = []
     for i, candidate in enumerate(candidates):
-        auc = float(roc_auc_score(target, out_of_fold_scores(features, target, folds, candidate)))
+        label = fitting_label(train, candidate["objective"])
+        auc = float(roc_auc_score(target, out_of_fold_scores(features, label, folds, candidate)))
         logger.info("search %d/%d: cv ROC AUC %.4f %s", i, len(candidates) - 1, auc, candidate)
         rows.append({**{k: candidate[k] for k in SEARCH_SPACE}, "cv_roc_auc": auc})
     return pd.DataFrame(rows).sort_values("cv_roc_auc", ascending=False).reset_index(drop=True)
@@ -181,7 +192,11 @@ def version_trained_on(run: Run, digests: set[str]) -> bool:
 def version_hyper(run: Run) -> dict:
     """The train hyper-parameters of the version's run (so evaluate refits the same recipe)."""
     params = run.data.params
-    return {k: type(default)(float(params[k])) if k in params else default for k, default in HYPER_DEFAULTS.items()}
+
+    def typed(value: str, default: object) -> object:
+        return value if isinstance(default, str) else type(default)(float(value))
+
+    return {k: typed(params[k], default) if k in params else default for k, default in HYPER_DEFAULTS.items()}
 
 
 def describe_version(client: mlflow.MlflowClient, version: ModelVersion, table: pd.DataFrame, run_id: str) -> None:

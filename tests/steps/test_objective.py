@@ -1,0 +1,75 @@
+"""What the booster is fitted to: capped minutes late (default) or the 0/1 delay label."""
+
+from __future__ import annotations
+
+import json
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.metrics import roc_auc_score
+
+from pyfunc.schema import OPERATED_TIME, SCHEDULED_TIME, TARGET
+from steps import etl, evaluate, train
+from tests.factory import make_flights
+
+HYPER = {**train.HYPER_DEFAULTS, "n_estimators": 60}
+
+
+def _flights_late_by(minutes: list[int]) -> pd.DataFrame:
+    scheduled = pd.Timestamp("2017-05-01 10:00")
+    return pd.DataFrame(
+        {
+            SCHEDULED_TIME: [scheduled.strftime("%Y-%m-%d %H:%M:%S")] * len(minutes),
+            OPERATED_TIME: [(scheduled + pd.Timedelta(minutes=m)).strftime("%Y-%m-%d %H:%M:%S") for m in minutes],
+            TARGET: [int(m > 15) for m in minutes],
+        }
+    )
+
+
+def test_minutes_late_label_is_clipped_at_zero_and_twice_the_delay_line():
+    flights = _flights_late_by([-12, 0, 14, 16, 30, 240])
+    assert train.fitting_label(flights, "minutes_late").tolist() == [0, 0, 14, 16, 30, 30]
+    assert train.fitting_label(flights, "delayed").tolist() == [0, 0, 0, 1, 1, 1]
+    assert train.MINUTES_LATE_CAP == 30
+
+
+def test_minutes_late_label_refuses_flights_without_an_operated_time():
+    flights = _flights_late_by([5, 20])
+    flights.loc[1, OPERATED_TIME] = "not a time"
+    with pytest.raises(ValueError, match="1 training flights have no parsable Fecha-O"):
+        train.fitting_label(flights, "minutes_late")
+
+
+def test_an_unknown_objective_is_refused_before_any_run_starts(tracking_store):
+    with pytest.raises(ValueError, match="objective must be one of minutes_late, delayed, got 'hinge'"):
+        train.run(processed_uri="/nowhere", objective="hinge")
+    assert mlflow.search_runs(search_all_experiments=True).empty, "no run may be left behind"
+
+
+@pytest.mark.parametrize(
+    ("objective", "xgboost_objective"), [("minutes_late", "reg:squarederror"), ("delayed", "binary:logistic")]
+)
+def test_each_objective_fits_its_loss_and_gives_calibrated_probabilities(objective, xgboost_objective):
+    flights = make_flights(days=120, seed=3)
+    flights[TARGET] = etl.delay_target(flights)
+    fitted, cv_metrics = train.fit_model(flights, {**HYPER, "objective": objective})
+    config = json.loads(fitted.booster.save_config())
+    assert config["learner"]["objective"]["name"] == xgboost_objective
+    unseen = make_flights(days=30, seed=11, start="2017-03-01")
+    probability = fitted.predict_clean(train.clean_flights(unseen))
+    target = etl.delay_target(unseen).to_numpy()
+    assert np.all((probability >= 0) & (probability <= 1))
+    assert roc_auc_score(target, probability) > 0.65, "the generator's pattern is learnable either way"
+    assert abs(probability.mean() - target.mean()) < 0.05, "calibration maps either score to P(delay)"
+    assert cv_metrics["roc_auc"] > 0.65
+
+
+def test_evaluate_refits_a_version_with_its_own_objective(tracking_store):
+    with mlflow.start_run() as run:
+        mlflow.log_params({**train.HYPER_DEFAULTS, "objective": "delayed", "n_estimators": 300})
+    hyper = evaluate.version_hyper(mlflow.MlflowClient().get_run(run.info.run_id))
+    assert hyper["objective"] == "delayed"
+    assert hyper["n_estimators"] == 300 and isinstance(hyper["n_estimators"], int)
+    assert hyper["learning_rate"] == train.HYPER_DEFAULTS["learning_rate"]
