@@ -19,6 +19,7 @@ DEFAULTS: dict[str, dict[str, object]] = {
     },
     "train": {
         "processed_uri": "",  # "" = datasets/processed (what etl wrote locally)
+        "calendar": "date",  # or "season" (no day of month / day of year); see pyfunc/features.py
         "objective": "minutes_late",  # or "delayed" (0/1 label, logistic loss); see steps/train.py
         # Chosen by day-grouped CV on SCL's training days (`python -m steps.evaluate --search-trials 20`).
         "n_estimators": 400,

@@ -148,7 +148,7 @@ def format_table(table: pd.DataFrame) -> str:
 
 def search(train: pd.DataFrame, hyper: dict, trials: int, seed: int) -> pd.DataFrame:
     """Day-grouped CV ROC AUC of ``trials`` sampled hyper-parameter sets (plus the current one)."""
-    features, target, _, folds = training_features(train, hyper["cv_folds"])
+    features, target, _, folds = training_features(train, hyper)
     rng = np.random.default_rng(seed)
     candidates = [dict(hyper)]
     seen = {json.dumps(hyper, sort_keys=True)}

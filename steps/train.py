@@ -22,7 +22,14 @@ import xgboost as xgb
 from sklearn.isotonic import IsotonicRegression
 from sklearn.model_selection import GroupKFold
 
-from pyfunc.features import FEATURE_NAMES, FEATURE_TYPES, FeatureSpec, build_features, fit_feature_spec
+from pyfunc.features import (
+    FEATURE_NAMES,
+    FEATURE_TYPES,
+    FeatureSpec,
+    build_features,
+    check_calendar,
+    fit_feature_spec,
+)
 from pyfunc.model import BOOSTER_ARTIFACT, SPEC_ARTIFACT, FlightDelayModel, ModelSpec
 from pyfunc.schema import (
     DELAY_MINUTES,
@@ -160,7 +167,7 @@ def fit_booster(features: np.ndarray, label: np.ndarray, hyper: dict) -> xgb.Boo
 
 
 def training_features(
-    train_raw: pd.DataFrame, cv_folds: int
+    train_raw: pd.DataFrame, hyper: dict
 ) -> tuple[np.ndarray, np.ndarray, FeatureSpec, list[tuple[np.ndarray, np.ndarray]]]:
     """Features, targets, feature spec and day-grouped folds of the training flights.
 
@@ -168,10 +175,10 @@ def training_features(
     """
     clean = clean_flights(train_raw)
     target = train_raw[TARGET].to_numpy()
-    feature_spec = fit_feature_spec(clean)
+    feature_spec = fit_feature_spec(clean, hyper["calendar"])
     features = build_features(clean, feature_spec)
     days = clean[SCHEDULED_TIME].dt.normalize().to_numpy()
-    folds = list(GroupKFold(n_splits=cv_folds).split(features, target, days))
+    folds = list(GroupKFold(n_splits=hyper["cv_folds"]).split(features, target, days))
     return features, target, feature_spec, folds
 
 
@@ -209,7 +216,7 @@ def fit_model(train_raw: pd.DataFrame, hyper: dict) -> tuple[FittedModel, dict[s
     Out-of-fold scores over day-grouped folds of the training days fit the calibration and the
     threshold, so the holdout is never looked at.
     """
-    features, target, feature_spec, folds = training_features(train_raw, hyper["cv_folds"])
+    features, target, feature_spec, folds = training_features(train_raw, hyper)
     label = fitting_label(train_raw, hyper["objective"])
     out_of_fold = out_of_fold_scores(features, label, folds, hyper)
     calibration_x, calibration_y = centred_isotonic(out_of_fold, target)
@@ -260,6 +267,7 @@ def run(processed_uri: str = "", **hyper) -> TrainResult:
     processed_uri = processed_uri or str(config.datasets_dir() / "processed")
     hyper = {**HYPER_DEFAULTS, **hyper}
     check_objective(hyper["objective"])
+    check_calendar(hyper["calendar"])
     with tracking.step_run("train") as active:
         tracking.log_params({"processed_uri": processed_uri, **hyper})
         train_raw, holdout_raw = load_processed(processed_uri)

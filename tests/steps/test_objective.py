@@ -1,4 +1,4 @@
-"""What the booster is fitted to: capped minutes late (default) or the 0/1 delay label."""
+"""Train's recipe choices: what the booster is fitted to (``objective``) and what calendar it sees."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from pyfunc.schema import OPERATED_TIME, SCHEDULED_TIME, TARGET
+from pyfunc.features import DATE_FEATURES
+from pyfunc.schema import OPERATED_TIME, REQUIRED_COLUMNS, SCHEDULED_TIME, TARGET
 from steps import etl, evaluate, train
 from tests.factory import make_flights
 
@@ -73,3 +74,24 @@ def test_evaluate_refits_a_version_with_its_own_objective(tracking_store):
     assert hyper["objective"] == "delayed"
     assert hyper["n_estimators"] == 300 and isinstance(hyper["n_estimators"], int)
     assert hyper["learning_rate"] == train.HYPER_DEFAULTS["learning_rate"]
+
+
+def test_an_unknown_calendar_is_refused_before_any_run_starts(tracking_store):
+    with pytest.raises(ValueError, match="calendar must be one of date, season, got 'weekly'"):
+        train.run(processed_uri="/nowhere", calendar="weekly")
+    assert mlflow.search_runs(search_all_experiments=True).empty, "no run may be left behind"
+
+
+def test_a_season_model_never_splits_on_the_date_and_serves_the_same_way(tracking_store):
+    flights = make_flights(days=120, seed=3)
+    flights[TARGET] = etl.delay_target(flights)
+    fitted, _ = train.fit_model(flights, {**HYPER, "calendar": "season"})
+    split_on = set(fitted.booster.get_score(importance_type="weight"))
+    assert split_on and not split_on & set(DATE_FEATURES)
+    with mlflow.start_run():
+        info = train.log_pyfunc(fitted, flights[list(REQUIRED_COLUMNS)].head(5))
+    loaded = mlflow.pyfunc.load_model(info.model_uri)
+    unseen = make_flights(days=20, seed=5, start="2017-06-01")
+    served = loaded.predict(unseen[list(REQUIRED_COLUMNS)])["delay_probability"].to_numpy()
+    assert np.allclose(served, fitted.predict_clean(train.clean_flights(unseen)))
+    assert loaded.unwrap_python_model().spec.features.calendar == "season"
