@@ -36,8 +36,8 @@ FEATURE_NAMES = (
 )
 # What the calendar may tell the model (train's ``calendar`` parameter):
 #   date: also the day of month and day of year. Best between days the training file covers (SCL's
-#     day-grouped holdout: ROC AUC 0.720 -> 0.738), but it learns the training year's particular
-#     dates: on days past the file's end it does worse (forward split 0.669 -> 0.639).
+#     day-grouped holdout: ROC AUC 0.721 -> 0.738), but it learns the training year's particular
+#     dates: on days past the file's end it does worse (forward split 0.672 -> 0.639).
 #   season: month, weekday and high season only; for scoring dates beyond the training file.
 CALENDARS = ("date", "season")
 DATE_FEATURES = ("day_of_month", "day_of_year")

@@ -69,7 +69,7 @@ SEARCH_SPACE = {
     "objective": list(OBJECTIVES),
     "n_estimators": [300, 400, 600],
     "learning_rate": [0.02, 0.03, 0.05],
-    "max_depth": [6, 8, 10],
+    "max_depth": [6, 8, 9, 10],
     "min_child_weight": [5.0, 20.0, 50.0],
     "subsample": [0.7, 0.8, 1.0],
     "colsample_bytree": [0.3, 0.4, 0.6, 0.8],
