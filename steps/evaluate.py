@@ -37,6 +37,7 @@ from steps.register import PRODUCTION_STAGE, current_production
 from steps.train import (
     HYPER_DEFAULTS,
     OBJECTIVES,
+    effective_hyper,
     fit_model,
     fitting_label,
     known_rows,
@@ -76,6 +77,8 @@ SEARCH_SPACE = {
     "scale_pos_weight": [1.0, 3.0],
 }
 VERSION_TAG_PREFIX = "eval"
+# What train did before these parameters existed (runs of then did not log them).
+HYPER_BEFORE_IT_EXISTED = {"objective": "delayed", "calendar": "date"}
 
 
 @dataclass
@@ -150,10 +153,10 @@ def search(train: pd.DataFrame, hyper: dict, trials: int, seed: int) -> pd.DataF
     """Day-grouped CV ROC AUC of ``trials`` sampled hyper-parameter sets (plus the current one)."""
     features, target, _, folds = training_features(train, hyper)
     rng = np.random.default_rng(seed)
-    candidates = [dict(hyper)]
-    seen = {json.dumps(hyper, sort_keys=True)}
+    candidates = [effective_hyper(hyper)]
+    seen = {json.dumps(candidates[0], sort_keys=True, default=float)}
     while len(candidates) < trials + 1 and len(seen) < 10_000:
-        candidate = {**hyper, **{k: v[rng.integers(len(v))] for k, v in SEARCH_SPACE.items()}}
+        candidate = effective_hyper({**hyper, **{k: v[rng.integers(len(v))] for k, v in SEARCH_SPACE.items()}})
         key = json.dumps(candidate, sort_keys=True, default=float)
         if key not in seen:
             seen.add(key)
@@ -190,13 +193,18 @@ def version_trained_on(run: Run, digests: set[str]) -> bool:
 
 
 def version_hyper(run: Run) -> dict:
-    """The train hyper-parameters of the version's run (so evaluate refits the same recipe)."""
+    """The train hyper-parameters of the version's run (so evaluate refits the same recipe).
+
+    A parameter the run did not log takes the value train used before it existed, not today's
+    default: a version trained before ``objective`` existed was a logistic classifier.
+    """
     params = run.data.params
+    recipe = {**HYPER_DEFAULTS, **HYPER_BEFORE_IT_EXISTED}
 
     def typed(value: str, default: object) -> object:
         return value if isinstance(default, str) else type(default)(float(value))
 
-    return {k: typed(params[k], default) if k in params else default for k, default in HYPER_DEFAULTS.items()}
+    return {k: typed(params[k], default) if k in params else default for k, default in recipe.items()}
 
 
 def describe_version(client: mlflow.MlflowClient, version: ModelVersion, table: pd.DataFrame, run_id: str) -> None:

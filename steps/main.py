@@ -13,8 +13,9 @@ import logging
 import mlflow
 import mlflow.projects
 
+from pyfunc.features import check_calendar
 from steps import config, tracking
-from steps.train import MODEL_URI_TAG
+from steps.train import HYPER_DEFAULTS, MODEL_URI_TAG, check_objective
 
 logger = logging.getLogger("skyprophet.main")
 
@@ -34,6 +35,9 @@ def run_step(entry_point: str, parameters: dict) -> mlflow.entities.Run:
 
 def run(etl_params: dict, train_params: dict, register_params: dict) -> dict[str, str]:
     """Chain the three steps and record their run ids on the main run."""
+    recipe = {**HYPER_DEFAULTS, **train_params}
+    check_objective(recipe["objective"])  # before etl runs, not after
+    check_calendar(recipe["calendar"])
     with tracking.step_run("main"):
         etl_run = run_step("etl", etl_params)
         processed_uri = f"runs:/{etl_run.info.run_id}/processed"

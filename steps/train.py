@@ -133,6 +133,15 @@ def fitting_label(train_raw: pd.DataFrame, objective: str) -> np.ndarray:
     return minutes.clip(0, MINUTES_LATE_CAP).to_numpy()
 
 
+def effective_hyper(hyper: dict) -> dict:
+    """``hyper`` with what its objective ignores set to None (``scale_pos_weight`` unless ``delayed``).
+
+    So a search does not fit the same recipe twice, and its table shows no value that did nothing.
+    """
+    check_objective(hyper["objective"])
+    return {**hyper, "scale_pos_weight": hyper["scale_pos_weight"] if hyper["objective"] == "delayed" else None}
+
+
 def booster_params(hyper: dict) -> dict:
     """XGBoost parameters from the step's hyper-parameters."""
     check_objective(hyper["objective"])

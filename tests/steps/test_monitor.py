@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pyfunc.features import fit_feature_spec
+from pyfunc.features import DATE_FEATURES, fit_feature_spec
 from pyfunc.schema import REQUIRED_COLUMNS, SCHEDULED_TIME, clean_flights
 from steps import config, etl, monitor, register, train
 from steps.config import PROJECT_ROOT
@@ -329,3 +329,16 @@ def test_new_flights_come_from_gs(gcs_emulator, monkeypatch, tmp_path):
     assert len(monitor.clean_new_flights(raw, "gs://…")) == len(schedule), "every scheduled flight read from GCS"
     with pytest.raises(monitor.BadFlightsError, match="cannot fetch new flights"):
         monitor.read_flights("gs://monitor-schedules/2018/02.csv", tmp_path)
+
+
+def test_a_season_model_is_not_alerted_by_the_date_features_it_does_not_use():
+    """Same months, other days of them: a date model's features tell the sides apart, a season model's do not."""
+    flights = clean_flights(make_flights(days=120, seed=4))
+    days = flights[SCHEDULED_TIME].dt.day
+    reference, new = flights[days % 2 == 0], flights[days % 2 == 1]
+    by_date = monitor.detect_drift(reference, new, fit_feature_spec(reference, "date"), cv_folds=3)
+    by_season = monitor.detect_drift(reference, new, fit_feature_spec(reference, "season"), cv_folds=3)
+    assert by_date.roc_auc > 0.9 and by_date.top(1)[0] in DATE_FEATURES, by_date.top(3)
+    assert by_season.roc_auc < 0.6, by_season.top(3)
+    for name in DATE_FEATURES:
+        assert by_season.feature(name).importance == 0 and by_season.feature(name).psi == 0, name
