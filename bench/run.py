@@ -30,11 +30,11 @@ import requests
 
 from steps.config import EMBEDDED_STORE_URI, PROJECT_ROOT, SCL_DATA_PATH
 from tests.processes import (
-    BIN,
     free_port,
+    locust_command,
     mlflow_run_command,
     model_serve_command,
-    process_env,
+    run_logged,
     start_logged,
     stop_process_group,
 )
@@ -93,9 +93,7 @@ def timed_step(entry_point: str, params: dict[str, str], log_dir: Path) -> tuple
     experiment = os.environ.get("MLFLOW_EXPERIMENT_NAME", "skyprophet")
     command = [gnu_time, "-v", "-o", str(report), *mlflow_run_command(entry_point, experiment, **params)]
     log = log_dir / f"{entry_point}.log"
-    with open(log, "w", encoding="utf-8") as handle:
-        done = subprocess.run(command, cwd=PROJECT_ROOT, env=process_env(), stdout=handle, stderr=subprocess.STDOUT)
-    if done.returncode != 0:
+    if run_logged(command, {}, log).returncode != 0:
         raise SystemExit(f"`mlflow run . -e {entry_point}` failed; see {log}")
     text = report.read_text()
     wall = re.search(r"Elapsed \(wall clock\) time \(h:mm:ss or m:ss\): (\S+)", text).group(1)
@@ -250,9 +248,7 @@ def wrk_load(url: str, body_file: Path, connections: int, duration: int) -> dict
 def locust_load(url: str, body_file: Path, connections: int, duration: int, out_dir: Path) -> dict:
     """The same load with locust (when wrk is not installed): single flights, no wait between requests."""
     prefix = out_dir / "locust-bench"
-    command = [str(BIN / "locust"), "-f", str(PROJECT_ROOT / "tests" / "stress" / "locustfile.py"), "--headless"]
-    command += ["-u", str(connections), "-r", str(connections), "-t", f"{duration}s", "-H", url]
-    command += ["--csv", str(prefix), "--only-summary", "--stop-timeout", "5"]
+    command = locust_command(url, connections, connections, f"{duration}s", prefix) + ["--stop-timeout", "5"]
     env = {**os.environ, "STRESS_MIX": "single", "STRESS_BODY_FILE": str(body_file), "STRESS_WAIT": "0"}
     done = subprocess.run(command, cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=duration + 120)
     import csv

@@ -13,9 +13,8 @@ import logging
 import mlflow
 import mlflow.projects
 
-from pyfunc.features import check_calendar
 from steps import config, tracking
-from steps.train import HYPER_DEFAULTS, MODEL_URI_TAG, check_objective
+from steps.train import HYPER_DEFAULTS, MODEL_URI_TAG, check_recipe
 
 logger = logging.getLogger("skyprophet.main")
 
@@ -35,9 +34,7 @@ def run_step(entry_point: str, parameters: dict) -> mlflow.entities.Run:
 
 def run(etl_params: dict, train_params: dict, register_params: dict) -> dict[str, str]:
     """Chain the three steps and record their run ids on the main run."""
-    recipe = {**HYPER_DEFAULTS, **train_params}
-    check_objective(recipe["objective"])  # before etl runs, not after
-    check_calendar(recipe["calendar"])
+    check_recipe({**HYPER_DEFAULTS, **train_params})  # before etl runs, not after
     with tracking.step_run("main"):
         etl_run = run_step("etl", etl_params)
         processed_uri = f"runs:/{etl_run.info.run_id}/processed"

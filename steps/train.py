@@ -121,14 +121,19 @@ def check_objective(objective: str) -> None:
         raise ValueError(f"objective must be one of {', '.join(OBJECTIVES)}, got {objective!r}")
 
 
+def check_recipe(hyper: dict) -> None:
+    """Refuse an unknown ``objective`` or ``calendar`` before any run starts (train and main)."""
+    check_objective(hyper["objective"])
+    check_calendar(hyper["calendar"])
+
+
 def fitting_label(train_raw: pd.DataFrame, objective: str) -> np.ndarray:
     """What the booster is fitted to: capped minutes late, or the 0/1 delay label (see OBJECTIVES)."""
     check_objective(objective)
     if objective == "delayed":
         return train_raw[TARGET].to_numpy()
     minutes = minutes_late(train_raw)
-    if minutes.isna().any():
-        missing = int(minutes.isna().sum())
+    if missing := int(minutes.isna().sum()):
         raise ValueError(f"{missing} training flights have no parsable {OPERATED_TIME}: run etl on them first")
     return minutes.clip(0, MINUTES_LATE_CAP).to_numpy()
 
@@ -138,13 +143,11 @@ def effective_hyper(hyper: dict) -> dict:
 
     So a search does not fit the same recipe twice, and its table shows no value that did nothing.
     """
-    check_objective(hyper["objective"])
     return {**hyper, "scale_pos_weight": hyper["scale_pos_weight"] if hyper["objective"] == "delayed" else None}
 
 
 def booster_params(hyper: dict) -> dict:
-    """XGBoost parameters from the step's hyper-parameters."""
-    check_objective(hyper["objective"])
+    """XGBoost parameters from the step's hyper-parameters (the objective was checked by ``fitting_label``)."""
     if hyper["objective"] == "delayed":
         loss = {"objective": "binary:logistic", "eval_metric": "logloss", "scale_pos_weight": hyper["scale_pos_weight"]}
     else:
@@ -275,8 +278,7 @@ def run(processed_uri: str = "", **hyper) -> TrainResult:
     """Fit, evaluate on the holdout and log the model inside one MLflow run."""
     processed_uri = processed_uri or str(config.datasets_dir() / "processed")
     hyper = {**HYPER_DEFAULTS, **hyper}
-    check_objective(hyper["objective"])
-    check_calendar(hyper["calendar"])
+    check_recipe(hyper)
     with tracking.step_run("train") as active:
         tracking.log_params({"processed_uri": processed_uri, **hyper})
         train_raw, holdout_raw = load_processed(processed_uri)

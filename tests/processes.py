@@ -90,3 +90,16 @@ def mlflow_run_command(entry_point: str, experiment: str, **params: object) -> l
     for key, value in params.items():
         command += ["-P", f"{key}={value}"]
     return command
+
+
+def run_logged(command: list[str], env: dict[str, str], log_path: Path) -> subprocess.CompletedProcess:
+    """``command`` from the checkout, to its end, output to ``log_path``."""
+    with open(log_path, "w", encoding="utf-8") as log:
+        return subprocess.run(command, cwd=PROJECT_ROOT, env=process_env(env), stdout=log, stderr=subprocess.STDOUT)
+
+
+def locust_command(url: str, users: int, spawn_rate: float, duration: str, csv_prefix: Path) -> list[str]:
+    """Headless locust with ``tests/stress/locustfile.py`` against ``url``, summary CSVs at ``csv_prefix``."""
+    command = [str(BIN / "locust"), "-f", str(PROJECT_ROOT / "tests" / "stress" / "locustfile.py"), "--headless"]
+    command += ["-u", str(users), "-r", str(spawn_rate), "-t", duration, "-H", url]
+    return command + ["--csv", str(csv_prefix), "--only-summary"]

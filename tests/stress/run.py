@@ -18,11 +18,12 @@ from pathlib import Path
 
 from steps.config import PROJECT_ROOT, SCL_DATA_PATH
 from tests.processes import (
-    BIN,
     free_port,
+    locust_command,
     mlflow_run_command,
     model_serve_command,
     process_env,
+    run_logged,
     start_logged,
     stop_process_group,
     wait_for_http,
@@ -54,9 +55,7 @@ def train_first(data_uri: str, logs: Path) -> None:
     print(f"stress: no Production model yet; training one on {data_uri} (mlflow run . -e main)", flush=True)
     command = mlflow_run_command("main", os.environ.get("MLFLOW_EXPERIMENT_NAME", "skyprophet"), data_uri=data_uri)
     log = logs / "pipeline.log"
-    with open(log, "w", encoding="utf-8") as handle:
-        done = subprocess.run(command, cwd=PROJECT_ROOT, env=process_env({}), stdout=handle, stderr=subprocess.STDOUT)
-    if done.returncode != 0:
+    if run_logged(command, {}, log).returncode != 0:
         raise SystemExit(f"training a model for the stress test failed; see {log}")
 
 
@@ -118,10 +117,8 @@ def main() -> int:
             sidecar_url = f"http://127.0.0.1:{sidecar_port}"
             wait_ok(f"{sidecar_url}/health", processes[-1], sidecar_log, timeout=120)
 
-        locust = [str(BIN / "locust"), "-f", str(PROJECT_ROOT / "tests" / "stress" / "locustfile.py"), "--headless"]
-        locust += ["-u", str(args.users), "-r", str(args.spawn_rate), "-t", args.duration, "-H", model_url]
-        locust += ["--html", str(report_dir / "index.html"), "--csv", str(report_dir / "stats"), "--only-summary"]
-        locust += ["--stop-timeout", "10"]
+        locust = locust_command(model_url, args.users, args.spawn_rate, args.duration, report_dir / "stats")
+        locust += ["--html", str(report_dir / "index.html"), "--stop-timeout", "10"]
         locust_env = {
             "STRESS_MODEL_DIR": model_dir,
             "STRESS_P95_MS": str(args.p95_ms),
