@@ -1,52 +1,44 @@
 """Feature engineering from what is known when a flight is scheduled, shared by training and serving.
 
 ``fit_feature_spec`` learns everything data-dependent (category vocabularies, flight keys, how
-busy the schedule typically is) from the training flights only; ``build_features`` turns
-validated flights into the numeric matrix the booster reads. Both run unchanged on any
-airport's file of this schema.
+busy the schedule typically is, the origin's country) from the training flights only;
+``build_features`` turns validated flights into the numeric matrix the booster reads. Both run
+unchanged on any airport's file of this schema.
+
+Each feature is declared once in ``FEATURES``: its name, its kind for XGBoost and how it is
+computed. Adding a feature is one entry there. No feature names a particular date of the training
+year (no day of month or day of year): the model scores schedules that have not flown yet, and
+such features only let it memorise the training year's weather (see docs on the backtest).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+import functools
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import pandas as pd
 
-from pyfunc.schema import CATEGORY_COLUMNS, FLIGHT_NUMBER, SCHEDULED_TIME
+from pyfunc.schema import CATEGORY_COLUMNS, FLIGHT_NUMBER, MAX_YEAR, MIN_YEAR, ORIGIN, SCHEDULED_TIME
 
 # Flight keys (airline + flight number) seen fewer times than this share one "rare" code.
 MIN_FLIGHT_KEY_COUNT = 5
 # High season as the airline defines it: Dec 15 - Mar 3, Jul 15 - 31, Sep 11 - 30.
 HIGH_SEASON = ((1215, 1231), (101, 303), (715, 731), (911, 930))
-
-FEATURE_NAMES = (
-    "hour",
-    "minute_of_day",
-    "weekday",
-    "month",
-    "day_of_month",
-    "day_of_year",
-    "high_season",
-    "typical_flights_in_hour",
-    "typical_flights_in_day",
-    *(f"{column}_code" for column in CATEGORY_COLUMNS),
-    "flight_key_code",
-)
-# What the calendar may tell the model (train's ``calendar`` parameter):
-#   date: also the day of month and day of year. Best between days the training file covers (SCL's
-#     day-grouped holdout: ROC AUC 0.721 -> 0.738), but it learns the training year's particular
-#     dates: on days past the file's end it does worse (forward split 0.672 -> 0.639).
-#   season: month, weekday and high season only; for scoring dates beyond the training file.
-CALENDARS = ("date", "season")
-DATE_FEATURES = ("day_of_month", "day_of_year")
-# Codes of high-cardinality columns (destinations, flight keys: hundreds at a busy airport) are
-# split on as ordered numbers: XGBoost's partition search over their categories costs about 7x the
-# training time for the same holdout AUC (measured on SCL 2017, see README "Model quality").
-ORDERED_CODES = ("Des-I_code", "SIGLADES_code", "flight_key_code")
-# XGBoost feature types: "c" = categorical code, "q" = quantitative.
-FEATURE_TYPES = tuple("c" if name.endswith("_code") and name not in ORDERED_CODES else "q" for name in FEATURE_NAMES)
+# Days to the next / since the last public holiday are capped here (a week away is "not near").
+HOLIDAY_HORIZON = 7
+# ICAO location prefixes -> ISO country (PyPI ``holidays``); two letters are tried before one.
+ICAO_COUNTRIES = {
+    "SC": "CL", "SA": "AR", "SB": "BR", "SD": "BR", "SN": "BR", "SS": "BR", "SW": "BR", "SP": "PE",
+    "SK": "CO", "SE": "EC", "SG": "PY", "SL": "BO", "SU": "UY", "SV": "VE", "MM": "MX", "MP": "PA",
+    "MR": "CR", "MD": "DO", "LE": "ES", "LF": "FR", "LI": "IT", "LP": "PT", "ED": "DE", "ET": "DE",
+    "EG": "GB", "EH": "NL", "EB": "BE", "LS": "CH", "NZ": "NZ", "K": "US", "C": "CA", "Y": "AU",
+}  # fmt: skip
+# The ``country`` setting: "" infers it from the training flights' origin, "none" switches holidays off.
+COUNTRY_INFER, COUNTRY_NONE = "", "none"
+# Specs saved before the date features were dropped carry this key (their day-of-year choice).
+LEGACY_CALENDAR_KEY = "calendar"
 
 
 @dataclass
@@ -57,7 +49,7 @@ class FeatureSpec:
     flight_keys: list[str]
     flights_per_weekday_hour: list[list[float]]
     flights_per_weekday: list[float]
-    calendar: str = "date"  # one of CALENDARS; specs saved before it existed used "date"
+    country: str | None = None  # ISO code whose public holidays the features use; None: no holidays
 
     def to_dict(self) -> dict:
         """Plain dict for JSON."""
@@ -65,31 +57,64 @@ class FeatureSpec:
 
     @classmethod
     def from_dict(cls, data: dict) -> FeatureSpec:
-        """Inverse of ``to_dict``."""
+        """Inverse of ``to_dict``; a spec saved before holidays existed has none."""
+        data = {k: v for k, v in data.items() if k != LEGACY_CALENDAR_KEY}
         return cls(**data)
 
 
 def flight_key(flights: Mapping) -> pd.Series | np.ndarray:
     """Airline code and flight number together identify a scheduled service.
 
-    Works on a DataFrame and on the serving fast path's columns (numpy arrays of ``str``) alike.
+    Works on a DataFrame and on ``schema.clean_columns``' numpy arrays of ``str`` alike.
     """
     return flights["Emp-I"] + "|" + flights[FLIGHT_NUMBER]
 
 
-def check_calendar(calendar: str) -> None:
-    """Refuse a ``calendar`` the features do not know, naming the ones they do."""
-    if calendar not in CALENDARS:
-        raise ValueError(f"calendar must be one of {', '.join(CALENDARS)}, got {calendar!r}")
+def infer_country(origins: Sequence[str] | None) -> str | None:
+    """The origin airports' country from their ICAO codes, when they all agree; else None."""
+    if origins is None or len(origins) == 0:
+        return None
+    countries = set()
+    for code in set(origins):
+        code = str(code).strip().upper()
+        countries.add(ICAO_COUNTRIES.get(code[:2]) or ICAO_COUNTRIES.get(code[:1]))
+    return countries.pop() if len(countries) == 1 and None not in countries else None
 
 
-def fit_feature_spec(flights: pd.DataFrame, calendar: str = "date") -> FeatureSpec:
-    """Learn vocabularies and schedule density from validated training flights."""
-    check_calendar(calendar)
-    vocabulary = {c: sorted(flights[c].dropna().unique().tolist()) for c in CATEGORY_COLUMNS}
-    key_counts = flight_key(flights).value_counts()
+def resolve_country(setting: str, origins: Sequence[str] | None) -> str | None:
+    """The holidays' country: inferred (``""``), none (``"none"``), or an ISO code the package knows."""
+    if setting == COUNTRY_INFER:
+        return infer_country(origins)
+    if setting.lower() == COUNTRY_NONE:
+        return None
+    import holidays
+
+    code = setting.upper()
+    if code not in holidays.list_supported_countries():
+        raise ValueError(f"country {setting!r} is not an ISO code the holidays package knows (e.g. CL, US, AR)")
+    return code
+
+
+@functools.lru_cache(maxsize=8)
+def holiday_days(country: str | None) -> np.ndarray:
+    """Sorted day numbers (days since 1970-01-01) of the country's public holidays, MIN_YEAR to MAX_YEAR.
+
+    Bounded by one holiday a side, so the distance to the next or last one is always defined.
+    """
+    if country is None:
+        return np.array([], dtype=np.int64)
+    import holidays
+
+    dates = holidays.country_holidays(country, years=range(MIN_YEAR - 1, MAX_YEAR + 2))
+    return np.array(sorted(dates), dtype="datetime64[D]").astype(np.int64)
+
+
+def fit_feature_spec(flights: pd.DataFrame, origins: Sequence[str] | None = None, country: str = "") -> FeatureSpec:
+    """Learn vocabularies, schedule density and the holidays' country from validated training flights."""
+    vocabulary = {c: sorted(pd.unique(np.asarray(flights[c], dtype=object)).tolist()) for c in CATEGORY_COLUMNS}
+    key_counts = pd.Series(flight_key(flights)).value_counts()
     flight_keys = sorted(key_counts[key_counts >= MIN_FLIGHT_KEY_COUNT].index.tolist())
-    times = flights[SCHEDULED_TIME]
+    times = pd.Series(flights[SCHEDULED_TIME])
     per_day_hour = (
         pd.DataFrame({"date": times.dt.date, "weekday": times.dt.weekday, "hour": times.dt.hour})
         .groupby(["date", "weekday", "hour"])
@@ -107,7 +132,7 @@ def fit_feature_spec(flights: pd.DataFrame, calendar: str = "date") -> FeatureSp
         flight_keys=flight_keys,
         flights_per_weekday_hour=per_weekday_hour.round(4).values.tolist(),
         flights_per_weekday=per_weekday.round(4).tolist(),
-        calendar=calendar,
+        country=resolve_country(country, origins),
     )
 
 
@@ -120,33 +145,47 @@ class CodeTable:
 
     DICT_MAX_VALUES = 64
 
-    def __init__(self, categories: Sequence[str], index: pd.Index) -> None:
-        self.index = index
+    def __init__(self, categories: Sequence[str]) -> None:
+        self.index = pd.Index(list(categories), dtype=object)
         self.codes = {value: float(code) for code, value in enumerate(categories)}
 
     def __len__(self) -> int:
         return len(self.codes)
 
     def lookup(self, values: Sequence[str]) -> np.ndarray:
-        """Code of each value; values outside get ``len(self)``."""
+        """Code of each value; values outside get ``len(self)`` (the "never seen" code)."""
         if len(values) > self.DICT_MAX_VALUES:
-            return _codes(values, self.index)
+            codes = self.index.get_indexer(np.asarray(values, dtype=object)).astype(np.float32)
+            codes[codes < 0] = len(self.codes)
+            return codes
         outside = float(len(self.codes))
         return np.array([self.codes.get(value, outside) for value in values], dtype=np.float32)
 
 
-def _codes(values: Sequence[str], categories: list[str] | pd.Index | CodeTable) -> np.ndarray:
-    """Integer code of each value in ``categories``; values outside get ``len(categories)``."""
-    if isinstance(categories, CodeTable):
-        return categories.lookup(values)
-    index = categories if isinstance(categories, pd.Index) else pd.Index(categories)
-    codes = index.get_indexer(values).astype(np.float32)  # about twice as fast as pd.Categorical
-    codes[codes < 0] = len(index)
-    return codes
+@dataclass
+class Inputs:
+    """What the feature functions read: the cleaned flights, their calendar, the spec's tables."""
+
+    flights: Mapping
+    spec: FeatureSpec
+    tables: CodedSpec
+    calendar: dict[str, np.ndarray] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.calendar = calendar_fields(self.flights[SCHEDULED_TIME])
+
+
+@dataclass(frozen=True)
+class Feature:
+    """One model input: its name, XGBoost kind ("q" quantity, "c" categorical code) and computation."""
+
+    name: str
+    kind: str
+    compute: Callable[[Inputs], np.ndarray]
 
 
 def calendar_fields(times: pd.Series | np.ndarray) -> dict[str, np.ndarray]:
-    """Hour, minute of day, weekday (Monday 0), month, day of month and day of year, with numpy.
+    """Day number, hour, minute of day, weekday (Monday 0), month and month-day (MMDD), with numpy.
 
     One conversion to minutes and integer arithmetic: pandas' ``.dt`` accessors cost about as
     much each on a one-flight request as the whole XGBoost prediction.
@@ -155,43 +194,99 @@ def calendar_fields(times: pd.Series | np.ndarray) -> dict[str, np.ndarray]:
     days = minutes.astype("datetime64[D]")
     months = days.astype("datetime64[M]")
     minute_of_day = (minutes - days).astype(np.int64)
+    month = months.astype(np.int64) % 12 + 1
+    day_number = days.astype(np.int64)
     return {
+        "day": day_number,
         "hour": minute_of_day // 60,
         "minute_of_day": minute_of_day,
-        "weekday": (days.astype(np.int64) + 3) % 7,  # 1970-01-01 was a Thursday
-        "month": months.astype(np.int64) % 12 + 1,
-        "day_of_month": (days - months).astype(np.int64) + 1,
-        "day_of_year": (days - days.astype("datetime64[Y]")).astype(np.int64) + 1,
+        "weekday": (day_number + 3) % 7,  # 1970-01-01 was a Thursday
+        "month": month,
+        "month_day": month * 100 + (days - months).astype(np.int64) + 1,
     }
 
 
-def build_features(flights: Mapping, spec: FeatureSpec) -> np.ndarray:
+def _high_season(inputs: Inputs) -> np.ndarray:
+    month_day = inputs.calendar["month_day"]
+    high = np.zeros(len(month_day), dtype=bool)
+    for start, end in HIGH_SEASON:
+        high |= (month_day >= start) & (month_day <= end)
+    return high
+
+
+def _holiday_distance(inputs: Inputs, direction: int) -> np.ndarray:
+    """Days to the next (``direction`` 1) or since the last (-1) public holiday, capped; 0 on one."""
+    holidays = inputs.tables.holidays
+    day = inputs.calendar["day"]
+    if len(holidays) == 0:
+        return np.full(len(day), HOLIDAY_HORIZON)
+    if direction > 0:
+        nearest = holidays[np.minimum(np.searchsorted(holidays, day, side="left"), len(holidays) - 1)]
+        return np.clip(nearest - day, 0, HOLIDAY_HORIZON)
+    nearest = holidays[np.maximum(np.searchsorted(holidays, day, side="right") - 1, 0)]
+    return np.clip(day - nearest, 0, HOLIDAY_HORIZON)
+
+
+def _density(inputs: Inputs) -> np.ndarray:
+    return inputs.tables.per_weekday_hour[inputs.calendar["weekday"], inputs.calendar["hour"]]
+
+
+FEATURES: tuple[Feature, ...] = (
+    Feature("hour", "q", lambda x: x.calendar["hour"]),
+    Feature("minute_of_day", "q", lambda x: x.calendar["minute_of_day"]),
+    Feature("weekday", "q", lambda x: x.calendar["weekday"]),
+    Feature("month", "q", lambda x: x.calendar["month"]),
+    Feature("high_season", "q", _high_season),
+    Feature("days_to_holiday", "q", lambda x: _holiday_distance(x, 1)),
+    Feature("days_since_holiday", "q", lambda x: _holiday_distance(x, -1)),
+    Feature("typical_flights_in_hour", "q", _density),
+    Feature("typical_flights_in_day", "q", lambda x: x.tables.per_weekday[x.calendar["weekday"]]),
+    # Low-cardinality codes are categorical splits; destinations and flight keys (hundreds at a busy
+    # airport) are split on as ordered numbers: XGBoost's partition search over their categories
+    # costs about 7x the training time for the same AUC (measured on SCL 2017).
+    Feature("Emp-I_code", "c", lambda x: x.tables.codes["Emp-I"].lookup(x.flights["Emp-I"])),
+    Feature("Des-I_code", "q", lambda x: x.tables.codes["Des-I"].lookup(x.flights["Des-I"])),
+    Feature("TIPOVUELO_code", "c", lambda x: x.tables.codes["TIPOVUELO"].lookup(x.flights["TIPOVUELO"])),
+    Feature("OPERA_code", "c", lambda x: x.tables.codes["OPERA"].lookup(x.flights["OPERA"])),
+    Feature("SIGLADES_code", "q", lambda x: x.tables.codes["SIGLADES"].lookup(x.flights["SIGLADES"])),
+    Feature("flight_key_code", "q", lambda x: x.tables.flight_keys.lookup(flight_key(x.flights))),
+)
+FEATURE_NAMES = tuple(f.name for f in FEATURES)
+FEATURE_TYPES = tuple(f.kind for f in FEATURES)
+
+
+@dataclass
+class CodedSpec:
+    """A spec's lists as lookup structures, built once per spec (at model load, or per training fit)."""
+
+    codes: dict[str, CodeTable]
+    flight_keys: CodeTable
+    per_weekday_hour: np.ndarray
+    per_weekday: np.ndarray
+    holidays: np.ndarray
+
+    @classmethod
+    def of(cls, spec: FeatureSpec) -> CodedSpec:
+        """Build the tables of ``spec``."""
+        return cls(
+            codes={c: CodeTable(spec.vocabulary[c]) for c in CATEGORY_COLUMNS},
+            flight_keys=CodeTable(spec.flight_keys),
+            per_weekday_hour=np.asarray(spec.flights_per_weekday_hour, dtype=np.float32),
+            per_weekday=np.asarray(spec.flights_per_weekday, dtype=np.float32),
+            holidays=holiday_days(spec.country),
+        )
+
+
+def build_features(flights: Mapping, spec: FeatureSpec, tables: CodedSpec | None = None) -> np.ndarray:
     """Feature matrix (rows = flights, columns = FEATURE_NAMES) from validated flights.
 
-    ``flights`` is a DataFrame, or the serving fast path's dict of numpy columns (same values).
-    With ``spec.calendar == "season"`` the DATE_FEATURES columns are 0 for every flight: the
-    booster cannot split on them, and serving and monitoring keep one column layout.
+    ``flights`` is a DataFrame or ``schema.clean_columns``' dict of numpy columns (same values).
+    Serving passes the ``tables`` it built at load time; without them they are built here.
     """
-    calendar = calendar_fields(flights[SCHEDULED_TIME])
-    hour, weekday = calendar["hour"], calendar["weekday"]
-    month_day = calendar["month"] * 100 + calendar["day_of_month"]
-    high_season = np.zeros(len(hour), dtype=bool)
-    for start, end in HIGH_SEASON:
-        high_season |= (month_day >= start) & (month_day <= end)
-    density = np.asarray(spec.flights_per_weekday_hour, dtype=np.float32)
-    if spec.calendar == "season":
-        calendar.update({name: np.zeros_like(hour) for name in DATE_FEATURES})
-    columns = [
-        hour,
-        calendar["minute_of_day"],
-        weekday,
-        calendar["month"],
-        calendar["day_of_month"],
-        calendar["day_of_year"],
-        high_season,
-        density[weekday, hour],
-        np.asarray(spec.flights_per_weekday, dtype=np.float32)[weekday],
-        *(_codes(flights[c], spec.vocabulary[c]) for c in CATEGORY_COLUMNS),
-        _codes(flight_key(flights), spec.flight_keys),
-    ]
-    return np.column_stack(columns).astype(np.float32)
+    inputs = Inputs(flights, spec, tables if tables is not None else CodedSpec.of(spec))
+    return np.column_stack([feature.compute(inputs) for feature in FEATURES]).astype(np.float32)
+
+
+def origins_of(frame: pd.DataFrame) -> list[str] | None:
+    """The raw flights' origin codes (``Ori-I``), if the file has them: what the country is inferred from."""
+    return frame[ORIGIN].dropna().astype(str).tolist() if ORIGIN in frame.columns else None

@@ -12,9 +12,8 @@ import numpy as np
 import pandas as pd
 import xgboost as xgb
 
-from pyfunc.fastpath import validate_request_fast, with_code_tables
-from pyfunc.features import FeatureSpec, build_features
-from pyfunc.schema import validate_request
+from pyfunc.features import CodedSpec, FeatureSpec, build_features
+from pyfunc.schema import UNKNOWN_FIELDS, check_unknown_categories_choice, unknown_field_names, validate_request
 
 BOOSTER_ARTIFACT = "booster"
 SPEC_ARTIFACT = "spec"
@@ -24,8 +23,6 @@ NTHREAD_ENV = "SKYPROPHET_NTHREAD"
 # 10,000 flights take 116 ms of XGBoost on one thread, 59 ms on two.
 BATCH_NTHREAD_ENV = "SKYPROPHET_BATCH_NTHREAD"
 BATCH_ROWS = 1_000
-# "0" serves through the straightforward pandas path (same outputs, slower; for benchmarks and tests).
-FAST_PATH_ENV = "SKYPROPHET_FAST_PATH"
 # "1" always, "0" never, unset: only inside `mlflow models serve` (see freeze_loaded_objects).
 GC_FREEZE_ENV = "SKYPROPHET_GC_FREEZE"
 # Set by `mlflow models serve` for the worker processes that load the model
@@ -84,7 +81,11 @@ class ModelSpec:
 
 
 class FlightDelayModel(mlflow.pyfunc.PythonModel):
-    """Validates flights, builds features, scores them with XGBoost and calibrates the score."""
+    """Validates flights, builds features, scores them with XGBoost and calibrates the score.
+
+    Logged from code (this file, ``mlflow.models.set_model`` below) with the booster and the spec
+    as artifacts: loading a version runs no pickle.
+    """
 
     def load_context(self, context: mlflow.pyfunc.PythonModelContext) -> None:
         """Load the booster (XGBoost's own UBJ format) and the JSON spec."""
@@ -94,9 +95,9 @@ class FlightDelayModel(mlflow.pyfunc.PythonModel):
         # A second copy rather than set_param per call: the server predicts from several threads.
         self.batch_booster = self.booster.copy()
         self.batch_booster.set_param({"nthread": int(os.environ.get(BATCH_NTHREAD_ENV, os.cpu_count() or 1))})
-        self.fast_path = os.environ.get(FAST_PATH_ENV, "1") != "0"
-        # Built once here rather than per request (see pyfunc/fastpath.py).
-        self.coded_features = with_code_tables(self.spec.features)
+        # Lookup tables and vocabulary sets built once here rather than per request.
+        self.tables = CodedSpec.of(self.spec.features)
+        self.vocabulary = {c: frozenset(v) for c, v in self.spec.features.vocabulary.items()}
         freeze_loaded_objects()
 
     def predict(
@@ -105,18 +106,21 @@ class FlightDelayModel(mlflow.pyfunc.PythonModel):
         model_input: pd.DataFrame,
         params: dict | None = None,
     ) -> pd.DataFrame:
-        """One row per flight: ``delay_probability`` in [0, 1] and ``delay`` (0/1 at the threshold)."""
-        vocabulary = self.spec.features.vocabulary
-        if self.fast_path:
-            features = build_features(validate_request_fast(model_input, vocabulary), self.coded_features)
-        else:
-            features = build_features(validate_request(model_input, vocabulary), self.spec.features)
+        """One row per flight: ``delay_probability`` in [0, 1] and ``delay`` (0/1 at the threshold).
+
+        ``params``: ``unknown_categories`` "refuse" (default: a flight with a value the model never
+        saw is a 400 naming the field) or "score" (scored with that value as unseen; the output
+        gains ``unknown_fields``, the fields concerned per flight, "" when none).
+        """
+        choice = check_unknown_categories_choice((params or {}).get("unknown_categories", "refuse"))
+        clean, unknown = validate_request(model_input, self.vocabulary, choice)
+        features = build_features(clean, self.spec.features, self.tables)
         booster = self.batch_booster if len(features) >= BATCH_ROWS else self.booster
-        raw = booster.inplace_predict(features)
-        probability = self.spec.calibrate(raw)
-        return pd.DataFrame(
-            {
-                "delay_probability": probability,
-                "delay": (probability >= self.spec.threshold).astype(np.int64),
-            }
-        )
+        probability = self.spec.calibrate(booster.inplace_predict(features))
+        output = {"delay_probability": probability, "delay": (probability >= self.spec.threshold).astype(np.int64)}
+        if choice == "score":
+            output[UNKNOWN_FIELDS] = unknown_field_names(unknown)
+        return pd.DataFrame(output)
+
+
+mlflow.models.set_model(FlightDelayModel())

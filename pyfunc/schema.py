@@ -4,9 +4,18 @@ One rule normalises every categorical value (airline, destination, flight type, 
 Unicode NFKC, surrounding whitespace stripped, inner runs of whitespace collapsed to one
 space, upper-cased. Flight numbers are trimmed and written without leading zeros or a
 trailing ``.0`` (``"0226"``, ``226`` and ``"226.0"`` are the same flight).
+
+``clean_columns`` is the one implementation of "a valid flight": it checks and normalises each
+value in plain Python and numpy, so a one-flight request costs microseconds rather than the
+milliseconds of pandas string operations on a one-row frame, and 100,000 flights stay well under
+a second. Training (``clean_flights``) and serving (``validate_request``) both call it.
 """
 
 from __future__ import annotations
+
+import math
+import re
+from collections.abc import Collection, Mapping
 
 import numpy as np
 import pandas as pd
@@ -16,21 +25,33 @@ from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 SCHEDULED_TIME = "Fecha-I"
 OPERATED_TIME = "Fecha-O"
 FLIGHT_NUMBER = "Vlo-I"
-# Scheduled categorical columns the model uses; values outside the training vocabulary are refused.
+ORIGIN = "Ori-I"
+# Scheduled categorical columns the model uses; values outside the training vocabulary are refused
+# (or, with the model parameter unknown_categories="score", scored as unseen and flagged).
 CATEGORY_COLUMNS = ("Emp-I", "Des-I", "TIPOVUELO", "OPERA", "SIGLADES")
 REQUIRED_COLUMNS = (SCHEDULED_TIME, FLIGHT_NUMBER, *CATEGORY_COLUMNS)
 # Known before departure but constant for one airport's file: accepted, not used.
-OPTIONAL_COLUMNS = ("Ori-I", "SIGLAORI")
+OPTIONAL_COLUMNS = (ORIGIN, "SIGLAORI")
 # What happened, not what was scheduled: never a model input.
 OPERATED_COLUMNS = (OPERATED_TIME, "Vlo-O", "Ori-O", "Des-O", "Emp-O", "DIA", "MES", "AÑO", "DIANOM")
 TARGET = "delay"
 OUTPUT_COLUMNS = ("delay_probability", "delay")
+# With unknown_categories="score": per flight, the fields whose value the model never saw.
+UNKNOWN_FIELDS = "unknown_fields"
 DELAY_MINUTES = 15
 TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
 # Scheduled times outside these years are refused as out of range.
 MIN_YEAR, MAX_YEAR = 2000, 2100
 # Requests above this many flights are refused; split larger batches.
 MAX_BATCH_ROWS = 100_000
+# What a flight with a category the model never saw gets (the model parameter ``unknown_categories``).
+UNKNOWN_CATEGORY_CHOICES = ("refuse", "score")
+# Memoised normalisations are dropped when a memo grows past this (bounded memory under odd traffic).
+MEMO_LIMIT = 50_000
+# The strict time form after stripping; anything else is decided by pandas' parser (see parse_times).
+_PLAIN_TIME = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2} [0-9]{2}:[0-9]{2}:[0-9]{2}")
+# Python types a flight number may arrive as (a JSON number or text); booleans never.
+_NUMBER_TYPES = (int, float, np.integer, np.floating)
 
 
 class InvalidFlightsError(MlflowException):
@@ -60,55 +81,72 @@ def parse_scheduled_time(values: pd.Series) -> pd.Series:
     return pd.to_datetime(values.astype("string").str.strip(), format=TIME_FORMAT, errors="coerce")
 
 
+# The dtype of parsed times, probed once so every path returns the same.
+TIME_DTYPE = parse_scheduled_time(pd.Series(["2000-01-01 00:00:00"])).dtype
+
+
 def minutes_late(flights: pd.DataFrame) -> pd.Series:
     """Minutes between scheduled and operated departure (negative when early); the label's source."""
     late = parse_scheduled_time(flights[OPERATED_TIME]) - parse_scheduled_time(flights[SCHEDULED_TIME])
     return late.dt.total_seconds() / 60
 
 
-def _example_rows(mask: pd.Series, values: pd.Series, limit: int = 3) -> str:
-    shown = [f"row {i}: {values[i]!r}" for i in mask[mask].index[:limit]]
-    more = int(mask.sum()) - len(shown)
+class _Memo:
+    """Raw value -> normalised text, filled in batches by one of the pandas normalisers above.
+
+    The rule stays in one place (the pandas function); each distinct raw value pays for it once.
+    """
+
+    def __init__(self, normalise) -> None:
+        self.normalise = normalise
+        self.values: dict = {}
+
+    def lookup(self, raw: list) -> list[str]:
+        """Normalise ``raw`` (hashable values), calling pandas only for values never seen before."""
+        values = self.values  # a local reference: another thread may swap in a fresh dict
+        missing = {v for v in raw if v not in values}
+        if missing:
+            if len(values) + len(missing) > MEMO_LIMIT:
+                values = self.values = {}
+            ordered = list(missing)
+            normalised = self.normalise(pd.Series(ordered, dtype=object))
+            values.update(zip(ordered, normalised.tolist(), strict=True))
+        return [values[v] for v in raw]
+
+
+_CATEGORY_MEMO = _Memo(normalise_category)
+_FLIGHT_NUMBER_MEMO = _Memo(normalise_flight_number)
+
+
+def _example_rows(bad: list[int], values: list, limit: int = 3) -> str:
+    shown = [f"row {i}: {values[i]!r}" for i in bad[:limit]]
+    more = len(bad) - len(shown)
     return "; ".join(shown) + (f" (and {more} more)" if more > 0 else "")
 
 
-def _describe_known(known: list[str]) -> str:
+def _describe_known(known: Collection[str]) -> str:
+    known = sorted(known)
     if len(known) <= 30:
         return "known values: " + ", ".join(known)
     return f"the model knows {len(known)} values, e.g. " + ", ".join(known[:10])
 
 
-# Per column: the pandas-inferred kinds accepted at once, and the Python types accepted value by value.
-TEXT_KINDS, TEXT_TYPES = ("string",), (str,)
-FLIGHT_NUMBER_KINDS = ("string", "integer", "floating", "mixed-integer-float")
-FLIGHT_NUMBER_TYPES = (str, int, float, np.integer, np.floating)
+def _is_blank(value: object) -> bool:
+    """None, NaN, NA, NaT, or text that is empty once stripped."""
+    if isinstance(value, str):
+        return not value.strip()
+    if value is None or value is pd.NA or value is pd.NaT:
+        return True
+    if isinstance(value, float | np.floating):
+        return math.isnan(value)
+    return isinstance(value, np.datetime64) and np.isnat(value)
 
 
-def _check_value_types(values: pd.Series, kinds: tuple[str, ...], allowed: tuple[type, ...], expected: str) -> None:
-    """Refuse JSON lists, objects, booleans (or numbers for text) that would otherwise be stringified."""
-    if isinstance(values.dtype, pd.StringDtype) or pd.api.types.infer_dtype(values, skipna=True) in kinds:
-        return
-    wrong = values.map(lambda v: not isinstance(v, allowed) or isinstance(v, bool | np.bool_)).astype(bool)
-    if wrong.any():
-        found = sorted({type(values[i]).__name__ for i in wrong[wrong].index})
-        raise InvalidFlightsError(
-            str(values.name), f"expected {expected}, got {', '.join(found)} ({_example_rows(wrong, values)})"
-        )
-
-
-def _check_whole_numbers(values: pd.Series) -> None:
-    """Refuse numeric flight numbers that are no flight number: fractional or infinite (``226.5``, ``Infinity``)."""
-    if isinstance(values.dtype, pd.StringDtype) or pd.api.types.is_integer_dtype(values):
-        return
-    floats = values.map(lambda v: isinstance(v, float | np.floating)).astype(bool)
-    if floats.any():
-        numbers = values[floats].astype(float)
-        bad = pd.Series(False, index=values.index)
-        bad[floats] = ~np.isfinite(numbers) | (numbers.abs() % 1 != 0)
-        if bad.any():
-            raise InvalidFlightsError(
-                str(values.name), f"expected a whole flight number ({_example_rows(bad, values)})"
-            )
+def _text_array(values: list[str]) -> np.ndarray:
+    """A numpy array of ``str`` objects (``+`` and lookups work on it as on a pandas string column)."""
+    array = np.empty(len(values), dtype=object)
+    array[:] = values
+    return array
 
 
 def check_batch(frame: pd.DataFrame) -> None:
@@ -121,82 +159,183 @@ def check_batch(frame: pd.DataFrame) -> None:
         raise InvalidFlightsError("input", f"{len(frame)} flights exceed the limit of {MAX_BATCH_ROWS} per request")
 
 
-def clean_flights(frame: pd.DataFrame) -> pd.DataFrame:
-    """Return the required columns parsed and normalised, or raise InvalidFlightsError.
+def _check_text(column: str, values: list, dtype: object) -> None:
+    """Categories are text: a numeric column, or any list, object, number or boolean, is refused."""
+    if pd.api.types.is_numeric_dtype(dtype):
+        raise InvalidFlightsError(column, f"expected text, got {dtype} values")
+    if all(type(v) is str for v in values):
+        return
+    wrong = [i for i, v in enumerate(values) if not isinstance(v, str)]
+    if wrong:
+        found = sorted({type(values[i]).__name__ for i in wrong})
+        raise InvalidFlightsError(column, f"expected text, got {', '.join(found)} ({_example_rows(wrong, values)})")
 
-    Extra columns are dropped. Nothing is defaulted: a missing or null required value or an
-    unparsable or out-of-range time is an error naming the field and rows.
+
+def _check_flight_numbers(values: list) -> None:
+    """Text or a whole JSON number (``226``, ``226.0``); never a list, object, boolean or ``226.5``."""
+    if all(type(v) is str for v in values):
+        return
+    wrong = [
+        i for i, v in enumerate(values) if not isinstance(v, (str, *_NUMBER_TYPES)) or isinstance(v, bool | np.bool_)
+    ]
+    if wrong:
+        found = sorted({type(values[i]).__name__ for i in wrong})
+        raise InvalidFlightsError(
+            FLIGHT_NUMBER,
+            f"expected a flight number (text or number), got {', '.join(found)} ({_example_rows(wrong, values)})",
+        )
+    fractional = [
+        i
+        for i, v in enumerate(values)
+        if isinstance(v, float | np.floating) and not (math.isfinite(v) and float(v).is_integer())
+    ]
+    if fractional:
+        examples = _example_rows(fractional, values)
+        raise InvalidFlightsError(FLIGHT_NUMBER, f"expected a whole flight number ({examples})")
+
+
+def parse_times(values: list) -> np.ndarray:
+    """Scheduled times as ``TIME_DTYPE`` (NaT where unparsable); the rule is ``parse_scheduled_time``'s.
+
+    Text in the plain form is parsed by numpy in one call (10,000 flights: 2.5 ms against 19 ms
+    for pandas), which refuses impossible dates and times (Feb 30, 24:00) as strictly; any other
+    value, and a batch numpy refuses, is left to pandas' parser itself.
+    """
+    stripped = [v.strip() if type(v) is str else None for v in values]
+    match = _PLAIN_TIME.fullmatch
+    plain = [i for i, v in enumerate(stripped) if v is not None and match(v) is not None]
+    times = np.full(len(values), np.datetime64("NaT"), dtype=TIME_DTYPE)
+    if len(plain) == len(values):
+        try:
+            return np.array(stripped, dtype="datetime64[s]").astype(TIME_DTYPE)
+        except ValueError:
+            plain = []
+    elif plain:
+        try:
+            times[plain] = np.array([stripped[i] for i in plain], dtype="datetime64[s]").astype(TIME_DTYPE)
+        except ValueError:
+            plain = []
+    rest = sorted(set(range(len(values))) - set(plain))
+    if rest:
+        times[rest] = parse_scheduled_time(pd.Series([values[i] for i in rest], dtype=object)).to_numpy(TIME_DTYPE)
+    return times
+
+
+def clean_columns(frame: pd.DataFrame) -> dict[str, np.ndarray]:
+    """The required columns checked, parsed and normalised, as numpy arrays; or InvalidFlightsError.
+
+    Extra columns are ignored. Nothing is defaulted: a missing column, a null or blank required
+    value, a value of the wrong type or an unparsable or out-of-range time is an error naming the
+    field and the first rows. Categories are not checked against a vocabulary here.
     """
     missing = [c for c in REQUIRED_COLUMNS if c not in frame.columns]
     if missing:
         raise InvalidFlightsError(missing[0], f"required column missing (missing: {missing})")
-    frame = frame.reset_index(drop=True)
-    for column in REQUIRED_COLUMNS:
-        values = frame[column]
-        blank = values.isna() | (values.astype("string").str.strip() == "")
-        if blank.any():
-            raise InvalidFlightsError(column, f"null or empty value ({_example_rows(blank, values)})")
+    raw = {c: frame[c].tolist() for c in REQUIRED_COLUMNS}
+    for column, values in raw.items():
+        if not all(type(v) is str and v.strip() for v in values):
+            blank = [i for i, v in enumerate(values) if _is_blank(v)]
+            if blank:
+                raise InvalidFlightsError(column, f"null or empty value ({_example_rows(blank, values)})")
     for column in CATEGORY_COLUMNS:
-        if pd.api.types.is_numeric_dtype(frame[column]):
-            raise InvalidFlightsError(column, f"expected text, got {frame[column].dtype} values")
-        _check_value_types(frame[column], TEXT_KINDS, TEXT_TYPES, "text")
-    _check_value_types(
-        frame[FLIGHT_NUMBER], FLIGHT_NUMBER_KINDS, FLIGHT_NUMBER_TYPES, "a flight number (text or number)"
-    )
-    _check_whole_numbers(frame[FLIGHT_NUMBER])
-    times = parse_scheduled_time(frame[SCHEDULED_TIME])
-    if times.isna().any():
+        _check_text(column, raw[column], frame[column].dtype)
+    _check_flight_numbers(raw[FLIGHT_NUMBER])
+    times = parse_times(raw[SCHEDULED_TIME])
+    unparsable = np.flatnonzero(np.isnat(times)).tolist()
+    if unparsable:
         raise InvalidFlightsError(
             SCHEDULED_TIME,
-            f"expected a time as YYYY-MM-DD HH:MM:SS ({_example_rows(times.isna(), frame[SCHEDULED_TIME])})",
+            f"expected a time as YYYY-MM-DD HH:MM:SS ({_example_rows(unparsable, raw[SCHEDULED_TIME])})",
         )
-    out_of_range = (times.dt.year < MIN_YEAR) | (times.dt.year > MAX_YEAR)
-    if out_of_range.any():
+    years = times.astype("datetime64[Y]").astype(np.int64) + 1970
+    out_of_range = np.flatnonzero((years < MIN_YEAR) | (years > MAX_YEAR)).tolist()
+    if out_of_range:
         raise InvalidFlightsError(
             SCHEDULED_TIME,
-            f"year outside {MIN_YEAR}-{MAX_YEAR} ({_example_rows(out_of_range, frame[SCHEDULED_TIME])})",
+            f"year outside {MIN_YEAR}-{MAX_YEAR} ({_example_rows(out_of_range, raw[SCHEDULED_TIME])})",
         )
-    clean = pd.DataFrame({SCHEDULED_TIME: times})
-    clean[FLIGHT_NUMBER] = normalise_flight_number(frame[FLIGHT_NUMBER])
+    columns = {SCHEDULED_TIME: times, FLIGHT_NUMBER: _text_array(_FLIGHT_NUMBER_MEMO.lookup(raw[FLIGHT_NUMBER]))}
     for column in CATEGORY_COLUMNS:
-        clean[column] = normalise_category(frame[column])
-    return clean
+        columns[column] = _text_array(_CATEGORY_MEMO.lookup(raw[column]))
+    return columns
 
 
-def unknown_categories(clean: pd.DataFrame, vocabulary: dict[str, list[str]]) -> pd.Series:
-    """Per flight, True when any categorical value is outside the training vocabulary."""
-    unknown = pd.Series(False, index=clean.index)
+def clean_flights(frame: pd.DataFrame) -> pd.DataFrame:
+    """``clean_columns`` as a DataFrame (for etl, training and evaluation)."""
+    columns = clean_columns(frame.reset_index(drop=True))
+    return pd.DataFrame({c: v if c == SCHEDULED_TIME else pd.array(v, dtype="string") for c, v in columns.items()})
+
+
+def unknown_columns(clean: Mapping, vocabulary: Mapping[str, Collection[str]]) -> dict[str, np.ndarray]:
+    """Per categorical column, True for the flights whose value is outside the training vocabulary."""
+    unknown = {}
     for column in CATEGORY_COLUMNS:
-        unknown |= ~clean[column].isin(vocabulary[column])
+        known = vocabulary[column]
+        known = known if isinstance(known, set | frozenset) else frozenset(known)
+        unknown[column] = np.fromiter((v not in known for v in clean[column]), dtype=bool, count=len(clean[column]))
     return unknown
 
 
-def check_known_categories(clean: pd.DataFrame, vocabulary: dict[str, list[str]]) -> None:
+def unknown_categories(clean: Mapping, vocabulary: Mapping[str, Collection[str]]) -> np.ndarray:
+    """Per flight, True when any categorical value is outside the training vocabulary."""
+    return np.logical_or.reduce(list(unknown_columns(clean, vocabulary).values()))
+
+
+def unknown_field_names(unknown: Mapping[str, np.ndarray]) -> list[str]:
+    """Per flight, the comma-separated fields whose value the model never saw ("" when none)."""
+    names = np.full(len(next(iter(unknown.values()))), "", dtype=object)
+    for column, mask in unknown.items():
+        if mask.any():
+            names[mask] = [f"{n},{column}" if n else column for n in names[mask]]
+    return names.tolist()
+
+
+def check_known_categories(clean: Mapping, unknown: Mapping[str, np.ndarray], vocabulary: Mapping) -> None:
     """Raise InvalidFlightsError naming the first column with a value the model never saw."""
     for column in CATEGORY_COLUMNS:
-        known = vocabulary[column]
-        unknown = ~clean[column].isin(known)
-        if unknown.any():
+        rows = np.flatnonzero(unknown[column]).tolist()
+        if rows:
             raise InvalidFlightsError(
                 column,
-                f"value never seen in training ({_example_rows(unknown, clean[column])}); " + _describe_known(known),
+                f"value never seen in training ({_example_rows(rows, list(clean[column]))}); "
+                + _describe_known(vocabulary[column]),
             )
 
 
-def validate_request(frame: pd.DataFrame, vocabulary: dict[str, list[str]]) -> pd.DataFrame:
-    """Everything serving checks before scoring; returns the cleaned flights."""
+def check_unknown_categories_choice(choice: object) -> str:
+    """The model parameter ``unknown_categories``, refused (a 400 naming it) unless a known choice."""
+    if choice not in UNKNOWN_CATEGORY_CHOICES:
+        raise InvalidFlightsError(
+            "unknown_categories", f"expected one of {', '.join(UNKNOWN_CATEGORY_CHOICES)}, got {choice!r}"
+        )
+    return choice
+
+
+def validate_request(
+    frame: pd.DataFrame, vocabulary: Mapping[str, Collection[str]], unknown_categories: str = "refuse"
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Everything serving checks before scoring: the cleaned columns and, per column, the unseen values.
+
+    With ``unknown_categories="refuse"`` a value the model never saw is an error naming the field;
+    with ``"score"`` it is returned as unseen (its feature code is the "never seen" code).
+    """
+    check_unknown_categories_choice(unknown_categories)
     check_batch(frame)
-    clean = clean_flights(frame)
-    check_known_categories(clean, vocabulary)
-    return clean
+    clean = clean_columns(frame)
+    unknown = unknown_columns(clean, vocabulary)
+    if unknown_categories == "refuse":
+        check_known_categories(clean, unknown, vocabulary)
+    return clean, unknown
 
 
 def model_signature():
-    """The served model's signature: flights in the raw file's column names in, odds out."""
+    """The served model's signature: flights in the raw file's column names in, odds out, options as params."""
     from mlflow.models import ModelSignature
-    from mlflow.types import ColSpec, Schema
+    from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
 
     inputs = [ColSpec("string", c) for c in REQUIRED_COLUMNS]
     inputs += [ColSpec("string", c, required=False) for c in OPTIONAL_COLUMNS]
     outputs = [ColSpec("double", "delay_probability"), ColSpec("long", "delay")]
-    return ModelSignature(inputs=Schema(inputs), outputs=Schema(outputs))
+    outputs.append(ColSpec("string", UNKNOWN_FIELDS, required=False))
+    params = ParamSchema([ParamSpec("unknown_categories", "string", "refuse")])
+    return ModelSignature(inputs=Schema(inputs), outputs=Schema(outputs), params=params)

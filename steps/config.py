@@ -19,7 +19,7 @@ DEFAULTS: dict[str, dict[str, object]] = {
     },
     "train": {
         "processed_uri": "",  # "" = datasets/processed (what etl wrote locally)
-        "calendar": "date",  # or "season" (no day of month / day of year); see pyfunc/features.py
+        "country": "",  # public holidays of: "" = inferred from the origin's ICAO code, "none", or e.g. "CL"
         "objective": "minutes_late",  # or "delayed" (0/1 label, logistic loss); see steps/train.py
         # Chosen by day-grouped CV on SCL's training days (`python -m steps.evaluate --search-trials 30`,
         # then depth 6-10 around the winner: depth 9 best, and fewer tree nodes to walk than 10).

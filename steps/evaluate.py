@@ -78,7 +78,7 @@ SEARCH_SPACE = {
 }
 VERSION_TAG_PREFIX = "eval"
 # What train did before these parameters existed (runs of then did not log them).
-HYPER_BEFORE_IT_EXISTED = {"objective": "delayed", "calendar": "date"}
+HYPER_BEFORE_IT_EXISTED = {"objective": "delayed", "country": "none"}
 
 
 @dataclass

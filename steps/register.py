@@ -79,7 +79,7 @@ import numpy as np, pandas as pd, mlflow.pyfunc
 model = mlflow.pyfunc.load_model(sys.argv[1])  # puts the model's own code first on sys.path
 from pyfunc.schema import clean_flights, unknown_categories
 flights = pd.read_parquet(sys.argv[2])
-known = ~unknown_categories(clean_flights(flights), model.unwrap_python_model().spec.features.vocabulary).to_numpy()
+known = ~np.asarray(unknown_categories(clean_flights(flights), model.unwrap_python_model().spec.features.vocabulary))
 scores = np.full(len(flights), np.nan)
 scores[known] = model.predict(flights[known])["delay_probability"].to_numpy()
 pd.DataFrame({"delay_probability": scores}).to_parquet(sys.argv[3])

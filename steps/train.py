@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
+import holidays
 import mlflow
 import numpy as np
 import pandas as pd
@@ -22,15 +23,17 @@ import xgboost as xgb
 from sklearn.isotonic import IsotonicRegression
 from sklearn.model_selection import GroupKFold
 
+from pyfunc import model as model_code
 from pyfunc.features import (
     FEATURE_NAMES,
     FEATURE_TYPES,
     FeatureSpec,
     build_features,
-    check_calendar,
     fit_feature_spec,
+    origins_of,
+    resolve_country,
 )
-from pyfunc.model import BOOSTER_ARTIFACT, SPEC_ARTIFACT, FlightDelayModel, ModelSpec
+from pyfunc.model import BOOSTER_ARTIFACT, SPEC_ARTIFACT, ModelSpec
 from pyfunc.schema import (
     DELAY_MINUTES,
     OPERATED_TIME,
@@ -59,6 +62,8 @@ OBJECTIVES = ("minutes_late", "delayed")
 MINUTES_LATE_CAP = 2 * DELAY_MINUTES
 # Name and context of the training flights train logs as a run input (monitor's drift reference).
 TRAIN_DATASET, TRAIN_CONTEXT = "train", "training"
+# The served model is logged from this file's code (models-from-code), never pickled.
+MODEL_CODE = Path(model_code.__file__)
 
 
 class MissingInputError(FileNotFoundError):
@@ -122,9 +127,9 @@ def check_objective(objective: str) -> None:
 
 
 def check_recipe(hyper: dict) -> None:
-    """Refuse an unknown ``objective`` or ``calendar`` before any run starts (train and main)."""
+    """Refuse an unknown ``objective`` or ``country`` before any run starts (train and main)."""
     check_objective(hyper["objective"])
-    check_calendar(hyper["calendar"])
+    resolve_country(hyper["country"], None)
 
 
 def fitting_label(train_raw: pd.DataFrame, objective: str) -> np.ndarray:
@@ -187,7 +192,7 @@ def training_features(
     """
     clean = clean_flights(train_raw)
     target = train_raw[TARGET].to_numpy()
-    feature_spec = fit_feature_spec(clean, hyper["calendar"])
+    feature_spec = fit_feature_spec(clean, origins_of(train_raw), hyper["country"])
     features = build_features(clean, feature_spec)
     days = clean[SCHEDULED_TIME].dt.normalize().to_numpy()
     folds = list(GroupKFold(n_splits=hyper["cv_folds"]).split(features, target, days))
@@ -241,7 +246,7 @@ def fit_model(train_raw: pd.DataFrame, hyper: dict) -> tuple[FittedModel, dict[s
 
 def known_rows(clean: pd.DataFrame, feature_spec: FeatureSpec) -> np.ndarray:
     """Which cleaned flights the model can score: every category seen in training."""
-    return ~unknown_categories(clean, feature_spec.vocabulary).to_numpy()
+    return ~unknown_categories(clean, feature_spec.vocabulary)
 
 
 def scorable(holdout_raw: pd.DataFrame, feature_spec: FeatureSpec) -> tuple[pd.DataFrame, np.ndarray]:
@@ -259,7 +264,7 @@ def log_pyfunc(fitted: FittedModel, input_example: pd.DataFrame) -> mlflow.model
         fitted.spec.save(str(spec_path))
         return mlflow.pyfunc.log_model(
             name="model",
-            python_model=FlightDelayModel(),
+            python_model=str(MODEL_CODE),
             artifacts={BOOSTER_ARTIFACT: str(booster_path), SPEC_ARTIFACT: str(spec_path)},
             code_paths=[str(config.PROJECT_ROOT / "pyfunc")],
             signature=model_signature(),
@@ -270,6 +275,7 @@ def log_pyfunc(fitted: FittedModel, input_example: pd.DataFrame) -> mlflow.model
                 f"pandas=={pd.__version__}",
                 f"numpy=={np.__version__}",
                 f"scikit-learn=={sklearn.__version__}",
+                f"holidays=={holidays.__version__}",
             ],
         )
 

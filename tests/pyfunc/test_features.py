@@ -1,10 +1,18 @@
-"""Feature engineering: the numpy calendar agrees with pandas'; the ``calendar`` choice does what it says."""
+"""Feature engineering: the numpy calendar agrees with pandas'; holidays and their country; no date memory."""
 
-import numpy as np
 import pandas as pd
 import pytest
 
-from pyfunc.features import DATE_FEATURES, FEATURE_NAMES, FeatureSpec, build_features, calendar_fields, fit_feature_spec
+from pyfunc.features import (
+    FEATURE_NAMES,
+    HOLIDAY_HORIZON,
+    FeatureSpec,
+    build_features,
+    calendar_fields,
+    fit_feature_spec,
+    infer_country,
+    resolve_country,
+)
 from pyfunc.schema import clean_flights
 from tests.factory import make_flights
 
@@ -13,37 +21,69 @@ def test_calendar_fields_match_pandas_over_a_century():
     times = pd.Series(pd.date_range("1999-12-25", "2101-01-05", freq="97min"))  # every leap-year rule
     fields = calendar_fields(times)
     expected = {
+        "day": (times.dt.normalize() - pd.Timestamp("1970-01-01")).dt.days,
         "hour": times.dt.hour,
         "minute_of_day": times.dt.hour * 60 + times.dt.minute,
         "weekday": times.dt.day_of_week,
         "month": times.dt.month,
-        "day_of_month": times.dt.day,
-        "day_of_year": times.dt.day_of_year,
+        "month_day": times.dt.month * 100 + times.dt.day,
     }
     for name, values in expected.items():
         assert (fields[name] == values.to_numpy()).all(), f"{name} differs from pandas"
 
 
-def test_season_calendar_holds_the_date_features_constant_and_keeps_the_rest():
-    flights = clean_flights(make_flights(days=60, seed=1))
-    by_date = fit_feature_spec(flights, "date")
-    by_season = fit_feature_spec(flights, "season")
-    date_features, season_features = build_features(flights, by_date), build_features(flights, by_season)
-    for position, name in enumerate(FEATURE_NAMES):
-        if name in DATE_FEATURES:
-            assert len(np.unique(date_features[:, position])) > 1, f"{name} varies under calendar=date"
-            assert (season_features[:, position] == 0).all(), f"{name} is constant under calendar=season"
-        else:
-            assert np.array_equal(date_features[:, position], season_features[:, position]), name
+@pytest.mark.parametrize(
+    "origins, country",
+    [
+        (["SCEL"], "CL"),
+        (["SCEL", "SCIE"], "CL"),
+        (["KMIA"], "US"),
+        (["SCEL", "KMIA"], None),
+        (["ZZOO"], None),
+        ([], None),
+    ],
+)
+def test_the_country_is_inferred_from_the_origin_only_when_unambiguous(origins, country):
+    assert infer_country(origins) == country
 
 
-def test_a_spec_saved_before_the_calendar_existed_loads_as_date():
-    saved = fit_feature_spec(clean_flights(make_flights(days=10)), "season").to_dict()
-    assert FeatureSpec.from_dict(saved).calendar == "season"
-    del saved["calendar"]
-    assert FeatureSpec.from_dict(saved).calendar == "date"
+def test_the_country_setting_overrides_or_switches_holidays_off():
+    assert resolve_country("", ["SCEL"]) == "CL"
+    assert resolve_country("ar", ["SCEL"]) == "AR", "a named country wins over the origin"
+    assert resolve_country("none", ["SCEL"]) is None
+    with pytest.raises(ValueError, match="not an ISO code"):
+        resolve_country("Chile", ["SCEL"])
 
 
-def test_an_unknown_calendar_is_refused_naming_the_choices():
-    with pytest.raises(ValueError, match="calendar must be one of date, season, got 'weekly'"):
-        fit_feature_spec(clean_flights(make_flights(days=10)), "weekly")
+def features_of(times: list[str], country: str | None) -> pd.DataFrame:
+    flights = make_flights(days=len(times), flights_per_day=1)
+    flights["Fecha-I"] = times
+    clean = clean_flights(flights)
+    spec = fit_feature_spec(clean_flights(make_flights(days=30)))
+    spec.country = country
+    return pd.DataFrame(build_features(clean, spec), columns=FEATURE_NAMES)
+
+
+def test_days_to_and_since_chilean_holidays():
+    # 2017: Sep 18 and 19 are holidays (Independence Day, Army Day); the next is Oct 9.
+    times = ["2017-09-15 10:00:00", "2017-09-18 10:00:00", "2017-09-19 23:55:00", "2017-09-21 10:00:00"]
+    chile = features_of(times, "CL")
+    assert chile["days_to_holiday"].tolist() == [3, 0, 0, HOLIDAY_HORIZON]
+    assert chile["days_since_holiday"].tolist() == [HOLIDAY_HORIZON, 0, 0, 2]
+    nowhere = features_of(times, None)
+    assert (nowhere[["days_to_holiday", "days_since_holiday"]] == HOLIDAY_HORIZON).all().all(), "no country: no holiday"
+
+
+def test_two_ordinary_days_alike_but_for_the_date_get_the_same_features():
+    """No feature memorises a date: same weekday, month, hour and holiday distance give the same row."""
+    times = ["2017-03-07 19:30:00", "2017-03-14 19:30:00", "2017-03-21 19:30:00"]  # Tuesdays, far from holidays
+    rows = features_of(times, "CL")
+    rows = rows.drop(columns=[c for c in rows.columns if c.endswith("_code")])  # the generator varies these
+    assert (rows.nunique() == 1).all(), rows.T
+
+
+def test_a_spec_saved_before_holidays_existed_loads_without_them():
+    saved = fit_feature_spec(clean_flights(make_flights(days=10)), ["SCEL"]).to_dict()
+    assert FeatureSpec.from_dict(saved).country == "CL"
+    legacy = {k: v for k, v in saved.items() if k != "country"} | {"calendar": "date"}
+    assert FeatureSpec.from_dict(legacy).country is None

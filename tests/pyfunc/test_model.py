@@ -36,7 +36,7 @@ def test_features_are_the_same_in_training_and_serving(fitted_and_loaded):
     training = build_features(clean_flights(flights), fitted.spec.features)
     records = json.loads(flights[list(REQUIRED_COLUMNS)].to_json(orient="records"))
     served = build_features(
-        validate_request(pd.DataFrame(records), fitted.spec.features.vocabulary), fitted.spec.features
+        validate_request(pd.DataFrame(records), fitted.spec.features.vocabulary)[0], fitted.spec.features
     )
     assert training.shape == (len(flights), len(FEATURE_NAMES))
     np.testing.assert_array_equal(training, served)

@@ -53,10 +53,11 @@ def test_alphanumeric_flight_numbers_are_kept():
 
 
 def test_good_flight_passes_and_is_normalised():
-    clean = validate_request(one(OPERA=" alpha air "), VOCABULARY)
-    assert list(clean.columns) == list(REQUIRED_COLUMNS), "cleaned flights keep exactly the required columns"
-    assert clean.loc[0, "OPERA"] == "ALPHA AIR"
-    assert clean.loc[0, "Fecha-I"] == pd.Timestamp("2017-05-04 10:30")
+    clean, unknown = validate_request(one(OPERA=" alpha air "), VOCABULARY)
+    assert list(clean) == list(REQUIRED_COLUMNS), "cleaned flights keep exactly the required columns"
+    assert clean["OPERA"][0] == "ALPHA AIR"
+    assert clean["Fecha-I"][0] == pd.Timestamp("2017-05-04 10:30")
+    assert not any(mask.any() for mask in unknown.values()), "every value is known"
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,4 @@
-"""Train's recipe choices: what the booster is fitted to (``objective``) and what calendar it sees."""
+"""Train's recipe choices: what the booster is fitted to (``objective``) and whose holidays it sees."""
 
 from __future__ import annotations
 
@@ -10,9 +10,7 @@ import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from pyfunc.fastpath import validate_request_fast
-from pyfunc.features import DATE_FEATURES, FEATURE_NAMES, build_features
-from pyfunc.schema import OPERATED_TIME, REQUIRED_COLUMNS, SCHEDULED_TIME, TARGET
+from pyfunc.schema import OPERATED_TIME, SCHEDULED_TIME, TARGET
 from steps import etl, evaluate, main, train
 from tests.factory import make_flights
 
@@ -71,19 +69,19 @@ def test_each_objective_fits_its_loss_and_gives_calibrated_probabilities(objecti
 def test_evaluate_refits_a_version_with_its_own_recipe(tracking_store):
     client = mlflow.MlflowClient()
     with mlflow.start_run() as run:
-        mlflow.log_params({**train.HYPER_DEFAULTS, "objective": "delayed", "calendar": "season", "n_estimators": 300})
+        mlflow.log_params({**train.HYPER_DEFAULTS, "objective": "delayed", "country": "AR", "n_estimators": 300})
     hyper = evaluate.version_hyper(client.get_run(run.info.run_id))
-    assert (hyper["objective"], hyper["calendar"]) == ("delayed", "season")
+    assert (hyper["objective"], hyper["country"]) == ("delayed", "AR")
     assert hyper["n_estimators"] == 300 and isinstance(hyper["n_estimators"], int)
     assert hyper["max_depth"] == train.HYPER_DEFAULTS["max_depth"] and isinstance(hyper["max_depth"], int)
 
 
-def test_a_version_trained_before_objective_and_calendar_existed_is_refitted_as_it_was(tracking_store):
-    before = {k: v for k, v in train.HYPER_DEFAULTS.items() if k not in ("objective", "calendar")}
+def test_a_version_trained_before_objective_and_country_existed_is_refitted_as_it_was(tracking_store):
+    before = {k: v for k, v in train.HYPER_DEFAULTS.items() if k not in ("objective", "country")}
     with mlflow.start_run() as run:
         mlflow.log_params(before)
     hyper = evaluate.version_hyper(mlflow.MlflowClient().get_run(run.info.run_id))
-    assert (hyper["objective"], hyper["calendar"]) == ("delayed", "date"), "then: logistic loss, every date feature"
+    assert (hyper["objective"], hyper["country"]) == ("delayed", "none"), "then: logistic loss, no holidays"
 
 
 def test_search_never_fits_a_recipe_twice_for_a_parameter_its_objective_ignores(tracking_store):
@@ -101,35 +99,12 @@ def test_search_never_fits_a_recipe_twice_for_a_parameter_its_objective_ignores(
 def test_main_refuses_an_unknown_recipe_before_etl_runs(tracking_store):
     with pytest.raises(ValueError, match="objective must be one of"):
         main.run({}, {"objective": "hinge"}, {})
-    with pytest.raises(ValueError, match="calendar must be one of"):
-        main.run({}, {"calendar": "weekly"}, {})
+    with pytest.raises(ValueError, match="not an ISO code"):
+        main.run({}, {"country": "Chile"}, {})
     assert mlflow.search_runs(search_all_experiments=True).empty, "no etl (or any) run may be left behind"
 
 
-def test_an_unknown_calendar_is_refused_before_any_run_starts(tracking_store):
-    with pytest.raises(ValueError, match="calendar must be one of date, season, got 'weekly'"):
-        train.run(processed_uri="/nowhere", calendar="weekly")
+def test_an_unknown_country_is_refused_before_any_run_starts(tracking_store):
+    with pytest.raises(ValueError, match="country 'Narnia' is not an ISO code"):
+        train.run(processed_uri="/nowhere", country="Narnia")
     assert mlflow.search_runs(search_all_experiments=True).empty, "no run may be left behind"
-
-
-def test_a_season_model_never_splits_on_the_date_and_serves_the_same_way(tracking_store):
-    flights = make_flights(days=120, seed=3)
-    flights[TARGET] = etl.delay_target(flights)
-    fitted, _ = train.fit_model(flights, {**HYPER, "calendar": "season"})
-    split_on = set(fitted.booster.get_score(importance_type="weight"))
-    assert split_on and not split_on & set(DATE_FEATURES)
-    with mlflow.start_run():
-        info = train.log_pyfunc(fitted, flights[list(REQUIRED_COLUMNS)].head(5))
-    loaded = mlflow.pyfunc.load_model(info.model_uri)
-    unseen = make_flights(days=20, seed=5, start="2017-06-01")
-    served = loaded.predict(unseen[list(REQUIRED_COLUMNS)])["delay_probability"].to_numpy()
-    assert np.allclose(served, fitted.predict_clean(train.clean_flights(unseen)))
-    # A season booster gives the same output whatever the date columns hold, so check what serving builds.
-    served_model = loaded.unwrap_python_model()
-    assert served_model.spec.features.calendar == served_model.coded_features.calendar == "season"
-    fast = validate_request_fast(unseen[list(REQUIRED_COLUMNS)], served_model.spec.features.vocabulary)
-    assert isinstance(fast, dict), "one-flight-shaped requests take the fast path"
-    built = build_features(fast, served_model.coded_features)
-    for name in DATE_FEATURES:
-        assert (built[:, FEATURE_NAMES.index(name)] == 0).all(), name
-    assert built[:, FEATURE_NAMES.index("month")].min() == 6

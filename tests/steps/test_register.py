@@ -5,7 +5,7 @@ import shutil
 import mlflow
 import pandas as pd
 
-from pyfunc.model import BOOSTER_ARTIFACT, SPEC_ARTIFACT, FlightDelayModel
+from pyfunc.model import BOOSTER_ARTIFACT, SPEC_ARTIFACT
 from pyfunc.schema import model_signature
 from steps import config, etl, register, train
 
@@ -17,7 +17,7 @@ def log_with_code(fitted: train.FittedModel, code_dir, tmp_path) -> str:
     with mlflow.start_run():
         info = mlflow.pyfunc.log_model(
             name="model",
-            python_model=FlightDelayModel(),
+            python_model=str(code_dir / "model.py"),
             artifacts={BOOSTER_ARTIFACT: str(tmp_path / "booster.ubj"), SPEC_ARTIFACT: str(tmp_path / "spec.json")},
             code_paths=[str(code_dir)],
             signature=model_signature(),
@@ -33,8 +33,9 @@ def test_gate_runs_each_model_on_its_own_code(tracking_store, flights_csv, tmp_p
     shutil.copytree(config.PROJECT_ROOT / "pyfunc", constant, ignore=shutil.ignore_patterns("__pycache__"))
     model_py = constant / "model.py"
     source = model_py.read_text()
-    assert "probability = self.spec.calibrate(raw)" in source
-    model_py.write_text(source.replace("probability = self.spec.calibrate(raw)", "probability = 0.5 + 0 * raw"))
+    scoring = "probability = self.spec.calibrate(booster.inplace_predict(features))"
+    assert scoring in source
+    model_py.write_text(source.replace(scoring, "probability = 0.5 + 0 * booster.inplace_predict(features)"))
     local = mlflow.artifacts.download_artifacts(processed)
     fitted, _ = train.fit_model(
         pd.read_parquet(f"{local}/train.parquet"), {**train.config.DEFAULTS["train"], "n_estimators": 30, "cv_folds": 2}
