@@ -13,6 +13,11 @@ DEFAULTS: dict[str, dict[str, object]] = {
     "etl": {
         "data_uri": "",  # "" = $SKYPROPHET_DATA_URI, else the SCL file beside the checkout
         "sha256": "",  # "" = no checksum check
+        # The holdout that gates a version: "latest" = the file's last holdout_months calendar months
+        # (time-forward, what users meet); "day" = random whole days (holdout_fraction, split_seed), a
+        # secondary view that lets a model memorise the training year's weather.
+        "split": "latest",
+        "holdout_months": 2,
         "split_seed": 42,
         "holdout_fraction": 0.33,
         "max_reject_fraction": 0.01,
@@ -21,6 +26,7 @@ DEFAULTS: dict[str, dict[str, object]] = {
         "processed_uri": "",  # "" = datasets/processed (what etl wrote locally)
         "country": "",  # public holidays of: "" = inferred from the origin's ICAO code, "none", or e.g. "CL"
         "objective": "minutes_late",  # or "delayed" (0/1 label, logistic loss); see steps/train.py
+        "calibration": "forward",  # or "days" (day-grouped folds); see steps/train.py CALIBRATIONS
         # Chosen by day-grouped CV on SCL's training days (`python -m steps.evaluate --search-trials 30`,
         # then depth 6-10 around the winner: depth 9 best, and fewer tree nodes to walk than 10).
         "n_estimators": 400,

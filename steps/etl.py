@@ -1,4 +1,4 @@
-"""etl: raw flights CSV -> validated interim flights -> day-grouped train / holdout split.
+"""etl: raw flights CSV -> validated interim flights -> train / holdout split (latest period by default).
 
 Reads: the raw CSV (path, ``file://`` or ``gs://``). Writes: ``datasets/raw/data.csv``,
 ``datasets/interim/{flights,rejects}.parquet``, ``datasets/processed/{train,holdout}.parquet``,
@@ -7,7 +7,6 @@ and logs the processed folder, the rejects and the datasets' lineage to the MLfl
 
 from __future__ import annotations
 
-import argparse
 import logging
 import warnings
 from dataclasses import dataclass
@@ -82,8 +81,41 @@ def delay_target(raw: pd.DataFrame) -> pd.Series:
     return (minutes_late(raw) > DELAY_MINUTES).astype(np.int64)
 
 
+SPLITS = ("latest", "day")
+
+
+def latest_period_start(times: pd.Series, months: int) -> pd.Timestamp:
+    """First day of the file's last ``months`` calendar months (the last month counts even if partial)."""
+    last_month = times.max().to_period("M")
+    return (last_month - (months - 1)).to_timestamp()
+
+
+def split_latest(flights: pd.DataFrame, holdout_months: int) -> pd.Series:
+    """True for holdout flights: those of the file's last ``holdout_months`` calendar months.
+
+    What users do is score months that have not flown yet, so the holdout that gates a version
+    is the latest period, trained on everything before it (never random days of the same months).
+    """
+    times = parse_scheduled_time(flights[SCHEDULED_TIME])
+    if holdout_months < 1:
+        raise ValueError(f"holdout_months must be at least 1, got {holdout_months}")
+    start = latest_period_start(times, holdout_months)
+    holdout = times >= start
+    if holdout.all():
+        span = f"{times.min():%Y-%m-%d} to {times.max():%Y-%m-%d}"
+        raise RawDataError(
+            f"the file's flights ({span}) leave no month before the last {holdout_months} to train on: "
+            "lower holdout_months"
+        )
+    return holdout
+
+
 def split_by_day(flights: pd.DataFrame, holdout_fraction: float, seed: int) -> pd.Series:
-    """True for holdout flights: whole calendar days drawn at random, so no day is on both sides."""
+    """True for holdout flights: whole calendar days drawn at random, so no day is on both sides.
+
+    A secondary view only (``split=day``): the model may learn the weather of the training days'
+    neighbours, which no future flight offers.
+    """
     days = parse_scheduled_time(flights[SCHEDULED_TIME]).dt.normalize()
     unique_days = np.sort(days.unique())
     n_holdout = int(round(holdout_fraction * len(unique_days)))
@@ -97,11 +129,15 @@ ETL = config.DEFAULTS["etl"]
 def run(
     data_uri: str = ETL["data_uri"],
     sha256: str = ETL["sha256"],
+    split: str = ETL["split"],
+    holdout_months: int = ETL["holdout_months"],
     split_seed: int = ETL["split_seed"],
     holdout_fraction: float = ETL["holdout_fraction"],
     max_reject_fraction: float = ETL["max_reject_fraction"],
 ) -> EtlResult:
     """Fetch, validate, label and split the raw flights inside one MLflow run."""
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
     data_uri = data_uri or config.default_data_uri()
     root = config.datasets_dir()
     with tracking.step_run("etl") as active:
@@ -109,6 +145,8 @@ def run(
             {
                 "data_uri": data_uri,
                 "sha256": sha256 or "unchecked",
+                "split": split,
+                "holdout_months": holdout_months,
                 "split_seed": split_seed,
                 "holdout_fraction": holdout_fraction,
                 "max_reject_fraction": max_reject_fraction,
@@ -135,7 +173,10 @@ def run(
         flights[TARGET] = delay_target(flights)
         flights.to_parquet(root / "interim" / "flights.parquet", index=False)
         logger.info("split: %d flights, %.2f%% delayed", len(flights), 100 * flights[TARGET].mean())
-        in_holdout = split_by_day(flights, holdout_fraction, split_seed)
+        if split == "latest":
+            in_holdout = split_latest(flights, holdout_months)
+        else:
+            in_holdout = split_by_day(flights, holdout_fraction, split_seed)
         processed = root / "processed"
         processed.mkdir(parents=True, exist_ok=True)
         splits = {"train": flights[~in_holdout], "holdout": flights[in_holdout]}
@@ -153,14 +194,7 @@ def run(
 
 def main() -> None:
     """CLI: ``python -m steps.etl --data-uri ...``."""
-    defaults = config.DEFAULTS["etl"]
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--data-uri", default=defaults["data_uri"])
-    parser.add_argument("--sha256", default=defaults["sha256"])
-    parser.add_argument("--split-seed", type=int, default=defaults["split_seed"])
-    parser.add_argument("--holdout-fraction", type=float, default=defaults["holdout_fraction"])
-    parser.add_argument("--max-reject-fraction", type=float, default=defaults["max_reject_fraction"])
-    args = parser.parse_args()
+    args = config.argument_parser("etl", __doc__).parse_args()
     tracking.setup_logging()
     result = run(**vars(args))
     logger.info("done: run %s, processed data at %s", result.run_id, result.processed_uri)

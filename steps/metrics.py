@@ -31,8 +31,11 @@ def best_f1_threshold(y: np.ndarray, p: np.ndarray) -> float:
     return float(thresholds[int(np.argmax(f1[:-1]))])
 
 
-def classification_metrics(y: np.ndarray, p: np.ndarray, threshold: float) -> dict[str, float]:
-    """ROC/PR AUC, per-class precision/recall/F1 at the threshold, Brier, log loss, ECE."""
+def classification_metrics(y: np.ndarray, p: np.ndarray, threshold: float | np.ndarray) -> dict[str, float]:
+    """ROC/PR AUC, per-class precision/recall/F1 at the threshold, Brier, log loss, ECE.
+
+    ``threshold`` may be one per flight (months pooled, each with its own model's); the mean is reported.
+    """
     predicted = (p >= threshold).astype(int)
     precision, recall, f1, _ = skm.precision_recall_fscore_support(y, predicted, labels=[0, 1], zero_division=0)
     result = {
@@ -41,7 +44,7 @@ def classification_metrics(y: np.ndarray, p: np.ndarray, threshold: float) -> di
         "brier": skm.brier_score_loss(y, p),
         "log_loss": skm.log_loss(y, np.clip(p, 1e-7, 1 - 1e-7), labels=[0, 1]),
         "ece": expected_calibration_error(y, p),
-        "threshold": threshold,
+        "threshold": float(np.mean(threshold)),
     }
     for label, name in ((0, "on_time"), (1, "delayed")):
         result[f"precision_{name}"] = precision[label]
@@ -58,13 +61,13 @@ def log_figure(figure: plt.Figure, path: str) -> None:
     plt.close(figure)
 
 
-def confusion_figure(y: np.ndarray, p: np.ndarray, threshold: float) -> plt.Figure:
-    """Confusion matrix at the decision threshold."""
+def confusion_figure(y: np.ndarray, p: np.ndarray, threshold: float | np.ndarray) -> plt.Figure:
+    """Confusion matrix at the decision threshold (one per flight when months are pooled)."""
     fig, ax = plt.subplots(figsize=(4, 4))
     skm.ConfusionMatrixDisplay.from_predictions(
         y, (p >= threshold).astype(int), display_labels=["on time", "delayed"], ax=ax, colorbar=False
     )
-    ax.set_title(f"threshold {threshold:.3f}")
+    ax.set_title(f"threshold {float(np.mean(threshold)):.3f}")
     fig.tight_layout()
     return fig
 

@@ -23,16 +23,30 @@ import numpy as np
 import pandas as pd
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
-from sklearn.metrics import roc_auc_score
+from sklearn.metrics import average_precision_score, roc_auc_score
 
-from pyfunc.schema import TARGET
-from steps import config, tracking
-from steps.train import HOLDOUT_URI_TAG, MODEL_URI_TAG, MissingInputError, resolve_local
+from pyfunc.schema import SCHEDULED_TIME, TARGET, clean_flights, parse_scheduled_time
+from steps import config, metrics, tracking
+from steps.train import (
+    HOLDOUT_URI_TAG,
+    MODEL_URI_TAG,
+    TRAINED_THROUGH_TAG,
+    MissingInputError,
+    fit_model,
+    known_rows,
+    log_fitted,
+    recipe_of,
+    resolve_local,
+)
 
 logger = logging.getLogger("skyprophet.register")
 PRODUCTION_ALIAS = "production"
 PRODUCTION_STAGE = "Production"
 PROMOTE_CHOICES = ("auto", "force", "never")
+# The candidate a version was refitted from, and the refit's link back to its candidate.
+CANDIDATE_URI_TAG = "skyprophet.candidate_model_uri"
+REFIT_OF_TAG = "skyprophet.refit_of"
+REFIT_RUN_TAG = "skyprophet.refit_run_id"
 
 
 @dataclass
@@ -45,6 +59,7 @@ class RegisterResult:
     promoted: bool
     candidate_roc_auc: float
     production_roc_auc: float | None
+    refit_run_id: str = ""
 
 
 def newest_train_run(client: mlflow.MlflowClient) -> mlflow.entities.Run:
@@ -104,27 +119,60 @@ def score_isolated(model_uri: str, holdout_path: Path) -> np.ndarray:
         return pd.read_parquet(output)["delay_probability"].to_numpy()
 
 
-def holdout_auc(model_uris: dict[str, str], holdout_path: Path) -> dict[str, float]:
-    """ROC AUC of each model on the holdout flights that every one of them can score."""
-    target = pd.read_parquet(holdout_path, columns=[TARGET])[TARGET].to_numpy()
-    logger.info("gate: scoring %s on %d holdout flights", list(model_uris), len(target))
-    scores = {key: score_isolated(uri, holdout_path) for key, uri in model_uris.items()}
+GATE_METRICS = ("roc_auc", "pr_auc", "ece")
+
+
+def gate_metrics(target: np.ndarray, scores: dict[str, np.ndarray]) -> dict[str, dict[str, float]]:
+    """ROC AUC, PR AUC and ECE of each model on the holdout flights that every one of them can score."""
     known = np.logical_and.reduce([~np.isnan(s) for s in scores.values()])
-    return {key: float(roc_auc_score(target[known], s[known])) for key, s in scores.items()}
+    result = {}
+    for key, score in scores.items():
+        y, p = target[known], score[known]
+        result[key] = {
+            "roc_auc": float(roc_auc_score(y, p)),
+            "pr_auc": float(average_precision_score(y, p)),
+            "ece": metrics.expected_calibration_error(y, p),
+        }
+    return result
 
 
-def find_existing_version(
-    client: mlflow.MlflowClient, name: str, model_uri: str, source_run: str
-) -> ModelVersion | None:
-    """A version already registered from this model (a rerun registers nothing new)."""
+def trained_through(version: ModelVersion) -> pd.Timestamp | None:
+    """The last scheduled time among the version's training flights (tagged by train), if known."""
+    value = version.tags.get(TRAINED_THROUGH_TAG)
+    return pd.Timestamp(value) if value else None
+
+
+def production_scores(
+    client: mlflow.MlflowClient, production: ModelVersion, holdout_path: Path, holdout: pd.DataFrame, train_path: Path
+) -> tuple[np.ndarray, str]:
+    """Production's probabilities on the holdout, and how they were obtained.
+
+    A Production version that has not seen the holdout period is scored as it is, with its own
+    code. One that has (it was refitted on flights of that period) would be judged on flights it
+    learned, so its recipe is refitted on the candidate's training flights and scored instead.
+    """
+    period_start = parse_scheduled_time(holdout[SCHEDULED_TIME]).min()
+    seen_until = trained_through(production)
+    if seen_until is None or seen_until < period_start:
+        return score_isolated(f"models:/{production.name}/{production.version}", holdout_path), "served model"
+    recipe = recipe_of(client.get_run(production.run_id))
+    logger.info("gate: Production %s has seen the holdout period; refitting its recipe", production.version)
+    fitted, _ = fit_model(pd.read_parquet(train_path), recipe)
+    clean = clean_flights(holdout)
+    known = known_rows(clean, fitted.spec.features)
+    scores = np.full(len(holdout), np.nan)
+    scores[known] = fitted.predict_clean(clean[known].reset_index(drop=True))
+    return scores, "recipe refitted on the candidate's training flights"
+
+
+def find_existing_version(client: mlflow.MlflowClient, name: str, model_uri: str) -> ModelVersion | None:
+    """A version already registered from this candidate (a rerun registers nothing new)."""
     try:
         versions = client.search_model_versions(f"name = '{name}'")
     except MlflowException:
         return None
     for version in versions:
-        if version.tags.get(MODEL_URI_TAG) == model_uri or (
-            source_run and version.run_id == source_run and version.source == model_uri
-        ):
+        if version.tags.get(CANDIDATE_URI_TAG) == model_uri or version.tags.get(MODEL_URI_TAG) == model_uri:
             return version
     return None
 
@@ -135,7 +183,99 @@ def promote(client: mlflow.MlflowClient, name: str, version: str) -> None:
     client.set_registered_model_alias(name, PRODUCTION_ALIAS, version)
 
 
+def refit_on_all_flights(candidate_run: mlflow.entities.Run, processed: Path) -> tuple[str, str]:
+    """The candidate's recipe fitted on train + holdout, logged in a nested run; its model URI and run id.
+
+    Only a candidate of train's own is refitted (train's recipe is what its run logged); the
+    version then serves a model that has seen the most recent flights.
+    """
+    flights = pd.concat(
+        [pd.read_parquet(processed / "train.parquet"), pd.read_parquet(processed / "holdout.parquet")],
+        ignore_index=True,
+    )
+    hyper = recipe_of(candidate_run)
+    with mlflow.start_run(nested=True, run_name="refit") as refit:
+        mlflow.set_tags({tracking.STEP_TAG: "refit", REFIT_OF_TAG: candidate_run.info.run_id})
+        logger.info("refit: the candidate's recipe on all %d flights", len(flights))
+        model_uri = log_fitted(flights, hyper, source=str(processed))
+    return model_uri, refit.info.run_id
+
+
+def describe(
+    gate: dict[str, dict[str, float]], period: str, production: ModelVersion | None, how: str, decision: str
+) -> str:
+    """The version's description: what a person promoting it in the MLflow UI needs to see."""
+    lines = [
+        f"Gate on the latest period ({period}), flights every model can score: {decision}.",
+        "",
+        "| model | ROC AUC | PR AUC | ECE |",
+        "|---|---|---|---|",
+    ]
+    for key, values in gate.items():
+        label = key if key == "candidate" else f"production v{production.version} ({how})"
+        lines.append(f"| {label} | {values['roc_auc']:.4f} | {values['pr_auc']:.4f} | {values['ece']:.4f} |")
+    return "\n".join(lines)
+
+
 REGISTER = config.DEFAULTS["register"]
+
+
+def candidate_run(client: mlflow.MlflowClient, model_uri: str) -> mlflow.entities.Run | None:
+    """The run that logged ``model_uri`` (``runs:/<id>/…`` or a logged model ``models:/m-…``)."""
+    try:
+        if model_uri.startswith("runs:/"):
+            return client.get_run(model_uri[len("runs:/") :].split("/", 1)[0])
+        if model_uri.startswith("models:/m-"):
+            return client.get_run(mlflow.get_logged_model(model_uri[len("models:/") :]).source_run_id)
+    except MlflowException:
+        return None
+    return None
+
+
+@dataclass
+class Gate:
+    """The gate's comparison on the holdout: each model's figures, how Production was scored, the verdict."""
+
+    figures: dict[str, dict[str, float]]
+    period: str
+    production: ModelVersion | None
+    production_scored_as: str
+    promote: bool
+
+    def tags(self, holdout_uri: str, promote_mode: str) -> dict[str, str]:
+        """The version tags a person reads in the UI (and the tests and CD read back)."""
+        tags = {
+            "gate.period": self.period,
+            "gate.production_version": "none" if self.production is None else str(self.production.version),
+            "gate.production_scored_as": self.production_scored_as or "none",
+            "gate.decision": "promoted" if self.promote else "not promoted",
+            "gate.holdout_uri": holdout_uri,
+            "gate.promote_mode": promote_mode,
+        }
+        for key in ("candidate", "production"):
+            for metric in GATE_METRICS:
+                value = self.figures.get(key, {}).get(metric)
+                tags[f"gate.{key}_{metric}"] = "none" if value is None else f"{value:.5f}"
+        return tags
+
+
+def run_gate(client: mlflow.MlflowClient, model_uri: str, model_name: str, processed: Path, promote_mode: str) -> Gate:
+    """Score the candidate and the current Production on the holdout (the latest period); decide."""
+    holdout_path = processed / "holdout.parquet"
+    holdout = pd.read_parquet(holdout_path)
+    times = parse_scheduled_time(holdout[SCHEDULED_TIME])
+    period = f"{times.min():%Y-%m-%d} to {times.max():%Y-%m-%d}"
+    logger.info("gate: %d holdout flights, %s", len(holdout), period)
+    scores = {"candidate": score_isolated(model_uri, holdout_path)}
+    production, how = current_production(client, model_name), ""
+    if production is not None:
+        scores["production"], how = production_scores(
+            client, production, holdout_path, holdout, processed / "train.parquet"
+        )
+    figures = gate_metrics(holdout[TARGET].to_numpy(), scores)
+    better = production is None or figures["candidate"]["roc_auc"] >= figures["production"]["roc_auc"]
+    promote_it = promote_mode == "force" or (promote_mode == "auto" and better)
+    return Gate(figures, period, production, how, promote_it)
 
 
 def run(
@@ -144,52 +284,50 @@ def run(
     model_name: str = REGISTER["model_name"],
     promote_mode: str = REGISTER["promote"],
 ) -> RegisterResult:
-    """Gate, register and (maybe) promote inside one MLflow run."""
+    """Gate, refit (when it will be promoted), register and promote inside one MLflow run."""
     if promote_mode not in PROMOTE_CHOICES:
         raise ValueError(f"promote must be one of {PROMOTE_CHOICES}, got {promote_mode!r}")
     with tracking.step_run("register") as active:
         client = mlflow.MlflowClient()
-        source_run = ""
         if not model_uri:
             train_run = newest_train_run(client)
-            model_uri, source_run = train_run.data.tags[MODEL_URI_TAG], train_run.info.run_id
+            model_uri = train_run.data.tags[MODEL_URI_TAG]
             holdout_uri = holdout_uri or train_run.data.tags.get(HOLDOUT_URI_TAG, "")
         holdout_uri = holdout_uri or str(config.datasets_dir() / "processed" / "holdout.parquet")
         tracking.log_params(
             {"model_uri": model_uri, "holdout_uri": holdout_uri, "model_name": model_name, "promote": promote_mode}
         )
-        holdout_path = resolve_local(holdout_uri)
-        if not holdout_path.is_file():
-            raise MissingInputError(f"holdout {holdout_uri} not found: run `mlflow run . -e etl` first")
-        production = current_production(client, model_name)
-        uris = {"candidate": model_uri}
-        if production is not None:
-            uris["production"] = f"models:/{model_name}/{production.version}"
-        auc = holdout_auc(uris, holdout_path)
-        production_auc = auc.get("production")
-        better = production_auc is None or auc["candidate"] >= production_auc
-        should_promote = promote_mode == "force" or (promote_mode == "auto" and better)
-        mlflow.log_metrics({f"gate_{k}_roc_auc": v for k, v in auc.items()})
-        tags = {
-            "gate.candidate_roc_auc": f"{auc['candidate']:.5f}",
-            "gate.production_roc_auc": "none" if production_auc is None else f"{production_auc:.5f}",
-            "gate.production_version": "none" if production is None else str(production.version),
-            "gate.decision": "promoted" if should_promote else "not promoted",
-            "gate.holdout_uri": holdout_uri,
-            "gate.promote_mode": promote_mode,
-            MODEL_URI_TAG: model_uri,
-        }
-        version = find_existing_version(client, model_name, model_uri, source_run)
-        created = version is None
+        processed = processed_folder(holdout_uri)
+        gate = run_gate(client, model_uri, model_name, processed, promote_mode)
+        mlflow.log_metrics({f"gate_{k}_{m}": v for k, figures in gate.figures.items() for m, v in figures.items()})
+        version = find_existing_version(client, model_name, model_uri)
+        created, refit_run = version is None, ""
         if created:
-            logger.info("register: new version of %s from %s", model_name, model_uri)
-            version = mlflow.register_model(model_uri, model_name, tags={MODEL_URI_TAG: model_uri})
+            source_uri = model_uri
+            source = candidate_run(client, model_uri)
+            if gate.promote and source is not None and source.data.tags.get(tracking.STEP_TAG) == "train":
+                source_uri, refit_run = refit_on_all_flights(source, processed)
+            logger.info("register: new version of %s from %s", model_name, source_uri)
+            version = mlflow.register_model(
+                source_uri, model_name, tags={CANDIDATE_URI_TAG: model_uri, MODEL_URI_TAG: source_uri}
+            )
         else:
             logger.info("register: %s is already version %s", model_uri, version.version)
         try:
+            tags = gate.tags(holdout_uri, promote_mode)
+            if refit_run:
+                tags[REFIT_RUN_TAG] = refit_run
+            if version.run_id and (through := client.get_run(version.run_id).data.tags.get(TRAINED_THROUGH_TAG)):
+                tags[TRAINED_THROUGH_TAG] = through
             for key, value in tags.items():
                 client.set_model_version_tag(model_name, version.version, key, value)
-            if should_promote:
+            decision = tags["gate.decision"] + (f"; refitted on all flights in run {refit_run}" if refit_run else "")
+            client.update_model_version(
+                model_name,
+                version.version,
+                description=describe(gate.figures, gate.period, gate.production, gate.production_scored_as, decision),
+            )
+            if gate.promote:
                 logger.info(
                     "promote: version %s -> alias %s, stage %s", version.version, PRODUCTION_ALIAS, PRODUCTION_STAGE
                 )
@@ -205,10 +343,27 @@ def run(
                     )
             raise
         mlflow.set_tags(
-            {"registered_model": model_name, "registered_version": version.version, "promoted": str(should_promote)}
+            {"registered_model": model_name, "registered_version": version.version, "promoted": str(gate.promote)}
         )
         run_id = active.info.run_id
-    return RegisterResult(run_id, model_name, version.version, should_promote, auc["candidate"], production_auc)
+    production = gate.figures.get("production", {}).get("roc_auc")
+    return RegisterResult(
+        run_id, model_name, version.version, gate.promote, gate.figures["candidate"]["roc_auc"], production, refit_run
+    )
+
+
+def processed_folder(holdout_uri: str) -> Path:
+    """The local folder holding etl's ``train.parquet`` and ``holdout.parquet`` beside ``holdout_uri``."""
+    folder_uri = holdout_uri.rsplit("/", 1)[0] if holdout_uri.endswith(".parquet") else holdout_uri
+    try:
+        folder = resolve_local(folder_uri)
+    except MlflowException as err:
+        raise MissingInputError(f"holdout {holdout_uri} not found: run `mlflow run . -e etl` first") from err
+    if not (folder / "holdout.parquet").is_file() or not (folder / "train.parquet").is_file():
+        raise MissingInputError(
+            f"holdout {holdout_uri} (and its train.parquet) not found: run `mlflow run . -e etl` first"
+        )
+    return folder
 
 
 def main() -> None:

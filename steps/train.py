@@ -44,6 +44,7 @@ from pyfunc.schema import (
     clean_flights,
     minutes_late,
     model_signature,
+    parse_scheduled_time,
     unknown_categories,
 )
 from steps import config, metrics, tracking
@@ -51,6 +52,8 @@ from steps import config, metrics, tracking
 logger = logging.getLogger("skyprophet.train")
 MODEL_URI_TAG = "skyprophet.model_uri"
 HOLDOUT_URI_TAG = "skyprophet.holdout_uri"
+# The last scheduled time among a model's training flights (the gate asks whether it saw the holdout).
+TRAINED_THROUGH_TAG = "skyprophet.trained_through"
 # The fitting recipe: train's parameters without its input.
 HYPER_DEFAULTS = {k: v for k, v in config.DEFAULTS["train"].items() if k != "processed_uri"}
 # What the booster is fitted to (train's ``objective``); calibration turns either into P(delay).
@@ -127,9 +130,30 @@ def check_objective(objective: str) -> None:
 
 
 def check_recipe(hyper: dict) -> None:
-    """Refuse an unknown ``objective`` or ``country`` before any run starts (train and main)."""
+    """Refuse an unknown ``objective``, ``calibration`` or ``country`` before any run starts (train and main)."""
     check_objective(hyper["objective"])
+    if hyper["calibration"] not in CALIBRATIONS:
+        raise ValueError(f"calibration must be one of {', '.join(CALIBRATIONS)}, got {hyper['calibration']!r}")
     resolve_country(hyper["country"], None)
+
+
+# What train did before these parameters existed (runs of then did not log them).
+HYPER_BEFORE_IT_EXISTED = {"objective": "delayed", "country": "none", "calibration": "days"}
+
+
+def recipe_of(run: mlflow.entities.Run) -> dict:
+    """The hyper-parameters a train run used (so evaluate and the gate refit the same recipe).
+
+    A parameter the run did not log takes the value train used before it existed, not today's
+    default: a version trained before ``objective`` existed was a logistic classifier.
+    """
+    params = run.data.params
+    recipe = {**HYPER_DEFAULTS, **HYPER_BEFORE_IT_EXISTED}
+
+    def typed(value: str, default: object) -> object:
+        return value if isinstance(default, str) else type(default)(float(value))
+
+    return {k: typed(params[k], default) if k in params else default for k, default in recipe.items()}
 
 
 def fitting_label(train_raw: pd.DataFrame, objective: str) -> np.ndarray:
@@ -183,19 +207,52 @@ def fit_booster(features: np.ndarray, label: np.ndarray, hyper: dict) -> xgb.Boo
     return xgb.train(booster_params(hyper), matrix, num_boost_round=hyper["n_estimators"])
 
 
-def training_features(
-    train_raw: pd.DataFrame, hyper: dict
-) -> tuple[np.ndarray, np.ndarray, FeatureSpec, list[tuple[np.ndarray, np.ndarray]]]:
-    """Features, targets, feature spec and day-grouped folds of the training flights.
+Folds = list[tuple[np.ndarray, np.ndarray]]
 
-    Folds group whole calendar days, so a day's flights (and its weather) are never on both sides.
+
+def month_ahead_folds(times: pd.Series, months: int) -> Folds:
+    """For each of the last ``months`` calendar months (never the first): (rows before it, its rows)."""
+    month = times.dt.to_period("M")
+    chosen = sorted(month.unique())[1:][-months:]
+    return [(np.flatnonzero(month < m), np.flatnonzero(month == m)) for m in chosen]
+
+
+def forward_folds(times: pd.Series, blocks: int) -> Folds:
+    """The latest half of the training days in ``blocks`` consecutive groups, each after all days before it.
+
+    Each group is scored by a booster that saw only earlier days, as a future month is: what the
+    calibration and the threshold are fitted on, so they hold on months the model has not seen.
     """
+    days = times.dt.normalize().to_numpy()
+    unique = np.unique(days)
+    if len(unique) < 2:
+        raise ValueError("forward calibration needs flights on at least two days: use calibration=days")
+    latest = unique[len(unique) // 2 :]
+    groups = [g for g in np.array_split(latest, min(blocks, len(latest))) if len(g)]
+    return [(np.flatnonzero(days < g[0]), np.flatnonzero((days >= g[0]) & (days <= g[-1]))) for g in groups]
+
+
+def day_folds(times: pd.Series, blocks: int) -> Folds:
+    """Day-grouped folds: whole calendar days drawn into ``blocks`` folds, a day's flights on one side."""
+    days = times.dt.normalize().to_numpy()
+    return list(GroupKFold(n_splits=blocks).split(days, days, days))
+
+
+# How the out-of-fold scores that fit the calibration and threshold are made (train's ``calibration``):
+#   forward: the latest half of the training days, each block scored by a booster fitted on the days
+#     before it, so the calibration is the one a future month meets;
+#   days: day-grouped folds over all training days (the former default; it lets the calibration
+#     see neighbouring days' weather, which future months do not offer).
+CALIBRATIONS = {"forward": forward_folds, "days": day_folds}
+
+
+def training_features(train_raw: pd.DataFrame, hyper: dict) -> tuple[np.ndarray, np.ndarray, FeatureSpec, Folds]:
+    """Features, targets, feature spec and the calibration folds of the training flights."""
     clean = clean_flights(train_raw)
     target = train_raw[TARGET].to_numpy()
     feature_spec = fit_feature_spec(clean, origins_of(train_raw), hyper["country"])
     features = build_features(clean, feature_spec)
-    days = clean[SCHEDULED_TIME].dt.normalize().to_numpy()
-    folds = list(GroupKFold(n_splits=hyper["cv_folds"]).split(features, target, days))
+    folds = CALIBRATIONS[hyper["calibration"]](clean[SCHEDULED_TIME], hyper["cv_folds"])
     return features, target, feature_spec, folds
 
 
@@ -230,17 +287,18 @@ def out_of_fold_scores(
 def fit_model(train_raw: pd.DataFrame, hyper: dict) -> tuple[FittedModel, dict[str, float]]:
     """Fit features, booster, centred isotonic calibration and threshold; returns also the CV metrics.
 
-    Out-of-fold scores over day-grouped folds of the training days fit the calibration and the
-    threshold, so the holdout is never looked at.
+    Out-of-fold scores of the training flights (see CALIBRATIONS) fit the calibration and the
+    threshold, so the holdout is never looked at; the CV metrics are on those flights.
     """
     features, target, feature_spec, folds = training_features(train_raw, hyper)
     label = fitting_label(train_raw, hyper["objective"])
-    out_of_fold = out_of_fold_scores(features, label, folds, hyper)
-    calibration_x, calibration_y = centred_isotonic(out_of_fold, target)
+    scored = np.concatenate([rows for _, rows in folds])
+    out_of_fold = out_of_fold_scores(features, label, folds, hyper)[scored]
+    calibration_x, calibration_y = centred_isotonic(out_of_fold, target[scored])
     calibrated = np.interp(out_of_fold, calibration_x, calibration_y)
-    threshold = metrics.best_f1_threshold(target, calibrated)
+    threshold = metrics.best_f1_threshold(target[scored], calibrated)
     spec = ModelSpec(feature_spec, calibration_x, calibration_y, threshold)
-    cv_metrics = metrics.classification_metrics(target, calibrated, threshold)
+    cv_metrics = metrics.classification_metrics(target[scored], calibrated, threshold)
     return FittedModel(fit_booster(features, label, hyper), spec), cv_metrics
 
 
@@ -280,6 +338,30 @@ def log_pyfunc(fitted: FittedModel, input_example: pd.DataFrame) -> mlflow.model
         )
 
 
+def log_training_flights(flights: pd.DataFrame, source: str) -> None:
+    """The model's training flights as the run's ``train`` input (monitor's drift reference)."""
+    dataset = mlflow.data.from_pandas(flights, source=source, name=TRAIN_DATASET, targets=TARGET)
+    mlflow.log_input(dataset, context=TRAIN_CONTEXT)
+
+
+def log_model(fitted: FittedModel, flights: pd.DataFrame) -> str:
+    """Log the pyfunc with an input example from ``flights`` and tag the run with it; the model URI."""
+    example_columns = [c for c in (*REQUIRED_COLUMNS, *OPTIONAL_COLUMNS) if c in flights.columns]
+    info = log_pyfunc(fitted, flights[example_columns].head(5))
+    through = parse_scheduled_time(flights[SCHEDULED_TIME]).max()
+    mlflow.set_tags({MODEL_URI_TAG: info.model_uri, TRAINED_THROUGH_TAG: f"{through:%Y-%m-%d %H:%M:%S}"})
+    return info.model_uri
+
+
+def log_fitted(flights: pd.DataFrame, hyper: dict, source: str) -> str:
+    """Fit ``hyper`` on ``flights`` and log it in the active run (the gate's refit); the model URI."""
+    tracking.log_params(hyper)
+    log_training_flights(flights, source)
+    fitted, cv_metrics = fit_model(flights, hyper)
+    mlflow.log_metrics({f"cv_{k}": v for k, v in cv_metrics.items()})
+    return log_model(fitted, flights)
+
+
 def run(processed_uri: str = "", **hyper) -> TrainResult:
     """Fit, evaluate on the holdout and log the model inside one MLflow run."""
     processed_uri = processed_uri or str(config.datasets_dir() / "processed")
@@ -288,11 +370,10 @@ def run(processed_uri: str = "", **hyper) -> TrainResult:
     with tracking.step_run("train") as active:
         tracking.log_params({"processed_uri": processed_uri, **hyper})
         train_raw, holdout_raw = load_processed(processed_uri)
-        for name, frame, context in ((TRAIN_DATASET, train_raw, TRAIN_CONTEXT), ("holdout", holdout_raw, "evaluation")):
-            dataset = mlflow.data.from_pandas(
-                frame, source=artifact_location(f"{processed_uri}/{name}.parquet"), name=name, targets=TARGET
-            )
-            mlflow.log_input(dataset, context=context)
+        log_training_flights(train_raw, artifact_location(f"{processed_uri}/{TRAIN_DATASET}.parquet"))
+        holdout_source = artifact_location(f"{processed_uri}/holdout.parquet")
+        holdout_dataset = mlflow.data.from_pandas(holdout_raw, source=holdout_source, name="holdout", targets=TARGET)
+        mlflow.log_input(holdout_dataset, context="evaluation")
         logger.info("fit: %d flights, %d folds", len(train_raw), hyper["cv_folds"])
         fitted, cv_metrics = fit_model(train_raw, hyper)
         mlflow.log_metrics({f"cv_{k}": v for k, v in cv_metrics.items()})
@@ -312,11 +393,10 @@ def run(processed_uri: str = "", **hyper) -> TrainResult:
         logger.info(
             "log model: holdout ROC AUC %.4f, PR AUC %.4f", holdout_metrics["roc_auc"], holdout_metrics["pr_auc"]
         )
-        example_columns = [c for c in (*REQUIRED_COLUMNS, *OPTIONAL_COLUMNS) if c in train_raw.columns]
-        info = log_pyfunc(fitted, train_raw[example_columns].head(5))
-        mlflow.set_tags({MODEL_URI_TAG: info.model_uri, HOLDOUT_URI_TAG: f"{processed_uri}/holdout.parquet"})
+        model_uri = log_model(fitted, train_raw)
+        mlflow.set_tag(HOLDOUT_URI_TAG, f"{processed_uri}/holdout.parquet")
         run_id = active.info.run_id
-    return TrainResult(run_id, info.model_uri, holdout_metrics)
+    return TrainResult(run_id, model_uri, holdout_metrics)
 
 
 def main() -> None:

@@ -1,4 +1,4 @@
-"""etl: target, row validation with counted rejects, the day split, lineage."""
+"""etl: target, row validation with counted rejects, the latest-period and day splits, lineage."""
 
 import mlflow
 import pandas as pd
@@ -47,8 +47,25 @@ def test_day_split_keeps_days_whole_and_is_seeded():
     assert not holdout.equals(etl.split_by_day(flights, 0.33, seed=7)), "another seed, another split"
 
 
+def test_latest_split_holds_out_the_last_months_and_trains_on_what_came_before():
+    flights = make_flights(days=90, flights_per_day=10)  # 2017-01-01 .. 2017-03-31
+    holdout = etl.split_latest(flights, holdout_months=1)
+    assert set(flights.loc[holdout, "Fecha-I"].str[:7]) == {"2017-03"}
+    assert flights.loc[~holdout, "Fecha-I"].max() < flights.loc[holdout, "Fecha-I"].min(), "time-forward"
+    two = etl.split_latest(flights, holdout_months=2)
+    assert set(flights.loc[two, "Fecha-I"].str[:7]) == {"2017-02", "2017-03"}
+    with pytest.raises(etl.RawDataError, match="no month before the last 3 to train on"):
+        etl.split_latest(flights, holdout_months=3)
+
+
+def test_an_unknown_split_is_refused_before_any_run(tracking_store, flights_csv):
+    with pytest.raises(ValueError, match="split must be one of latest, day, got 'random'"):
+        etl.run(data_uri=str(flights_csv), split="random")
+    assert mlflow.search_runs(search_all_experiments=True).empty
+
+
 def test_run_writes_splits_rejects_and_lineage(tracking_store, tmp_path):
-    raw = make_flights(days=30, flights_per_day=40)
+    raw = make_flights(days=90, flights_per_day=40)[::3].reset_index(drop=True)  # 1,200 flights, Jan-Mar
     raw.loc[5, "Fecha-I"] = "31/01/2017 10:00"  # one bad row in 1,200: under the 1 % limit
     path = tmp_path / "raw.csv"
     raw.to_csv(path, index=False)
@@ -61,6 +78,7 @@ def test_run_writes_splits_rejects_and_lineage(tracking_store, tmp_path):
     local = mlflow.artifacts.download_artifacts(result.processed_uri)
     train, holdout = pd.read_parquet(f"{local}/train.parquet"), pd.read_parquet(f"{local}/holdout.parquet")
     assert len(train) + len(holdout) == 1199
+    assert set(holdout["Fecha-I"].str[:7]) == {"2017-02", "2017-03"}, "by default the last two months"
     rejects = pd.read_parquet(f"{tracking_store['SKYPROPHET_DATASETS_DIR']}/interim/rejects.parquet")
     assert rejects["reject_reason"].tolist() == ["unparsable_Fecha-I"]
 

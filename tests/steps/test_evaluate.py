@@ -1,4 +1,4 @@
-"""evaluate: three models, two splits, one run; the table reaches the Production version it describes."""
+"""evaluate: three models, backtest + forward + day splits, one run; the table reaches the version it describes."""
 
 from __future__ import annotations
 
@@ -38,25 +38,32 @@ def test_evaluate_logs_the_table_and_describes_production(tracking_store, flight
     result = evaluate.run(processed_uri=etl_result.processed_uri)
 
     table = result.table
-    assert sorted(zip(table["split"], table["model"], strict=True)) == sorted(
-        (s, m) for s in evaluate.SPLITS for m in evaluate.MODELS
-    ), "one row per split and model"
+    expected = [("backtest", m) for m in ("2017-02", "2017-03", evaluate.POOLED)] + [("forward", None), ("day", None)]
+    for split, period in expected:
+        rows = table[(table["split"] == split) & ((table["period"] == period) if period else True)]
+        assert sorted(rows["model"]) == sorted(evaluate.MODELS), f"one row per model for {split} {period}"
+    assert len(table) == len(expected) * len(evaluate.MODELS)
     for column in evaluate.TABLE_COLUMNS:
         assert table[column].notna().all(), f"{column} computed for every model"
+    months = table[(table["split"] == "backtest") & (table["period"] != evaluate.POOLED)]
+    pooled = table[(table["period"] == evaluate.POOLED) & (table["model"] == "model")].iloc[0]
+    assert pooled["rows"] == months[months["model"] == "model"]["rows"].sum(), "pooled = the months together"
     day_model = table[(table["split"] == "day") & (table["model"] == "model")].iloc[0]
-    assert day_model["roc_auc"] == pytest.approx(trained.metrics["roc_auc"], abs=1e-9), (
-        "evaluate refits the version's recipe on the same training days: the same holdout ROC AUC as train"
-    )
     run = mlflow.MlflowClient().get_run(result.run_id)
     assert "forward.seed.pr_auc" in run.data.metrics and "day.challenge.ece" in run.data.metrics
+    assert "backtest.mean.model.roc_auc" in run.data.metrics and "backtest.pooled.seed.roc_auc" in run.data.metrics
+    assert run.data.params["hyper.n_estimators"] == str(HYPER["n_estimators"]), "Production's own recipe"
     artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(result.run_id)}
     assert {"evaluation.md", "evaluation.json", "plots"} <= artifacts, artifacts
     plots = {a.path for a in mlflow.MlflowClient().list_artifacts(result.run_id, "plots/day")}
     assert {"plots/day/reliability.png", "plots/day/roc_pr_curves.png", "plots/day/confusion_model.png"} <= plots
+    backtest_plots = {a.path for a in mlflow.MlflowClient().list_artifacts(result.run_id, "plots/backtest")}
+    assert "plots/backtest/by_month.png" in backtest_plots
 
     assert result.version == str(registered.version), "Production was trained on the same processed data"
     version = mlflow.MlflowClient().get_model_version(registered.model_name, registered.version)
-    assert "| day | model |" in version.description and "| forward | challenge |" in version.description
+    assert "| backtest | pooled | model |" in version.description and "| forward |" in version.description
+    assert version.description.startswith("Gate on the latest period"), "register's part stays first"
     assert version.tags["eval.day.model.roc_auc"] == f"{day_model['roc_auc']:.4f}"
     assert version.tags["eval.run_id"] == result.run_id
 
@@ -65,14 +72,14 @@ def test_evaluate_logs_the_table_and_describes_production(tracking_store, flight
 def test_evaluate_leaves_a_version_trained_on_other_data_alone(tracking_store, tmp_path):
     from tests.factory import write_flights
 
-    first = etl.run(data_uri=str(write_flights(tmp_path / "a.csv", days=60, seed=1)))
+    first = etl.run(data_uri=str(write_flights(tmp_path / "a.csv", days=59, seed=1)), holdout_months=1)
     trained = train.run(processed_uri=first.processed_uri, **HYPER)
     registered = register.run(model_uri=trained.model_uri, holdout_uri=f"{first.processed_uri}/holdout.parquet")
-    second = etl.run(data_uri=str(write_flights(tmp_path / "b.csv", days=60, seed=2)))
+    second = etl.run(data_uri=str(write_flights(tmp_path / "b.csv", days=59, seed=2)), holdout_months=1)
 
     result = evaluate.run(processed_uri=second.processed_uri)
 
     assert result.version is None, "the table describes other data than the version was trained on"
     version = mlflow.MlflowClient().get_model_version(registered.model_name, registered.version)
-    assert not version.description and "eval.run_id" not in version.tags
-    assert len(result.table) == len(evaluate.SPLITS) * len(evaluate.MODELS)
+    assert "Evaluation (run" not in version.description and "eval.run_id" not in version.tags
+    assert len(result.table) == 4 * len(evaluate.MODELS), "February (of a Jan-Feb file), pooled, forward, day"

@@ -70,7 +70,7 @@ def test_evaluate_refits_a_version_with_its_own_recipe(tracking_store):
     client = mlflow.MlflowClient()
     with mlflow.start_run() as run:
         mlflow.log_params({**train.HYPER_DEFAULTS, "objective": "delayed", "country": "AR", "n_estimators": 300})
-    hyper = evaluate.version_hyper(client.get_run(run.info.run_id))
+    hyper = train.recipe_of(client.get_run(run.info.run_id))
     assert (hyper["objective"], hyper["country"]) == ("delayed", "AR")
     assert hyper["n_estimators"] == 300 and isinstance(hyper["n_estimators"], int)
     assert hyper["max_depth"] == train.HYPER_DEFAULTS["max_depth"] and isinstance(hyper["max_depth"], int)
@@ -80,7 +80,7 @@ def test_a_version_trained_before_objective_and_country_existed_is_refitted_as_i
     before = {k: v for k, v in train.HYPER_DEFAULTS.items() if k not in ("objective", "country")}
     with mlflow.start_run() as run:
         mlflow.log_params(before)
-    hyper = evaluate.version_hyper(mlflow.MlflowClient().get_run(run.info.run_id))
+    hyper = train.recipe_of(mlflow.MlflowClient().get_run(run.info.run_id))
     assert (hyper["objective"], hyper["country"]) == ("delayed", "none"), "then: logistic loss, no holidays"
 
 

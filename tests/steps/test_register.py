@@ -1,13 +1,16 @@
-"""register's gate scores each model with the code it was logged with, not the checkout's."""
+"""register: the gate scores each model with its own code, on the latest period; the promoted version is refitted."""
 
+import json
 import shutil
 
 import mlflow
 import pandas as pd
+import pytest
 
 from pyfunc.model import BOOSTER_ARTIFACT, SPEC_ARTIFACT
 from pyfunc.schema import model_signature
 from steps import config, etl, register, train
+from tests.factory import make_flights
 
 
 def log_with_code(fitted: train.FittedModel, code_dir, tmp_path) -> str:
@@ -48,3 +51,64 @@ def test_gate_runs_each_model_on_its_own_code(tracking_store, flights_csv, tmp_p
     second = register.run(model_uri=candidate_uri, holdout_uri=holdout_uri)
     assert second.production_roc_auc == 0.5, "Production was scored with its bundled code, not the checkout's"
     assert second.candidate_roc_auc > 0.6 and second.promoted
+
+
+def pattern_flights(start: str, days: int, seed: int, reverse: bool) -> pd.DataFrame:
+    """Generated flights; with ``reverse`` the airlines' delay pattern is turned around (AAA <-> CCC)."""
+    flights = make_flights(days=days, seed=seed, start=start)
+    if reverse:
+        swap = {"AAA": "CCC", "CCC": "AAA", "Alpha Air": "Gamma Jet", "Gamma Jet": "Alpha Air"}
+        for column in ("Emp-I", "Emp-O", "OPERA"):
+            flights[column] = flights[column].replace(swap)
+    return flights
+
+
+def test_the_gate_judges_on_the_latest_months_and_the_promoted_version_is_refitted_on_all(tracking_store, tmp_path):
+    """Jan-Feb follow one pattern, March the reverse: only a time-forward gate prefers the March model."""
+    raw = pd.concat(
+        [pattern_flights("2017-01-01", 59, 1, reverse=False), pattern_flights("2017-03-01", 31, 2, reverse=True)],
+        ignore_index=True,
+    )
+    raw.to_csv(tmp_path / "raw.csv", index=False)
+    processed = etl.run(data_uri=str(tmp_path / "raw.csv"), holdout_months=1).processed_uri
+    hyper = {"n_estimators": 40, "cv_folds": 2}
+    # Production: trained on the old pattern (the file's first two months), registered by force.
+    old = train.run(processed_uri=processed, **hyper)
+    first = register.run(model_uri=old.model_uri, holdout_uri=f"{processed}/holdout.parquet", promote_mode="force")
+    assert first.promoted
+    # The candidate: the same recipe trained on flights of the new pattern (another file's March).
+    new_raw = pattern_flights("2016-03-01", 31, 3, reverse=True)
+    new_raw.to_csv(tmp_path / "new.csv", index=False)
+    new_processed = etl.run(data_uri=str(tmp_path / "new.csv"), split="day").processed_uri
+    candidate = train.run(processed_uri=new_processed, **hyper)
+    second = register.run(model_uri=candidate.model_uri, holdout_uri=f"{processed}/holdout.parquet")
+
+    client = mlflow.MlflowClient()
+    version = client.get_model_version("flight-delay", second.version)
+    assert version.tags["gate.period"] == "2017-03-01 to 2017-03-31", "the holdout is the file's last month"
+    assert second.promoted, version.tags
+    assert float(version.tags["gate.candidate_roc_auc"]) > float(version.tags["gate.production_roc_auc"]) + 0.1
+    assert version.tags["gate.production_scored_as"].startswith("recipe refitted"), "v1 was refitted on March too"
+    assert "Gate on the latest period (2017-03-01 to 2017-03-31)" in version.description
+    # What serves was refitted on every flight of the gate's file, in a run linked from the version.
+    refit = client.get_run(version.run_id)
+    assert version.run_id == second.refit_run_id == version.tags["skyprophet.refit_run_id"]
+    assert refit.data.tags["skyprophet.step"] == "refit"
+    assert refit.data.tags["skyprophet.refit_of"] == candidate.run_id
+    assert refit.data.params["n_estimators"] == "40"
+    assert version.tags["skyprophet.trained_through"] == raw["Fecha-I"].max()
+    (dataset,) = [d for d in refit.inputs.dataset_inputs if d.dataset.name == "train"]
+    assert json.loads(dataset.dataset.profile)["num_rows"] == len(raw), "train + holdout: all flights"
+
+
+def test_a_failing_refit_leaves_no_version_behind(tracking_store, flights_csv, monkeypatch):
+    processed = etl.run(data_uri=str(flights_csv), holdout_months=1).processed_uri
+    trained = train.run(processed_uri=processed, n_estimators=20, cv_folds=2)
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("the machine went away mid-refit")
+
+    monkeypatch.setattr(register, "log_fitted", broken)
+    with pytest.raises(RuntimeError, match="mid-refit"):
+        register.run(model_uri=trained.model_uri, holdout_uri=f"{processed}/holdout.parquet")
+    assert mlflow.MlflowClient().search_model_versions("name = 'flight-delay'") == []
