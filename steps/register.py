@@ -183,7 +183,11 @@ def run(
         created = version is None
         if created:
             logger.info("register: new version of %s from %s", model_name, model_uri)
-            version = mlflow.register_model(model_uri, model_name, tags={MODEL_URI_TAG: model_uri})
+            with tracking.refusals_explained(
+                f"registering a version of {model_name!r}",
+                f"EDIT on registered model {model_name!r} (the pipeline's grant)",
+            ):
+                version = mlflow.register_model(model_uri, model_name, tags={MODEL_URI_TAG: model_uri})
         else:
             logger.info("register: %s is already version %s", model_uri, version.version)
         try:
@@ -193,7 +197,11 @@ def run(
                 logger.info(
                     "promote: version %s -> alias %s, stage %s", version.version, PRODUCTION_ALIAS, PRODUCTION_STAGE
                 )
-                promote(client, model_name, version.version)
+                with tracking.refusals_explained(
+                    f"moving {PRODUCTION_ALIAS} of {model_name!r} to version {version.version}",
+                    f"MANAGE on registered model {model_name!r} (the promoter's grant)",
+                ):
+                    promote(client, model_name, version.version)
         except Exception:
             if created:
                 logger.error("register: failed after creating version %s; deleting it", version.version)
