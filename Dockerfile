@@ -21,7 +21,7 @@ EXPOSE 9023
 CMD ["gcp-storage-emulator", "start", "--host", "0.0.0.0", "--port", "9023", "--default-bucket", "skyprophet-artifacts", "--in-memory"]
 
 FROM base AS tracking
-RUN pip install mlflow==3.17.2 psycopg2-binary==2.9.13 google-cloud-storage==3.17.1
+RUN pip install mlflow==3.17.2 Flask-WTF==1.3.0 WTForms==3.3.2 psycopg2-binary==2.9.13 google-cloud-storage==3.17.1
 USER 10001
 EXPOSE 5000
 HEALTHCHECK --interval=10s --timeout=3s --start-period=30s --retries=3 \

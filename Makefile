@@ -45,6 +45,10 @@ test-fast: install  ## the inner loop: no real processes, no real data
 lint: install
 	ruff check . && ruff format --check .
 
+.PHONY: audit
+audit: install  ## pip-audit of the installed pins; fails on a known vulnerability not in .ci/audit-ignore.txt (with its reason)
+	python .ci/audit.py
+
 clean:  ## drop the embedded store and the generated data (keeps the venv)
 	rm -rf mlflow.db mlruns mlartifacts reports datasets/{raw,interim,processed,test}/[!.]*
 
@@ -77,10 +81,16 @@ monitor: install  ## drift of new flights (DATA=path, file:// or gs://) vs Produ
 .PHONY: tracking-server
 TRACKING_PORT ?= 5000
 TRACKING_ARGS ?=
+# AUTH=basic (or MLFLOW_AUTH=basic): MLflow's basic-auth app; needs MLFLOW_AUTH_ADMIN_PASSWORD (README: Authentication).
+AUTH ?=
 export MLFLOW_BACKEND_STORE_URI MLFLOW_ARTIFACTS_DESTINATION
 
-tracking-server: install  ## mlflow server: MLFLOW_BACKEND_STORE_URI=postgresql://… + MLFLOW_ARTIFACTS_DESTINATION=gs://…, else mlflow.db + mlartifacts/
-	python -m steps.tracking_server --host $(HOST) --port $(TRACKING_PORT) $(TRACKING_ARGS)
+tracking-server: install  ## mlflow server: MLFLOW_BACKEND_STORE_URI=postgresql://… + MLFLOW_ARTIFACTS_DESTINATION=gs://…, else mlflow.db + mlartifacts/; AUTH=basic for logins
+	python -m steps.tracking_server --host $(HOST) --port $(TRACKING_PORT) $(if $(AUTH),--auth $(AUTH)) $(TRACKING_ARGS)
+
+.PHONY: auth-roles
+auth-roles: install  ## as the admin of an AUTH=basic server: pipeline / promoter / reader users and grants from SKYPROPHET_*_USERNAME/_PASSWORD
+	python -m steps.auth --create-roles
 
 .PHONY: bench stress-test
 USERS ?= 100

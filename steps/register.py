@@ -308,9 +308,13 @@ def run(
             if gate.promote and source is not None and source.data.tags.get(tracking.STEP_TAG) == "train":
                 source_uri, refit_run = refit_on_all_flights(source, processed)
             logger.info("register: new version of %s from %s", model_name, source_uri)
-            version = mlflow.register_model(
-                source_uri, model_name, tags={CANDIDATE_URI_TAG: model_uri, MODEL_URI_TAG: source_uri}
-            )
+            with tracking.refusals_explained(
+                f"registering a version of {model_name!r}",
+                f"EDIT on registered model {model_name!r} (the pipeline's grant)",
+            ):
+                version = mlflow.register_model(
+                    source_uri, model_name, tags={CANDIDATE_URI_TAG: model_uri, MODEL_URI_TAG: source_uri}
+                )
         else:
             logger.info("register: %s is already version %s", model_uri, version.version)
         try:
@@ -331,7 +335,11 @@ def run(
                 logger.info(
                     "promote: version %s -> alias %s, stage %s", version.version, PRODUCTION_ALIAS, PRODUCTION_STAGE
                 )
-                promote(client, model_name, version.version)
+                with tracking.refusals_explained(
+                    f"moving {PRODUCTION_ALIAS} of {model_name!r} to version {version.version}",
+                    f"MANAGE on registered model {model_name!r} (the promoter's grant)",
+                ):
+                    promote(client, model_name, version.version)
         except Exception:
             if created:
                 logger.error("register: failed after creating version %s; deleting it", version.version)

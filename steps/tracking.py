@@ -13,6 +13,7 @@ import mlflow
 import requests
 from mlflow.data.dataset_source import DatasetSource
 from mlflow.data.dataset_source_registry import get_registered_sources, register_dataset_source
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from steps import storage
@@ -47,6 +48,93 @@ def check_tracking_reachable(uri: str) -> None:
         ) from err
 
 
+class TrackingAccessError(RuntimeError):
+    """The tracking server refused the login (401) or the action (403); the message says who and what is missing."""
+
+
+HTTP_REASONS = {401: "Unauthorized", 403: "Forbidden"}
+
+
+def identity() -> str:
+    """Who the requests to the tracking server are sent as, for messages."""
+    if os.environ.get("MLFLOW_TRACKING_TOKEN"):
+        return "the token in MLFLOW_TRACKING_TOKEN"
+    if user := os.environ.get("MLFLOW_TRACKING_USERNAME"):
+        return f"user {user!r} (MLFLOW_TRACKING_USERNAME)"
+    return "no identity (neither MLFLOW_TRACKING_USERNAME/MLFLOW_TRACKING_PASSWORD nor MLFLOW_TRACKING_TOKEN is set)"
+
+
+def _login_refused(uri: str) -> TrackingAccessError:
+    if os.environ.get("MLFLOW_TRACKING_TOKEN"):
+        what = "the token was not accepted: check MLFLOW_TRACKING_TOKEN"
+    elif os.environ.get("MLFLOW_TRACKING_USERNAME"):
+        what = "unknown user or wrong password: check MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD"
+    else:
+        what = "it needs a login: set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD (or MLFLOW_TRACKING_TOKEN)"
+    return TrackingAccessError(
+        f"MLflow tracking server at {uri} refused the login of {identity()} (HTTP 401 Unauthorized): {what}"
+    )
+
+
+def _forbidden(uri: str, action: str, needs: str, detail: str = "") -> TrackingAccessError:
+    said = f"; the server says: {detail}" if detail else ""
+    return TrackingAccessError(
+        f"MLflow tracking server at {uri} refused {action} to {identity()} (HTTP 403 Forbidden): it lacks {needs}; "
+        f"an admin grants it (python -m steps.auth --create-roles, README: Authentication){said}"
+    )
+
+
+def check_login(uri: str, experiment: str) -> None:
+    """Fail at once, saying who and what, when an HTTP tracking server refuses the login (401) or a read (403).
+
+    Reads the experiment by name, as every step does first; a server without authentication answers
+    200 or 404 and nothing is reported.
+    """
+    if urlparse(uri).scheme not in ("http", "https"):
+        return
+    answer = requests.get(
+        f"{uri.rstrip('/')}/api/2.0/mlflow/experiments/get-by-name",
+        params={"experiment_name": experiment},
+        timeout=10,
+        **_auth(),
+    )
+    if answer.status_code == 401:
+        raise _login_refused(uri)
+    if answer.status_code == 403:
+        raise _forbidden(uri, f"reading experiment {experiment!r}", f"READ on experiment {experiment!r}", answer.text)
+
+
+def refused_status(err: BaseException) -> int | None:
+    """401 or 403 when ``err`` is MLflow's client reporting a refused request, else None."""
+    if not isinstance(err, MlflowException):
+        return None
+    text = str(err)
+    for status in HTTP_REASONS:
+        if f"error code {status} " in text:
+            return status
+    if getattr(err, "error_code", "") == "PERMISSION_DENIED":
+        return 403
+    if getattr(err, "error_code", "") == "UNAUTHENTICATED":
+        return 401
+    return None
+
+
+@contextlib.contextmanager
+def refusals_explained(action: str, needs: str) -> Iterator[None]:
+    """Turn MLflow's "failed with error code 403 != 200" into a message naming the identity and the grant it lacks."""
+    try:
+        yield
+    except MlflowException as err:
+        status = refused_status(err)
+        if status is None:
+            raise
+        uri = tracking_uri()
+        if status == 401:
+            raise _login_refused(uri) from err
+        detail = str(err).partition("Response body: ")[2].strip().strip("'")
+        raise _forbidden(uri, action, needs, detail) from err
+
+
 def _auth() -> dict:
     """The credentials MLflow's own client sends (``MLFLOW_TRACKING_TOKEN`` or username/password)."""
     if token := os.environ.get("MLFLOW_TRACKING_TOKEN"):
@@ -56,7 +144,7 @@ def _auth() -> dict:
     return {}
 
 
-def _check_artifact_proxy_writable(location: str, uri: str) -> None:
+def _check_artifact_proxy_writable(location: str, uri: str, experiment: str = "") -> None:
     """PUT then DELETE a small file through the server's artifact proxy, once, without retries.
 
     MLflow's own client retries a failing upload for about four minutes; this probe answers in
@@ -80,6 +168,11 @@ def _check_artifact_proxy_writable(location: str, uri: str) -> None:
             f"artifact store {location}: the tracking server at {uri} did not take a test write "
             f"({err.__class__.__name__}); check that it runs (make tracking-server)"
         ) from err
+    if answer.status_code in HTTP_REASONS:
+        if answer.status_code == 401:
+            raise _login_refused(uri)
+        named = f"experiment {experiment!r}" if experiment else "the experiment"
+        raise _forbidden(uri, f"a test write to {location} (artifacts of {named})", f"EDIT on {named}", answer.text)
     if answer.status_code != 200:
         raise storage.ArtifactStoreError(
             f"artifact store {location}: the tracking server at {uri} cannot write to its artifact destination "
@@ -91,7 +184,7 @@ def _check_artifact_proxy_writable(location: str, uri: str) -> None:
         requests.delete(url, timeout=PROBE_TIMEOUT, **_auth())
 
 
-def check_artifact_store_writable(location: str, uri: str) -> None:
+def check_artifact_store_writable(location: str, uri: str, experiment: str = "") -> None:
     """Fail before any work when the artifact location is a bucket or proxy that cannot be written.
 
     ``gs://…`` is probed with the Google client (direct artifact access); ``mlflow-artifacts:/…``
@@ -102,7 +195,7 @@ def check_artifact_store_writable(location: str, uri: str) -> None:
     if scheme == "gs":
         storage.check_gs_writable(location)
     elif scheme == "mlflow-artifacts" and (urlparse(location).netloc or urlparse(uri).scheme in ("http", "https")):
-        _check_artifact_proxy_writable(location, uri)
+        _check_artifact_proxy_writable(location, uri, experiment)
 
 
 class ProxiedArtifactSource(DatasetSource):
@@ -160,16 +253,21 @@ def step_run(step: str) -> Iterator[mlflow.ActiveRun]:
     """
     client = configure()
     uri = tracking_uri()
+    name = os.environ.get(EXPERIMENT_ENV, DEFAULT_EXPERIMENT)
+    check_login(uri, name)
     if run_id := os.environ.get("MLFLOW_RUN_ID"):
         experiment = client.get_experiment(client.get_run(run_id).info.experiment_id)
     else:
-        name = os.environ.get(EXPERIMENT_ENV, DEFAULT_EXPERIMENT)
-        if client.get_experiment_by_name(name) is None and urlparse(uri).scheme == "sqlite":
-            # The embedded store keeps artifacts in the checkout, wherever the step is started from.
-            client.create_experiment(name, artifact_location=(PROJECT_ROOT / "mlruns").as_uri())
-        experiment = mlflow.set_experiment(name)
-    check_artifact_store_writable(experiment.artifact_location, uri)
-    with mlflow.start_run() as run:
+        with refusals_explained(f"creating experiment {name!r}", "the right to create experiments"):
+            if client.get_experiment_by_name(name) is None and urlparse(uri).scheme == "sqlite":
+                # The embedded store keeps artifacts in the checkout, wherever the step is started from.
+                client.create_experiment(name, artifact_location=(PROJECT_ROOT / "mlruns").as_uri())
+            experiment = mlflow.set_experiment(name)
+    check_artifact_store_writable(experiment.artifact_location, uri, experiment.name)
+    refused = refusals_explained(
+        f"starting a {step} run in experiment {experiment.name!r}", f"EDIT on experiment {experiment.name!r}"
+    )
+    with refused, mlflow.start_run() as run:
         mlflow.set_tag(STEP_TAG, step)
         logger.info("%s: run %s in experiment %s", step, run.info.run_id, run.info.experiment_id)
         yield run

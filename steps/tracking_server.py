@@ -7,6 +7,11 @@ servers only talk to this server, so only the server needs credentials for the b
 Before starting it checks what would otherwise fail later and slowly: the database answers
 (MLflow retries a dead one for minutes), the bucket takes a test write, and ``mlflow db upgrade``
 brings the schema to this MLflow's version. Then it becomes ``mlflow server`` (exec).
+
+Authentication: ``--auth basic`` (``make tracking-server AUTH=basic``, or ``MLFLOW_AUTH=basic``)
+runs MLflow's basic-auth app with the configuration of ``steps.auth`` (admin password, auth
+database, default permission, all from the environment); it refuses to start without
+``MLFLOW_AUTH_ADMIN_PASSWORD``. Without it the server is open to anyone who reaches it, and says so.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ import sys
 from pathlib import Path
 from urllib.parse import urlparse
 
-from steps import storage
+from steps import auth, storage
 from steps.config import EMBEDDED_STORE_URI, PROJECT_ROOT
 
 logger = logging.getLogger("skyprophet.tracking_server")
@@ -55,7 +60,7 @@ def redact(uri: str) -> str:
     return parsed._replace(netloc=parsed.netloc.replace(f":{parsed.password}@", ":***@", 1)).geturl()
 
 
-def check_database(uri: str) -> None:
+def check_database(uri: str, variable: str = BACKEND_ENV) -> None:
     """Connect once with a short timeout; MLflow's own start-up retries a dead database for minutes."""
     if not uri.startswith("postgresql"):
         return
@@ -68,8 +73,8 @@ def check_database(uri: str) -> None:
     except sqlalchemy.exc.SQLAlchemyError as err:
         reason = str(getattr(err, "orig", err)).strip().splitlines()[0]
         raise TrackingServerError(
-            f"backend store {redact(uri)} does not answer ({reason}); start PostgreSQL or fix "
-            f"{BACKEND_ENV} (the password can come from PGPASSWORD instead of the URI)"
+            f"{'auth database' if variable != BACKEND_ENV else 'backend store'} {redact(uri)} does not answer "
+            f"({reason}); start PostgreSQL or fix {variable} (the password can come from PGPASSWORD instead of the URI)"
         ) from err
     finally:
         engine.dispose()
@@ -95,8 +100,10 @@ def prepare(backend: str, destination: str) -> None:
         raise TrackingServerError(f"mlflow db upgrade {redact(backend)} failed:\n{done.stderr[-2000:]}")
 
 
-def server_command(backend: str, destination: str, host: str, port: int, workers: int, extra: list[str]) -> list[str]:
-    """``mlflow server`` with proxied artifacts (``--serve-artifacts``) to ``destination``."""
+def server_command(
+    backend: str, destination: str, host: str, port: int, workers: int, extra: list[str], mode: str = "none"
+) -> list[str]:
+    """``mlflow server`` with proxied artifacts (``--serve-artifacts``) to ``destination``; basic-auth if asked."""
     return [
         mlflow_executable(),
         "server",
@@ -111,6 +118,7 @@ def server_command(backend: str, destination: str, host: str, port: int, workers
         str(port),
         "--workers",
         str(workers),
+        *(["--app-name", "basic-auth"] if mode == "basic" else []),
         *extra,
     ]
 
@@ -121,16 +129,36 @@ def main() -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=5000)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--auth", default=None, help="none (default) or basic; default $MLFLOW_AUTH")
     args, extra = parser.parse_known_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     # MLflow 3's job runner (GenAI evaluation jobs, a dozen huey workers) is unused here.
     os.environ.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
     backend, destination = backend_store_uri(), artifacts_destination()
     try:
+        mode = auth.auth_mode(args.auth)
+        if mode == "basic":
+            os.environ.update(auth.server_environment())  # refuses without MLFLOW_AUTH_ADMIN_PASSWORD
+            logger.info(
+                "authentication: MLflow basic-auth, users in %s, default permission %s; moving production needs "
+                "MANAGE on the registered model",
+                redact(auth.auth_database_uri()),
+                os.environ.get(auth.DEFAULT_PERMISSION_ENV, "READ").upper(),
+            )
+            check_database(auth.auth_database_uri(), auth.DATABASE_ENV)
+        else:
+            logger.warning(
+                "authentication: none. Anyone who reaches %s:%d may read, register and promote models; for local "
+                "use only (AUTH=basic, or MLFLOW_AUTH=basic, requires logins)",
+                args.host,
+                args.port,
+            )
         prepare(backend, destination)
-    except TrackingServerError as err:
+    except (TrackingServerError, auth.AuthConfigError) as err:
         sys.exit(f"tracking-server: {err}")
-    command = server_command(backend, destination, args.host, args.port, args.workers, [a for a in extra if a != "--"])
+    command = server_command(
+        backend, destination, args.host, args.port, args.workers, [a for a in extra if a != "--"], mode
+    )
     logger.info("mlflow server on %s:%d: store %s, artifacts %s", args.host, args.port, redact(backend), destination)
     sys.stdout.flush()
     sys.stderr.flush()

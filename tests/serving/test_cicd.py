@@ -159,3 +159,74 @@ def test_cloudbuild_builds_both_images_and_deploys_one_service_probed_on_health(
         assert sidecar[probe]["httpGet"] == {"path": "/health", "port": 8081}, f"sidecar {probe} on /health"
     dependencies = json.loads(template["metadata"]["annotations"]["run.googleapis.com/container-dependencies"])
     assert dependencies == {"sidecar": ["model"]}, "the sidecar starts after the model container"
+
+
+def deploy_script(workspace: Path, invokers: str) -> str:
+    """The deploy step as Cloud Build hands it to bash, with /workspace moved to a temporary folder."""
+    build = load(PROJECT_ROOT / "cloudbuild.yaml")
+    script = next(step for step in build["steps"] if step["id"] == "deploy")["args"][-1]
+    substitutions = {**build["substitutions"], "_INVOKERS": invokers}
+    for _ in range(2):  # the images' defaults name ${_REGION} and ${PROJECT_ID} themselves
+        for key, value in substitutions.items():
+            script = script.replace("${" + key + "}", value)
+    return render(script, {"PROJECT_ID": "proj"}).replace("/workspace", str(workspace))
+
+
+def run_deploy(tmp_path: Path, invokers: str) -> tuple[subprocess.CompletedProcess, list[list[str]]]:
+    """Run the rendered deploy script with bash; `gcloud` is a recorder on PATH (no GCP here)."""
+    workspace, bin_dir = tmp_path / "workspace", tmp_path / "bin"
+    workspace.mkdir(parents=True)
+    bin_dir.mkdir()
+    (workspace / "model_version").write_text("7\n")
+    calls = tmp_path / "gcloud-calls.jsonl"
+    recorder = bin_dir / "gcloud"
+    recorder.write_text(
+        f'#!/usr/bin/env python3\nimport json, sys\nopen("{calls}", "a").write(json.dumps(sys.argv[1:]) + "\\n")\n'
+    )
+    recorder.chmod(0o755)
+    done = subprocess.run(
+        ["bash", "-c", deploy_script(workspace, invokers)],
+        env={"PATH": f"{bin_dir}:/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    recorded = [json.loads(line) for line in calls.read_text().splitlines()] if calls.exists() else []
+    return done, recorded
+
+
+def test_the_cloud_run_service_is_private_with_named_invokers_only(tmp_path):
+    for path in (PROJECT_ROOT / "cloudbuild.yaml", WORKFLOWS / "cd.yml", PROJECT_ROOT / "README.md"):
+        text = path.read_text()
+        assert "allUsers" not in text and "allAuthenticatedUsers" not in text, f"{path.name} opens the service"
+        assert not re.search(r"(?<!no-)allow-unauthenticated", text), f"{path.name} allows unauthenticated calls"
+    build = load(PROJECT_ROOT / "cloudbuild.yaml")
+    assert build["substitutions"]["_INVOKERS"] == "", "invokers are named per deployment, none by default"
+    assert "_INVOKERS=$GCP_INVOKERS" in run_lines(load(WORKFLOWS / "cd.yml")), "CD passes the invokers"
+
+    accounts = "scorer@proj.iam.gserviceaccount.com,planner@proj.iam.gserviceaccount.com"
+    done, calls = run_deploy(tmp_path, accounts)
+    assert done.returncode == 0, done.stderr
+    manifest = yaml.safe_load((tmp_path / "workspace" / "service.yaml").read_text())
+    assert manifest["metadata"]["annotations"]["run.googleapis.com/invoker-iam-disabled"] == "false"
+    assert manifest["metadata"]["labels"]["model-version"] == "7"
+    assert [call[:3] for call in calls] == [["run", "services", "replace"], ["run", "services", "set-iam-policy"]]
+    policy_call = calls[1]
+    assert policy_call[3] == "skyprophet", "the policy is set on the service just deployed"
+    policy = yaml.safe_load(Path(policy_call[4]).read_text())
+    assert policy == {
+        "bindings": [
+            {
+                "role": "roles/run.invoker",
+                "members": [
+                    "serviceAccount:scorer@proj.iam.gserviceaccount.com",
+                    "serviceAccount:planner@proj.iam.gserviceaccount.com",
+                ],
+            }
+        ]
+    }, "exactly one binding: run.invoker for the named accounts, replacing the whole policy"
+
+    for bad, message in (("", "set _INVOKERS"), ("someone@example.com", "is not a service-account e-mail")):
+        done, calls = run_deploy(tmp_path / f"refused-{len(message)}", bad)
+        assert done.returncode != 0 and message in done.stderr, (bad, done.stderr)
+        assert calls == [], "nothing deployed without named service-account invokers"

@@ -1,0 +1,298 @@
+"""Who may train, promote and read: MLflow's basic-auth app, its configuration and the project's roles.
+
+``make tracking-server AUTH=basic`` (or ``MLFLOW_AUTH=basic``) runs ``mlflow server --app-name
+basic-auth``. Its configuration comes from the environment only, never from a file in the repository:
+
+- ``MLFLOW_AUTH_ADMIN_USERNAME`` (default ``admin``) and ``MLFLOW_AUTH_ADMIN_PASSWORD`` (required):
+  the admin MLflow creates on first start against an empty auth database;
+- ``MLFLOW_AUTH_DATABASE_URI``: users and permissions (``postgresql://…`` in production; default the
+  SQLite file ``mlflow-auth.db`` in the checkout);
+- ``MLFLOW_AUTH_DEFAULT_PERMISSION`` (default ``READ``): what an authenticated user may do where
+  nothing was granted;
+- ``MLFLOW_FLASK_SERVER_SECRET_KEY``: the UI's CSRF key (a random one per start when unset).
+
+From them ``write_config`` writes the ini MLflow reads (``MLFLOW_AUTH_CONFIG_PATH``) into a new
+temporary file; the admin password stays in the environment, where MLflow reads it.
+
+What MLflow 3.17.2's basic-auth enforces by itself (checked on a real server, see
+tests/integration/test_tracking_auth.py): every API call needs a known user and password (401
+otherwise); READ lets a user read; creating a model version needs EDIT on the registered model,
+and **so does setting an alias or transitioning a stage**, so an identity that may register
+versions may also move ``production``. MLflow cannot tell the two apart, so the server runs with
+``authorization_function = steps.auth:authenticate_request``: MLflow's own basic-auth check, plus
+one rule on top: setting or deleting the alias ``production``, and any stage transition to or from
+``Production``, needs MANAGE on the registered model (or an admin). That is the promoter's grant.
+
+``python -m steps.auth --create-roles`` (as the admin) creates the identities from the environment:
+``SKYPROPHET_PIPELINE_USERNAME``/``_PASSWORD`` (EDIT on the experiment and the registered model:
+runs, versions, the ``staging`` alias), ``SKYPROPHET_PROMOTER_USERNAME``/``_PASSWORD`` (MANAGE on
+the registered model), and optionally ``SKYPROPHET_READER_USERNAME``/``_PASSWORD`` (no grant: the
+default READ). It creates the experiment and the registered model itself, so that neither the
+pipeline nor anybody else becomes their owner (MLflow gives the creator MANAGE).
+"""
+
+from __future__ import annotations
+
+import argparse
+import configparser
+import logging
+import os
+import secrets
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from steps.config import PROJECT_ROOT
+
+logger = logging.getLogger("skyprophet.auth")
+
+AUTH_ENV = "MLFLOW_AUTH"
+ADMIN_USERNAME_ENV = "MLFLOW_AUTH_ADMIN_USERNAME"
+ADMIN_PASSWORD_ENV = "MLFLOW_AUTH_ADMIN_PASSWORD"
+DATABASE_ENV = "MLFLOW_AUTH_DATABASE_URI"
+DEFAULT_PERMISSION_ENV = "MLFLOW_AUTH_DEFAULT_PERMISSION"
+CONFIG_PATH_ENV = "MLFLOW_AUTH_CONFIG_PATH"
+SECRET_KEY_ENV = "MLFLOW_FLASK_SERVER_SECRET_KEY"
+DEFAULT_ADMIN = "admin"
+EMBEDDED_AUTH_DATABASE = f"sqlite:///{PROJECT_ROOT / 'mlflow-auth.db'}"
+AUTH_CHOICES = ("none", "basic")
+AUTHORIZATION_FUNCTION = "steps.auth:authenticate_request"
+
+# What only the promoter (MANAGE on the registered model) may do.
+PROTECTED_ALIASES = frozenset({"production"})
+PROTECTED_STAGE = "production"
+ALIAS_ROUTE = "/mlflow/registered-models/alias"
+TRANSITION_ROUTE = "/mlflow/model-versions/transition-stage"
+
+ROLE_ENV = {
+    "pipeline": ("SKYPROPHET_PIPELINE_USERNAME", "SKYPROPHET_PIPELINE_PASSWORD"),
+    "promoter": ("SKYPROPHET_PROMOTER_USERNAME", "SKYPROPHET_PROMOTER_PASSWORD"),
+    "reader": ("SKYPROPHET_READER_USERNAME", "SKYPROPHET_READER_PASSWORD"),
+}
+
+
+class AuthConfigError(RuntimeError):
+    """The authenticated server cannot start as configured; the message names the variable to set."""
+
+
+def auth_mode(value: str | None = None) -> str:
+    """``none`` or ``basic``, from the argument or ``$MLFLOW_AUTH`` (default ``none``)."""
+    mode = (value if value is not None else os.environ.get(AUTH_ENV, "")).strip().lower() or "none"
+    if mode not in AUTH_CHOICES:
+        raise AuthConfigError(f"{AUTH_ENV}={mode!r}: choose one of {', '.join(AUTH_CHOICES)}")
+    return mode
+
+
+def auth_database_uri() -> str:
+    """``$MLFLOW_AUTH_DATABASE_URI`` (psycopg2 driver made explicit), or ``mlflow-auth.db`` in the checkout."""
+    uri = os.environ.get(DATABASE_ENV) or EMBEDDED_AUTH_DATABASE
+    scheme, sep, rest = uri.partition("://")
+    return f"postgresql+psycopg2://{rest}" if sep and scheme in ("postgresql", "postgres") else uri
+
+
+def write_config(directory: str | None = None) -> Path:
+    """The ini MLflow's auth app reads, written from the environment into a new temporary file.
+
+    Raises ``AuthConfigError`` when ``MLFLOW_AUTH_ADMIN_PASSWORD`` is not set: MLflow would refuse
+    to create its admin anyway, with a message about its own config file. The password is not
+    written to the file; MLflow reads it from the environment.
+    """
+    if not os.environ.get(ADMIN_PASSWORD_ENV):
+        raise AuthConfigError(
+            f"authentication is on ({AUTH_ENV}=basic) but {ADMIN_PASSWORD_ENV} is not set: set it to the "
+            f"admin's password (and {ADMIN_USERNAME_ENV}, default {DEFAULT_ADMIN!r}); on GCP from Secret Manager"
+        )
+    default_permission = os.environ.get(DEFAULT_PERMISSION_ENV, "READ").upper()
+    if default_permission not in ("READ", "NO_PERMISSIONS", "USE", "EDIT", "MANAGE"):
+        raise AuthConfigError(f"{DEFAULT_PERMISSION_ENV}={default_permission!r} is not an MLflow permission")
+    config = configparser.ConfigParser()
+    config["mlflow"] = {
+        "default_permission": default_permission,
+        "database_uri": auth_database_uri(),
+        "admin_username": os.environ.get(ADMIN_USERNAME_ENV) or DEFAULT_ADMIN,
+        "authorization_function": AUTHORIZATION_FUNCTION,
+    }
+    handle, name = tempfile.mkstemp(prefix="skyprophet-basic-auth-", suffix=".ini", dir=directory)
+    with os.fdopen(handle, "w") as file:  # mkstemp: readable by this user only
+        config.write(file)
+    return Path(name)
+
+
+def server_environment(directory: str | None = None) -> dict[str, str]:
+    """What ``mlflow server --app-name basic-auth`` needs in its environment (config path, secret key)."""
+    env = {CONFIG_PATH_ENV: str(write_config(directory))}
+    if not os.environ.get(SECRET_KEY_ENV):
+        logger.warning("%s not set: a random key for this start (set it when servers share a store)", SECRET_KEY_ENV)
+        env[SECRET_KEY_ENV] = secrets.token_hex(32)
+    # The server imports this module (authorization_function) from the checkout.
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(PROJECT_ROOT), os.environ.get("PYTHONPATH", "")) if p)
+    return env
+
+
+# --- inside the server: MLflow's basic auth plus the promoter-only rule ---
+
+
+def _forbidden(message: str):
+    from flask import make_response
+
+    response = make_response(f"Permission denied: {message}")
+    response.status_code = 403
+    return response
+
+
+def _param(name: str) -> str:
+    """A request parameter, or "" when absent (MLflow's own handler then answers the bad request)."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.server import auth as basic
+
+    try:
+        return str(basic._get_request_param(name) or "")
+    except MlflowException:
+        return ""
+
+
+def _promotion_target() -> str | None:
+    """What the request would do to Production (for the message), or None when it does not touch it."""
+    from flask import request
+    from mlflow.server import auth as basic
+
+    path = request.path.rstrip("/")
+    if path.endswith(ALIAS_ROUTE) and request.method in ("POST", "DELETE"):
+        alias = _param("alias")
+        return f"the alias {alias!r}" if alias.lower() in PROTECTED_ALIASES else None
+    if path.endswith(TRANSITION_ROUTE) and request.method == "POST":
+        name, version, stage = _param("name"), _param("version"), _param("stage")
+        if stage.lower() == PROTECTED_STAGE:
+            return f"version {version} to stage {stage!r}"
+        try:
+            current = basic._get_model_registry_store().get_model_version(name, version).current_stage
+        except Exception:  # an unknown version: MLflow's own handler answers
+            return None
+        return f"version {version} out of stage {current!r}" if current.lower() == PROTECTED_STAGE else None
+    return None
+
+
+def authenticate_request():
+    """MLflow's basic-auth login, then: moving Production needs MANAGE on the registered model.
+
+    Configured as the auth app's ``authorization_function``. MLflow calls it once per request in
+    its ``before_request`` and again from its permission checks, so the extra rule runs once per
+    request (``flask.g``) and the nested calls get MLflow's own answer.
+    """
+    from flask import g
+    from mlflow.server import auth as basic
+
+    authorization = basic.authenticate_request_basic_auth()
+    if not hasattr(authorization, "username") or g.get("skyprophet_promotion_checked"):
+        return authorization
+    g.skyprophet_promotion_checked = True
+    target = _promotion_target()
+    if target is None or basic.sender_is_admin():
+        return authorization
+    name = _param("name")
+    permission = basic._get_permission_from_registered_model_or_prompt_name()
+    if permission.can_manage:
+        return authorization
+    return _forbidden(
+        f"moving {target} of registered model {name!r} needs MANAGE on it (the promoter's grant); "
+        f"user {authorization.username!r} has {permission.name}"
+    )
+
+
+# --- set-up: users and grants, as the admin ---
+
+
+@dataclass(frozen=True)
+class Identity:
+    """A role's user name and password, read from the environment."""
+
+    role: str
+    username: str
+    password: str
+
+
+def identities(required: tuple[str, ...] = ("pipeline", "promoter")) -> list[Identity]:
+    """The roles' identities from ``SKYPROPHET_<ROLE>_USERNAME`` / ``_PASSWORD``; required ones must be set."""
+    found, missing = [], []
+    for role, (user_env, password_env) in ROLE_ENV.items():
+        username, password = os.environ.get(user_env), os.environ.get(password_env)
+        if username and password:
+            found.append(Identity(role, username, password))
+        elif role in required or username or password:
+            missing.append(f"{user_env} and {password_env}")
+    if missing:
+        raise AuthConfigError(f"set {'; '.join(missing)}")
+    return found
+
+
+def create_roles(tracking_uri: str, experiment: str, model_name: str) -> dict[str, str]:
+    """Users, the experiment, the registered model and the grants; returns role -> user name.
+
+    Runs as the admin (``MLFLOW_TRACKING_USERNAME``/``_PASSWORD`` of an admin, or the admin
+    variables of the server). Idempotent: existing users keep their password (it is updated to the
+    environment's), existing grants are updated.
+    """
+    import mlflow
+    from mlflow.exceptions import MlflowException
+    from mlflow.server import get_app_client
+
+    if not os.environ.get("MLFLOW_TRACKING_USERNAME") and not os.environ.get("MLFLOW_TRACKING_TOKEN"):
+        os.environ["MLFLOW_TRACKING_USERNAME"] = os.environ.get(ADMIN_USERNAME_ENV) or DEFAULT_ADMIN
+        os.environ["MLFLOW_TRACKING_PASSWORD"] = os.environ.get(ADMIN_PASSWORD_ENV, "")
+    people = identities()
+    admin = get_app_client("basic-auth", tracking_uri=tracking_uri)
+    client = mlflow.MlflowClient(tracking_uri)
+    for person in people:
+        try:
+            admin.create_user(person.username, person.password)
+            logger.info("user %s (%s) created", person.username, person.role)
+        except MlflowException as err:
+            if err.error_code != "RESOURCE_ALREADY_EXISTS":
+                raise
+            admin.update_user_password(person.username, person.password)
+            logger.info("user %s (%s) exists; password set from the environment", person.username, person.role)
+    found = client.get_experiment_by_name(experiment)
+    experiment_id = found.experiment_id if found else client.create_experiment(experiment)
+    try:
+        client.create_registered_model(model_name)
+    except MlflowException as err:
+        if err.error_code != "RESOURCE_ALREADY_EXISTS":
+            raise
+    grants = {
+        "pipeline": [("experiment", experiment_id, "EDIT"), ("registered_model", model_name, "EDIT")],
+        "promoter": [("experiment", experiment_id, "READ"), ("registered_model", model_name, "MANAGE")],
+        "reader": [],
+    }
+    for person in people:
+        for resource_type, resource_id, permission in grants[person.role]:
+            admin.grant_user_permission(person.username, resource_type, resource_id, permission)
+            logger.info("%s %s: %s on %s %s", person.role, person.username, permission, resource_type, resource_id)
+    return {person.role: person.username for person in people}
+
+
+def main() -> None:
+    """CLI: ``python -m steps.auth --create-roles [--experiment NAME] [--model-name NAME]``."""
+    from steps import config, tracking
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--create-roles", action="store_true", help="create the users and grants (as the admin)")
+    parser.add_argument("--experiment", default=os.environ.get(tracking.EXPERIMENT_ENV, tracking.DEFAULT_EXPERIMENT))
+    parser.add_argument("--model-name", default=config.DEFAULTS["register"]["model_name"])
+    args = parser.parse_args()
+    tracking.setup_logging()
+    if not args.create_roles:
+        parser.print_help()
+        return
+    uri = tracking.tracking_uri()
+    if not uri.startswith(("http://", "https://")):
+        sys.exit(f"auth: MLFLOW_TRACKING_URI={uri} is not a server; point it at `make tracking-server AUTH=basic`")
+    try:
+        roles = create_roles(uri, args.experiment, args.model_name)
+    except AuthConfigError as err:
+        sys.exit(f"auth: {err}")
+    logger.info("roles on %s: %s", uri, roles)
+
+
+if __name__ == "__main__":
+    main()

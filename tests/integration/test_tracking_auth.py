@@ -1,0 +1,346 @@
+"""Who may train, promote and read, for real: `make tracking-server AUTH=basic` on PostgreSQL.
+
+One module-wide server: the tracking store and the auth database are two fresh PostgreSQL
+databases of this module (dropped afterwards), artifacts in a temporary folder behind the
+server's proxy. The identities come from `python -m steps.auth --create-roles`, run as the admin;
+the pipeline runs as users run it (`mlflow run . -e main`, `python -m steps.…`) with its own
+MLFLOW_TRACKING_USERNAME / _PASSWORD. Every refusal is checked on the wire (status and body) and
+in PostgreSQL (nothing written).
+"""
+
+from __future__ import annotations
+
+import secrets
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import mlflow
+import psycopg2
+import pytest
+import requests
+
+from steps.config import PROJECT_ROOT
+from tests.conftest import POSTGRES_URL, TrackingServer, free_port, postgres_admin, process_env
+from tests.factory import write_flights
+from tests.processes import mlflow_run_command
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+MODEL = "flight-delay"
+EXPERIMENT = "skyprophet-auth"
+TIMEOUT = 600
+FAST = 60
+
+
+@dataclass(frozen=True)
+class User:
+    name: str
+    password: str
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {"MLFLOW_TRACKING_USERNAME": self.name, "MLFLOW_TRACKING_PASSWORD": self.password}
+
+
+@dataclass
+class AuthServer:
+    """The authenticated server, its databases and the identities set up on it."""
+
+    server: TrackingServer
+    tracking_db: str
+    auth_db: str
+    admin: User
+    pipeline: User
+    promoter: User
+    reader: User
+    root: Path
+
+    @property
+    def url(self) -> str:
+        return self.server.url
+
+    def env(self, user: User | None, experiment: str = EXPERIMENT) -> dict[str, str]:
+        """A client process's environment: the server, the experiment, a datasets folder, maybe a login."""
+        return {
+            "MLFLOW_TRACKING_URI": self.url,
+            "MLFLOW_EXPERIMENT_NAME": experiment,
+            "SKYPROPHET_DATASETS_DIR": str(self.root / "datasets" / (user.name if user else "anonymous")),
+            "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0",
+            **(user.env if user else {}),
+        }
+
+
+def run_command(command: list[str], env: dict[str, str]) -> tuple[subprocess.CompletedProcess, float]:
+    started = time.monotonic()
+    # The child gets no login of this process's environment, only the one of `env`.
+    base = {k: v for k, v in process_env(env).items() if not (k.startswith("MLFLOW_TRACKING_") and k not in env)}
+    done = subprocess.run(command, cwd=PROJECT_ROOT, env=base, capture_output=True, text=True, timeout=TIMEOUT)
+    return done, time.monotonic() - started
+
+
+def step(name: str, env: dict[str, str], *args: str) -> tuple[subprocess.CompletedProcess, float]:
+    return run_command([sys.executable, "-m", f"steps.{name}", *args], env)
+
+
+def rows(database: str, query: str, *params) -> list[tuple]:
+    connection = psycopg2.connect(database, connect_timeout=5)
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute(query, params)
+            return cursor.fetchall()
+    finally:
+        connection.close()
+
+
+def registry_state(database: str) -> dict[str, list[tuple]]:
+    """Versions (number, stage), aliases and runs of the tracking store, read behind MLflow's back."""
+    return {
+        "versions": rows(
+            database, "select version, current_stage from model_versions where name = %s order by 1", MODEL
+        ),
+        "aliases": rows(
+            database, "select alias, version from registered_model_aliases where name = %s order by 1", MODEL
+        ),
+        "runs": rows(database, "select run_uuid, status from runs order by 1"),
+        "models": rows(database, "select name from registered_models order by 1"),
+    }
+
+
+def create_database(prefix: str) -> str:
+    name = f"{prefix}_{time.monotonic_ns()}"
+    admin = postgres_admin()
+    with admin.cursor() as cursor:
+        cursor.execute(f'CREATE DATABASE "{name}"')
+    admin.close()
+    return name
+
+
+def drop_database(name: str) -> None:
+    admin = postgres_admin()
+    with admin.cursor() as cursor:
+        cursor.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    admin.close()
+
+
+def new_user(role: str) -> User:
+    return User(f"skyprophet-{role}", secrets.token_urlsafe(18))
+
+
+@pytest.fixture(scope="module")
+def auth_server(tracking_server, tmp_path_factory) -> AuthServer:
+    root = tmp_path_factory.mktemp("auth")
+    names = [create_database("skyprophet_auth_tracking"), create_database("skyprophet_auth_users")]
+    try:
+        tracking_db, auth_db = (f"{POSTGRES_URL}/{name}" for name in names)
+        admin = User("skyprophet-admin", secrets.token_urlsafe(18))
+        server = tracking_server(
+            {
+                "MLFLOW_BACKEND_STORE_URI": tracking_db,
+                "MLFLOW_ARTIFACTS_DESTINATION": str(root / "artifacts"),
+                "MLFLOW_AUTH": "basic",
+                "MLFLOW_AUTH_ADMIN_USERNAME": admin.name,
+                "MLFLOW_AUTH_ADMIN_PASSWORD": admin.password,
+                "MLFLOW_AUTH_DATABASE_URI": auth_db,
+            }
+        )
+        users = {role: new_user(role) for role in ("pipeline", "promoter", "reader")}
+        roles_env = {f"SKYPROPHET_{role.upper()}_USERNAME": user.name for role, user in users.items()}
+        roles_env |= {f"SKYPROPHET_{role.upper()}_PASSWORD": user.password for role, user in users.items()}
+        env = {"MLFLOW_TRACKING_URI": server.url, **roles_env, **admin.env}
+        done, _ = step("auth", env, "--create-roles", "--experiment", EXPERIMENT, "--model-name", MODEL)
+        assert done.returncode == 0, f"create-roles: {done.stderr[-3000:]}"
+        yield AuthServer(server, tracking_db, auth_db, admin, root=root, **users)
+    finally:
+        for name in names:
+            drop_database(name)
+
+
+@pytest.fixture(scope="module")
+def pipeline_run(auth_server) -> subprocess.CompletedProcess:
+    """The pipeline identity runs etl -> train -> register (`mlflow run . -e main`, no promotion)."""
+    flights = write_flights(auth_server.root / "flights.csv")
+    env = auth_server.env(auth_server.pipeline)
+    command = mlflow_run_command("main", EXPERIMENT, data_uri=flights, n_estimators=20, cv_folds=2, promote="never")
+    return run_command(command, env)[0]
+
+
+def api(server: AuthServer, method: str, path: str, user: User | None, **kwargs) -> requests.Response:
+    auth = (user.name, user.password) if user else None
+    return requests.request(method, f"{server.url}/api/2.0/mlflow/{path}", auth=auth, timeout=30, **kwargs)
+
+
+def test_the_server_refuses_to_start_without_an_admin_password(tmp_path):
+    env = {
+        "MLFLOW_BACKEND_STORE_URI": f"sqlite:///{tmp_path / 'mlflow.db'}",
+        "MLFLOW_ARTIFACTS_DESTINATION": str(tmp_path / "artifacts"),
+        "MLFLOW_AUTH_DATABASE_URI": f"sqlite:///{tmp_path / 'auth.db'}",
+        "MLFLOW_AUTH_ADMIN_PASSWORD": "",
+    }
+    for how in (["--auth", "basic"], []):
+        done, seconds = run_command(
+            [sys.executable, "-m", "steps.tracking_server", "--port", str(free_port()), *how],
+            {**env, "MLFLOW_AUTH": "basic" if not how else ""},
+        )
+        assert done.returncode != 0, f"{how or 'MLFLOW_AUTH=basic'}: the server must not start"
+        assert "MLFLOW_AUTH_ADMIN_PASSWORD is not set" in done.stderr, done.stderr[-2000:]
+        assert seconds < FAST
+    assert not (tmp_path / "auth.db").exists(), "no auth database created"
+
+    # The embedded default says it is open (and stops here at a store that does not answer).
+    done, _ = run_command(
+        [sys.executable, "-m", "steps.tracking_server", "--port", str(free_port())],
+        {"MLFLOW_BACKEND_STORE_URI": f"{POSTGRES_URL}/skyprophet_no_such_database_{time.monotonic_ns()}"},
+    )
+    assert done.returncode != 0
+    assert "authentication: none. Anyone who reaches" in done.stderr, done.stderr[-2000:]
+
+
+def test_no_credentials_or_a_wrong_password_get_401_and_the_step_says_who(auth_server):
+    assert api(auth_server, "GET", "experiments/search?max_results=1", None).status_code == 401
+    wrong = User(auth_server.pipeline.name, "not-the-password")
+    answer = api(auth_server, "GET", "experiments/search?max_results=1", wrong)
+    assert answer.status_code == 401, answer.text
+    assert answer.headers.get("WWW-Authenticate") == 'Basic realm="mlflow"'
+    before = registry_state(auth_server.tracking_db)
+
+    flights = write_flights(auth_server.root / "refused.csv")
+    for user, expected in (
+        (None, "refused the login of no identity"),
+        (wrong, f"refused the login of user {wrong.name!r} (MLFLOW_TRACKING_USERNAME) (HTTP 401 Unauthorized)"),
+    ):
+        env = auth_server.env(user)
+        done, seconds = step("etl", env, "--data-uri", str(flights))
+        assert done.returncode != 0, "etl cannot run without a login"
+        assert "TrackingAccessError" in done.stderr and expected in done.stderr, done.stderr[-2000:]
+        assert seconds < FAST
+        assert not Path(env["SKYPROPHET_DATASETS_DIR"]).exists(), "nothing fetched"
+    assert registry_state(auth_server.tracking_db) == before, "nothing written"
+
+
+def test_the_pipeline_identity_runs_etl_train_register(auth_server, pipeline_run):
+    assert pipeline_run.returncode == 0, pipeline_run.stderr[-4000:]
+    state = registry_state(auth_server.tracking_db)
+    assert state["versions"] == [(1, "None")], state
+    assert state["aliases"] == [], "the pipeline did not promote"
+    steps = rows(
+        auth_server.tracking_db,
+        "select t.value from tags t join runs r on r.run_uuid = t.run_uuid where t.key = 'skyprophet.step' "
+        "and r.status = 'FINISHED' order by 1",
+    )
+    assert [s for (s,) in steps] == ["etl", "main", "register", "train"], steps
+
+
+def test_a_reader_cannot_register_or_move_the_alias_and_nothing_is_written(auth_server, pipeline_run):
+    assert pipeline_run.returncode == 0, pipeline_run.stderr[-2000:]
+    reader = auth_server.reader
+    before = registry_state(auth_server.tracking_db)
+    assert api(auth_server, "GET", f"registered-models/get?name={MODEL}", reader).status_code == 200, "readers read"
+
+    source = rows(auth_server.tracking_db, "select source, run_id from model_versions where name = %s", MODEL)[0]
+    answer = api(auth_server, "POST", "model-versions/create", reader, json={"name": MODEL, "source": source[0]})
+    assert (answer.status_code, answer.text) == (403, "Permission denied"), "MLflow's own refusal"
+    answer = api(
+        auth_server,
+        "POST",
+        "registered-models/alias",
+        reader,
+        json={"name": MODEL, "alias": "production", "version": "1"},
+    )
+    assert answer.status_code == 403, answer.text
+    answer = api(
+        auth_server, "POST", "registered-models/alias", reader, json={"name": MODEL, "alias": "staging", "version": "1"}
+    )
+    assert (answer.status_code, answer.text) == (403, "Permission denied"), "readers set no alias at all"
+    answer = api(
+        auth_server,
+        "POST",
+        "model-versions/transition-stage",
+        reader,
+        json={"name": MODEL, "version": "1", "stage": "Staging", "archive_existing_versions": False},
+    )
+    assert answer.status_code == 403, answer.text
+
+    # The step, as a reader: the start-of-step check names the identity and what it lacks.
+    done, seconds = step("register", auth_server.env(reader), "--model-name", MODEL, "--promote", "force")
+    assert done.returncode != 0
+    expected = (
+        f"(artifacts of experiment {EXPERIMENT!r}) to user "
+        f"{reader.name!r} (MLFLOW_TRACKING_USERNAME) (HTTP 403 Forbidden): it lacks EDIT on experiment {EXPERIMENT!r}"
+    )
+    assert expected in done.stderr, done.stderr[-3000:]
+    assert seconds < FAST
+    assert registry_state(auth_server.tracking_db) == before, "no run, no version, no alias written"
+
+
+def test_only_the_promoter_moves_production(auth_server, pipeline_run, monkeypatch):
+    assert pipeline_run.returncode == 0, pipeline_run.stderr[-2000:]
+    pipeline, promoter = auth_server.pipeline, auth_server.promoter
+    assert registry_state(auth_server.tracking_db)["aliases"] == [], "nobody promoted yet"
+
+    # The pipeline has EDIT on the model (it registers versions): MLflow alone would let it move the alias.
+    answer = api(
+        auth_server,
+        "POST",
+        "registered-models/alias",
+        pipeline,
+        json={"name": MODEL, "alias": "production", "version": "1"},
+    )
+    assert answer.status_code == 403, answer.text
+    assert answer.text == (
+        f"Permission denied: moving the alias 'production' of registered model {MODEL!r} needs MANAGE on it "
+        f"(the promoter's grant); user {pipeline.name!r} has EDIT"
+    )
+    answer = api(
+        auth_server,
+        "POST",
+        "model-versions/transition-stage",
+        pipeline,
+        json={"name": MODEL, "version": "1", "stage": "Production", "archive_existing_versions": True},
+    )
+    assert answer.status_code == 403 and "version 1 to stage 'Production' of registered model" in answer.text
+    # Other aliases stay the pipeline's (register puts new versions on `staging`).
+    answer = api(
+        auth_server,
+        "POST",
+        "registered-models/alias",
+        pipeline,
+        json={"name": MODEL, "alias": "staging", "version": "1"},
+    )
+    assert answer.status_code == 200, answer.text
+
+    # register --promote force as the pipeline: refused, named, and Production does not move.
+    done, _ = step("register", auth_server.env(pipeline), "--model-name", MODEL, "--promote", "force")
+    assert done.returncode != 0
+    expected = (
+        f"refused moving production of {MODEL!r} to version 1 to user {pipeline.name!r} (MLFLOW_TRACKING_USERNAME) "
+        f"(HTTP 403 Forbidden): it lacks MANAGE on registered model {MODEL!r} (the promoter's grant)"
+    )
+    assert expected in done.stderr, done.stderr[-3000:]
+    state = registry_state(auth_server.tracking_db)
+    assert state["versions"] == [(1, "None")] and state["aliases"] == [("staging", 1)], state
+
+    # The promoter moves production (stage and alias, as `register` promotes).
+    for key, value in promoter.env.items():
+        monkeypatch.setenv(key, value)
+    client = mlflow.MlflowClient(auth_server.url)
+    client.transition_model_version_stage(MODEL, "1", "Production", archive_existing_versions=True)
+    client.set_registered_model_alias(MODEL, "production", "1")
+    state = registry_state(auth_server.tracking_db)
+    assert state["versions"] == [(1, "Production")] and ("production", 1) in state["aliases"], state
+
+    # ... and the pipeline can neither take it away nor archive it.
+    answer = api(
+        auth_server, "DELETE", "registered-models/alias", pipeline, json={"name": MODEL, "alias": "production"}
+    )
+    assert answer.status_code == 403 and "moving the alias 'production'" in answer.text, answer.text
+    answer = api(
+        auth_server,
+        "POST",
+        "model-versions/transition-stage",
+        pipeline,
+        json={"name": MODEL, "version": "1", "stage": "Archived", "archive_existing_versions": False},
+    )
+    assert answer.status_code == 403 and "version 1 out of stage 'Production'" in answer.text, answer.text
+    assert registry_state(auth_server.tracking_db) == state, "Production unchanged"
