@@ -5,11 +5,17 @@ B: two servers with 1 worker each, half the connections to each: what two 1-vCPU
    instances behind the load balancer are (the balancer spreads connections, no shared accept).
 
 The machine is shared and noisy, so A and B alternate ``--rounds`` times and every number is
-shown per round with its range. Per round: requests/s, p50/p99 (for B, the worse of the two
-servers' p99), connections each worker held, and each worker's share of one core during the
-load (how uneven the work was). Load only goes to 127.0.0.1 and each run is bounded in time.
+shown per round with its range. Per round: requests/s, p50/p99 (the worse of the ``--clients``
+wrk processes', 2 in both configurations), connections each worker held, and each worker's
+share of one core during the load (how uneven the work was). Load only goes to 127.0.0.1 and
+each run is bounded in time.
 
     python -m bench.workers_ab --forms text raw --rounds 4 --duration 10
+
+Other pairs with ``--config NAME=WORKERS[,WORKERS...][:KEY=VALUE,...]``, e.g. the model image's
+event loop (no uvloop: asyncio and h11) against this venv's, both with 2 workers:
+
+    python -m bench.workers_ab --config "uvloop=2" --config "asyncio=2:UVICORN_LOOP=asyncio,UVICORN_HTTP=h11"
 """
 
 from __future__ import annotations
@@ -40,15 +46,16 @@ def run_wrk(url: str, body_file: Path, connections: int, duration: int, out: lis
     out[index] = wrk_load(url, body_file, connections, duration)
 
 
-def one_round(servers: list[Server], body_file: Path, connections: int, duration: int) -> dict:
-    """Load every server at once (connections split evenly); per-worker CPU share and connections."""
+def one_round(servers: list[Server], body_file: Path, connections: int, duration: int, clients: int) -> dict:
+    """Load the servers with ``clients`` wrk processes (connections split evenly, clients round-robin over
+    servers, so both configurations have the same client processes); per-worker CPU share and connections."""
     workers = [pid for s in servers for pid in s.worker_pids()]
     before = cpu_ticks(workers)
-    results: list = [None] * len(servers)
-    share = connections // len(servers)
+    results: list = [None] * clients
+    share = connections // clients
     threads = [
-        threading.Thread(target=run_wrk, args=(s.url, body_file, share, duration, results, i))
-        for i, s in enumerate(servers)
+        threading.Thread(target=run_wrk, args=(servers[i % len(servers)].url, body_file, share, duration, results, i))
+        for i in range(clients)
     ]
     started = time.monotonic()
     for thread in threads:
@@ -97,8 +104,10 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--duration", type=int, default=10)
     parser.add_argument("--connections", type=int, default=10)
+    parser.add_argument("--clients", type=int, default=2, help="wrk processes, the connections split among them")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--env", nargs="*", default=[], help="KEY=VALUE for the servers (e.g. UVICORN_LOOP=asyncio)")
+    parser.add_argument("--env", nargs="*", default=[], help="KEY=VALUE for every server (e.g. UVICORN_LOOP=asyncio)")
+    parser.add_argument("--config", action="append", default=[], help="NAME=WORKERS[,WORKERS...][:KEY=VALUE,...]")
     args = parser.parse_args()
     import mlflow
 
@@ -107,10 +116,17 @@ def main() -> None:
         work = Path(tmp)
         local = mlflow.artifacts.download_artifacts(artifact_uri=args.model_uri, dst_path=str(work / "model"))
         rows = scorable_rows(read_raw_flights(args.data_uri), load_spec(local))
-        configs = {"A: 1 server x 2 workers": [2], "B: 2 servers x 1 worker": [1, 1]}
+        configs = {"A: 1 server x 2 workers": ([2], {}), "B: 2 servers x 1 worker": ([1, 1], {})}
+        if args.config:
+            configs = {}
+            for spec in args.config:
+                name, _, rest = spec.partition("=")
+                shape, _, extra = rest.partition(":")
+                pairs = dict(kv.split("=", 1) for kv in extra.split(",") if kv)
+                configs[name] = ([int(w) for w in shape.split(",")], pairs)
         servers = {
-            name: [Server(local, w, env, work / f"serve-{name[0]}{i}.log") for i, w in enumerate(shape)]
-            for name, shape in configs.items()
+            name: [Server(local, w, {**env, **extra}, work / f"serve-{n}-{i}.log") for i, w in enumerate(shape)]
+            for n, (name, (shape, extra)) in enumerate(configs.items())
         }
         try:
             forms = {f.name: f for f in FORMS}
@@ -132,7 +148,7 @@ def main() -> None:
                 for round_ in range(args.rounds):
                     order = list(servers) if round_ % 2 == 0 else list(reversed(servers))
                     for name in order:
-                        result = one_round(servers[name], body_file, args.connections, args.duration)
+                        result = one_round(servers[name], body_file, args.connections, args.duration, args.clients)
                         results[name].append(result)
                         busy = " / ".join(f"{b:.0%}" for b in result["busy"])
                         print(
