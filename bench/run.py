@@ -583,6 +583,8 @@ def main() -> None:
     model_uri = args.model_uri
     with tempfile.TemporaryDirectory(prefix="skyprophet-bench-") as tmp:
         work = Path(tmp)
+        if "://" not in args.data_uri and not Path(args.data_uri).is_file():
+            raise SystemExit(f"real data not found at {args.data_uri}; set DATA_URI (a path, file:// or gs://)")
         if not args.no_pipeline or (not model_uri and not production_exists()):
             run_pipeline(table, args.data_uri, args.sha256, out)
             model_uri = model_uri or newest_version_uri()
