@@ -278,7 +278,7 @@ def log_pyfunc(fitted: FittedModel, input_example: pd.DataFrame) -> mlflow.model
                 # installs these requirements; MLflow brings uvicorn without them). Without uvloop
                 # uvicorn's workers use asyncio's loop, which with --workers N (MLFLOW_MODELS_WORKERS)
                 # leaves TCP_NODELAY off on accepted sockets: about 40 ms per keep-alive request
-                # (uvicorn issue 3149). cloudbuild.yaml names the loop, so a missing uvloop fails at start.
+                # (uvicorn issue 3149).
                 *SERVING_REQUIREMENTS,
             ],
         )

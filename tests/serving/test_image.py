@@ -2,8 +2,8 @@
 
 `mlflow models generate-dockerfile` writes the same context `mlflow models build-docker` builds.
 Its model directory must load and predict, and the image's own ENTRYPOINT, run here against
-that directory with DISABLE_NGINX=true (as on Cloud Run), must serve /invocations, with two
-workers on uvloop (what cloudbuild.yaml sets) and TCP_NODELAY on every accepted connection.
+that directory with DISABLE_NGINX=true (as on Cloud Run), must serve /invocations, also with two
+workers with TCP_NODELAY on every accepted connection (uvloop, from the model's requirements).
 """
 
 import http.client
@@ -61,7 +61,7 @@ def test_generated_context_holds_a_model_that_loads_and_predicts(context):
     assert ("RUN", f"pip install mlflow=={mlflow.__version__}") in dockerfile, "the image pins this MLflow"
     model_dir = context / "model_dir"
     required = (model_dir / "requirements.txt").read_text().split()
-    for package in ("uvloop", "httptools"):  # MLflow's uvicorn comes without them; cloudbuild names uvloop
+    for package in ("uvloop", "httptools"):  # MLflow's uvicorn comes without them (uvicorn issue 3149)
         assert f"{package}=={version(package)}" in required, f"the image installs {package}: {required}"
     model = mlflow.pyfunc.load_model(str(model_dir))
     example = json.loads((model_dir / "serving_input_example.json").read_text())["dataframe_split"]
@@ -88,9 +88,9 @@ def test_image_entrypoint_serves_invocations_outside_docker(context, tmp_path):
         f"C.MODEL_PATH = {str(context / 'model_dir')!r}; C.DEFAULT_INFERENCE_SERVER_PORT = {port}; C._serve(",
     )
     # UVICORN_HOST is how Cloud Run's 0.0.0.0 is set; a second loopback address proves it is honoured.
-    # Two workers and the loop cloudbuild.yaml names: accepted connections must have TCP_NODELAY.
+    # Two workers (MLflow's default in the image is one per core) on the loop uvicorn picks from
+    # what the model's requirements install (uvloop): accepted connections must have TCP_NODELAY.
     env = {**image_env, "DISABLE_NGINX": "true", "UVICORN_HOST": "127.0.0.2", "MLFLOW_MODELS_WORKERS": "2"}
-    env |= {"UVICORN_LOOP": "uvloop", "UVICORN_HTTP": "httptools"}
     with open(tmp_path / "entrypoint.log", "w") as log:
         process = subprocess.Popen(
             [str(BIN / "python"), "-c", program],
