@@ -98,10 +98,12 @@ SPAWN_RATE ?= 10
 DURATION ?= 60s
 P95_MS ?= 500
 BENCH_ARGS ?=
+# The per-form table is printed for each of these worker counts.
+BENCH_WORKERS ?= 1 2
 
-bench: install  ## benchmark table vs DESIGN.md targets: times etl/train/register on DATA_URI, then loads the served model (wrk, else locust)
+bench: install  ## benchmark table vs DESIGN.md targets: times etl/train/register on DATA_URI, then loads the served model with real rows of DATA_URI in each request form, for BENCH_WORKERS (wrk, else locust)
 	@command -v wrk >/dev/null || echo "bench: wrk missing (apt-get install -y wrk); using locust" >&2
-	python -m bench.run --data-uri $(DATA_URI) --sha256 $(DATA_SHA256) --workers $(WORKERS) $(BENCH_ARGS)
+	python -m bench.run --data-uri $(DATA_URI) --sha256 $(DATA_SHA256) --workers $(BENCH_WORKERS) $(BENCH_ARGS)
 
 stress-test: install  ## locust on MODEL_URI's server (+ sidecar; trains one first if there is none): USERS, SPAWN_RATE, DURATION, P95_MS; report in reports/stress/
 	python -m tests.stress.run --model-uri $(MODEL_URI) --users $(USERS) --spawn-rate $(SPAWN_RATE) \

@@ -1,9 +1,24 @@
--- wrk script: POST the JSON body in $BENCH_BODY_FILE to /invocations (one flight per request).
-local file = assert(io.open(os.getenv("BENCH_BODY_FILE"), "r"))
-wrk.method = "POST"
-wrk.body = file:read("*a")
-file:close()
-wrk.headers["Content-Type"] = "application/json"
+-- wrk script: POST the JSON bodies in $BENCH_BODY_FILE (one body per line) to /invocations,
+-- each connection cycling through them, so the load is many different flights, not one.
+local bodies = {}
+for line in io.lines(os.getenv("BENCH_BODY_FILE")) do
+  if #line > 0 then bodies[#bodies + 1] = line end
+end
+assert(#bodies > 0, "no body in BENCH_BODY_FILE")
+local headers = {["Content-Type"] = "application/json"}
+local requests = {}
+local next_request = 0
+
+function init(args)
+  for i, body in ipairs(bodies) do
+    requests[i] = wrk.format("POST", nil, headers, body)
+  end
+end
+
+function request()
+  next_request = next_request % #requests + 1
+  return requests[next_request]
+end
 
 -- Count non-2xx answers so the bench can refuse a run with failures.
 function done(summary, latency, requests)

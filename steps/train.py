@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import tempfile
 from dataclasses import dataclass
+from importlib.metadata import version
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -314,6 +315,9 @@ def scorable(holdout_raw: pd.DataFrame, feature_spec: FeatureSpec) -> tuple[pd.D
     return clean[known].reset_index(drop=True), holdout_raw[TARGET].to_numpy()[known]
 
 
+SERVING_REQUIREMENTS = tuple(f"{name}=={version(name)}" for name in ("uvloop", "httptools"))
+
+
 def log_pyfunc(fitted: FittedModel, input_example: pd.DataFrame) -> mlflow.models.model.ModelInfo:
     """Log the pyfunc with its artifacts, code, signature, input example and pinned requirements."""
     with tempfile.TemporaryDirectory() as tmp:
@@ -334,6 +338,12 @@ def log_pyfunc(fitted: FittedModel, input_example: pd.DataFrame) -> mlflow.model
                 f"numpy=={np.__version__}",
                 f"scikit-learn=={sklearn.__version__}",
                 f"holidays=={holidays.__version__}",
+                # uvicorn's event loop and HTTP parser in the served image (`mlflow models build-docker`
+                # installs these requirements; MLflow brings uvicorn without them). Without uvloop
+                # uvicorn's workers use asyncio's loop, which with --workers N (MLFLOW_MODELS_WORKERS)
+                # leaves TCP_NODELAY off on accepted sockets: about 40 ms per keep-alive request
+                # (uvicorn issue 3149).
+                *SERVING_REQUIREMENTS,
             ],
         )
 

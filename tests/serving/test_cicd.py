@@ -150,6 +150,8 @@ def test_cloudbuild_builds_both_images_and_deploys_one_service_probed_on_health(
     assert model["ports"] == [{"name": "http1", "containerPort": 8000}], "the model container is the ingress"
     model_env = {e["name"]: e.get("value") for e in model["env"]}
     assert model_env["DISABLE_NGINX"] == "true" and model_env["UVICORN_HOST"] == "0.0.0.0", model_env
+    # One worker per instance (no shared accept between workers, no uvicorn issue 3149), one core for it.
+    assert model_env["MLFLOW_MODELS_WORKERS"] == "1" and model["resources"]["limits"]["cpu"] == "1", model
     assert "ports" not in sidecar, "only the ingress container has a port"
     sidecar_env = {e["name"]: e.get("value", e.get("valueFrom")) for e in sidecar["env"]}
     assert sidecar_env["MODEL_SERVER_URL"] == "http://127.0.0.1:8000"

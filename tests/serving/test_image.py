@@ -2,12 +2,15 @@
 
 `mlflow models generate-dockerfile` writes the same context `mlflow models build-docker` builds.
 Its model directory must load and predict, and the image's own ENTRYPOINT, run here against
-that directory with DISABLE_NGINX=true (as on Cloud Run), must serve /invocations.
+that directory with DISABLE_NGINX=true (as on Cloud Run), must serve /invocations, also with two
+workers with TCP_NODELAY on every accepted connection (uvloop, from the model's requirements).
 """
 
+import http.client
 import json
 import re
 import subprocess
+from importlib.metadata import version
 from pathlib import Path
 
 import mlflow
@@ -16,6 +19,7 @@ import pytest
 import requests
 import yaml
 
+from bench.run import nodelay_connections, worker_pids
 from steps.config import PROJECT_ROOT
 from tests.conftest import BIN, free_port, process_env, stop_process_group, wait_for_http
 
@@ -56,6 +60,9 @@ def test_generated_context_holds_a_model_that_loads_and_predicts(context):
     assert any(k == "FROM" and args.startswith("python:3.11") for k, args in dockerfile), dockerfile[0]
     assert ("RUN", f"pip install mlflow=={mlflow.__version__}") in dockerfile, "the image pins this MLflow"
     model_dir = context / "model_dir"
+    required = (model_dir / "requirements.txt").read_text().split()
+    for package in ("uvloop", "httptools"):  # MLflow's uvicorn comes without them (uvicorn issue 3149)
+        assert f"{package}=={version(package)}" in required, f"the image installs {package}: {required}"
     model = mlflow.pyfunc.load_model(str(model_dir))
     example = json.loads((model_dir / "serving_input_example.json").read_text())["dataframe_split"]
     flights = pd.DataFrame(example["data"], columns=example["columns"])
@@ -81,7 +88,9 @@ def test_image_entrypoint_serves_invocations_outside_docker(context, tmp_path):
         f"C.MODEL_PATH = {str(context / 'model_dir')!r}; C.DEFAULT_INFERENCE_SERVER_PORT = {port}; C._serve(",
     )
     # UVICORN_HOST is how Cloud Run's 0.0.0.0 is set; a second loopback address proves it is honoured.
-    env = {**image_env, "DISABLE_NGINX": "true", "UVICORN_HOST": "127.0.0.2", "MLFLOW_MODELS_WORKERS": "1"}
+    # Two workers (MLflow's default in the image is one per core) on the loop uvicorn picks from
+    # what the model's requirements install (uvloop): accepted connections must have TCP_NODELAY.
+    env = {**image_env, "DISABLE_NGINX": "true", "UVICORN_HOST": "127.0.0.2", "MLFLOW_MODELS_WORKERS": "2"}
     with open(tmp_path / "entrypoint.log", "w") as log:
         process = subprocess.Popen(
             [str(BIN / "python"), "-c", program],
@@ -108,6 +117,15 @@ def test_image_entrypoint_serves_invocations_outside_docker(context, tmp_path):
             headers={"Content-Type": "application/json"},
         )
         assert bad.status_code == 400, f"the image answers bad input like mlflow models serve: {bad.text[:300]}"
+        connections = [http.client.HTTPConnection("127.0.0.2", port, timeout=30) for _ in range(3)]
+        for connection in connections * 2:
+            connection.request("GET", "/ping")
+            connection.getresponse().read()
+        assert len(worker_pids(process.pid)) == 2
+        with_nodelay, held = nodelay_connections(process.pid, port)  # ours, and the requests above kept alive
+        assert held >= 3 and with_nodelay == held, f"TCP_NODELAY on {with_nodelay} of {held} accepted connections"
+        for connection in connections:
+            connection.close()
     finally:
         stop_process_group(process)
 

@@ -1,12 +1,16 @@
-"""`python -m steps.serve` (what `make serve` and `make run` call) stops its model server on any stop signal."""
+"""`python -m steps.serve` (what `make serve` and `make run` call): stops its model server on any stop signal,
+and its connections have TCP_NODELAY with one worker or two."""
 
+import http.client
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import requests
 
+from bench.run import nodelay_connections, worker_pids
 from steps.config import PROJECT_ROOT
 from tests.processes import free_port, process_env, stop_process_group, wait_for_http
 
@@ -44,3 +48,46 @@ def test_serve_stops_the_model_server_on_a_stop_signal(registered_model, tmp_pat
     finally:
         stop_process_group(serve)
         log.close()
+
+
+def child_pids(pid: int) -> list[int]:
+    """The live processes whose parent is ``pid``."""
+    children = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rpartition(")")[2].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            children.append(int(stat.parent.name))
+    return children
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_served_connections_have_tcp_nodelay(registered_model, tmp_path, workers):
+    """uvicorn issue 3149: with --workers N on asyncio's loop, accepted sockets keep Nagle on (+40 ms a request).
+
+    `steps.serve` runs the workers on uvloop, which sets TCP_NODELAY on every accepted connection;
+    read here from the server's own sockets (pidfd_getfd) after real keep-alive requests.
+    """
+    port = free_port()
+    command = [sys.executable, "-m", "steps.serve", "--model-uri", registered_model["model_uri"]]
+    command += ["--port", str(port), "--workers", str(workers)]
+    env = {k: v for k, v in process_env(registered_model["env"]).items() if k != "UVICORN_LOOP"}
+    with open(tmp_path / "serve.log", "w") as log:
+        serve = subprocess.Popen(
+            command, cwd=PROJECT_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    connections = [http.client.HTTPConnection("127.0.0.1", port, timeout=30) for _ in range(4)]
+    try:
+        wait_for_http(f"http://127.0.0.1:{port}/ping", timeout=90, process=serve)
+        for connection in connections * 2:  # the second request on each connection is the one Nagle delays
+            connection.request("GET", "/ping")
+            assert connection.getresponse().read() is not None
+        (server,) = child_pids(serve.pid)  # `mlflow models serve`, in its own session and process group
+        assert len(worker_pids(server)) == workers
+        assert nodelay_connections(server, port) == (4, 4), "every accepted connection has TCP_NODELAY"
+    finally:
+        for connection in connections:
+            connection.close()
+        stop_process_group(serve)

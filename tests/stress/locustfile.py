@@ -5,8 +5,9 @@ never from the real file. Run by ``tests/stress/run.py`` (``make stress-test``);
 the environment:
 
 - ``STRESS_MODEL_DIR``: a downloaded model version (its ``artifacts/spec.json`` feeds the flights);
-- ``STRESS_MIX``: ``mixed`` (default: single flights, batches, /ping) or ``single`` (bench);
-- ``STRESS_BODY_FILE``: with ``single``, POST this exact body instead of generated flights;
+- ``STRESS_MIX``: ``mixed`` (default: single flights, batches, /ping), ``single`` or ``bodies`` (bench);
+- ``STRESS_BODY_FILE``: with ``single``, POST this exact body instead of generated flights; with
+  ``bodies``, one JSON body per line, POSTed as they are (the bench's request forms);
 - ``STRESS_WAIT``: the most seconds a user waits between requests (default 1; 0 = none);
 - ``STRESS_P95_MS``: the run fails when the aggregated 95th percentile exceeds it (default 500);
 - ``STRESS_SIDECAR_URL``: also check the sidecar's /ping and /health when set.
@@ -37,6 +38,8 @@ HEADERS = {"Content-Type": "application/json"}
 
 def _records() -> list[dict]:
     body_file = os.environ.get("STRESS_BODY_FILE")
+    if MIX == "bodies":
+        return []
     if body_file:
         return json.loads(Path(body_file).read_text(encoding="utf-8"))["dataframe_records"]
     model_dir = os.environ.get("STRESS_MODEL_DIR")
@@ -48,6 +51,7 @@ def _records() -> list[dict]:
 
 
 FLIGHTS = _records()
+BODIES = Path(os.environ["STRESS_BODY_FILE"]).read_text(encoding="utf-8").splitlines() if MIX == "bodies" else []
 
 
 @events.quitting.add_listener
@@ -70,19 +74,23 @@ class FlightClient(HttpUser):
 
     wait_time = constant(0) if WAIT <= 0 else between(WAIT / 10, WAIT)
 
-    def _score(self, records: list[dict], name: str) -> None:
-        body = json.dumps({"dataframe_records": records})
+    def _score(self, records: list[dict], name: str, body: str = "") -> None:
+        body = body or json.dumps({"dataframe_records": records})
         with self.client.post("/invocations", data=body, headers=HEADERS, name=name, catch_response=True) as answer:
             if answer.status_code != 200:
                 answer.failure(f"HTTP {answer.status_code}: {answer.text[:200]}")
                 return
             predictions = answer.json().get("predictions", [])
-            if len(predictions) != len(records):
+            if records and len(predictions) != len(records):
                 answer.failure(f"{len(predictions)} predictions for {len(records)} flights")
             elif not all(0.0 <= p["delay_probability"] <= 1.0 and p["delay"] in (0, 1) for p in predictions):
                 answer.failure("a prediction outside [0, 1] or a delay flag outside {0, 1}")
 
-    @task(20)
+    @task(1 if MIX == "bodies" else 0)
+    def body(self) -> None:
+        self._score([], "/invocations (bench body)", random.choice(BODIES))
+
+    @task(0 if MIX == "bodies" else 20)
     def one_flight(self) -> None:
         self._score([random.choice(FLIGHTS)], "/invocations (1 flight)")
 
