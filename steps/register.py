@@ -32,6 +32,7 @@ from steps.train import (
     MODEL_URI_TAG,
     TRAINED_THROUGH_TAG,
     MissingInputError,
+    artifact_location,
     fit_model,
     known_rows,
     log_fitted,
@@ -47,6 +48,8 @@ PROMOTE_CHOICES = ("auto", "force", "never")
 CANDIDATE_URI_TAG = "skyprophet.candidate_model_uri"
 REFIT_OF_TAG = "skyprophet.refit_of"
 REFIT_RUN_TAG = "skyprophet.refit_run_id"
+# Where a refit run keeps the flights it was fitted on (train + holdout).
+REFIT_FOLDER, REFIT_FLIGHTS = "training", "train.parquet"
 
 
 @dataclass
@@ -197,7 +200,13 @@ def refit_on_all_flights(candidate_run: mlflow.entities.Run, processed: Path) ->
     with mlflow.start_run(nested=True, run_name="refit") as refit:
         mlflow.set_tags({tracking.STEP_TAG: "refit", REFIT_OF_TAG: candidate_run.info.run_id})
         logger.info("refit: the candidate's recipe on all %d flights", len(flights))
-        model_uri = log_fitted(flights, hyper, source=str(processed))
+        # The training flights are kept with the run, where its lineage (monitor's reference) points.
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / REFIT_FLIGHTS
+            flights.to_parquet(path, index=False)
+            mlflow.log_artifact(str(path), REFIT_FOLDER)
+        source = artifact_location(f"runs:/{refit.info.run_id}/{REFIT_FOLDER}/{REFIT_FLIGHTS}")
+        model_uri = log_fitted(flights, hyper, source=source)
     return model_uri, refit.info.run_id
 
 

@@ -27,11 +27,14 @@ from tests.processes import MLFLOW_RUN_STATE
 # Real-data checks with the step's own defaults (every flight, 5 folds).
 MONITOR = config.DEFAULTS["monitor"]
 # Where in the year a flight is: any of them alone splits January-June from July-December.
-MONTH_FEATURES = {"month", "day_of_year", "high_season"}
 AIRLINE_FEATURES = {"OPERA_code", "Emp-I_code"}
 
 
 # ---------------------------------------------------------------- real data: the core check
+
+
+# What tells a summer apart from a January-March reference, without a month feature.
+SEASON_FEATURES = {"high_season", "days_to_holiday", "days_since_holiday"}
 
 
 @pytest.fixture(scope="module")
@@ -65,14 +68,15 @@ def test_random_halves_are_not_drift(real_flights):
 
 @pytest.mark.real_data
 @pytest.mark.slow
-def test_first_half_year_against_second_is_drift_led_by_month(real_flights):
+def test_first_half_year_against_second_is_drift_led_by_the_new_seasons_schedule(real_flights):
+    """No month feature: what tells the halves apart is the schedule itself (other flights, other times)."""
     first_half = real_flights[SCHEDULED_TIME].dt.month <= 6
     report = check(real_flights[first_half], real_flights[~first_half])
     assert report.roc_auc >= MONITOR["auc_threshold"], (
         f"January-June vs July-December must alert, AUC {report.roc_auc:.4f}"
     )
-    assert report.top(1)[0] in MONTH_FEATURES, f"month separates the seasons, top is {report.top(3)}"
-    assert report.top(1, by="psi")[0] in MONTH_FEATURES, f"month moves most, PSI top {report.top(3, by='psi')}"
+    assert report.top(1)[0] == "flight_key_code", f"the flights scheduled separate the halves, top {report.top(3)}"
+    assert report.top(1, by="psi")[0] == "flight_key_code", f"flight keys move most, PSI top {report.top(3, by='psi')}"
 
 
 @pytest.mark.real_data
@@ -188,7 +192,7 @@ def test_same_schedule_exits_0_with_run_tags_and_report(production, tmp_path):
     assert tags["monitor.drift"] == "none", tags
     assert abs(metrics["adversarial_roc_auc"] - 0.5) < 0.1, metrics["adversarial_roc_auc"]
     assert metrics["new_unseen_rows"] == 0 and metrics["new_rows"] == len(same_schedule(production))
-    assert {"psi.month", "importance.Emp-I_code"} <= metrics.keys(), sorted(metrics)
+    assert {"psi.hour", "importance.Emp-I_code"} <= metrics.keys(), sorted(metrics)
     contexts = {
         (i.dataset.name, {t.key: t.value for t in i.tags}["mlflow.data.context"]) for i in run.inputs.dataset_inputs
     }
@@ -216,7 +220,7 @@ def test_new_season_and_airline_exit_3_naming_them(production, tmp_path):
     drift = json.loads((tmp_path / "report" / "drift.json").read_text())
     psi = {f["name"]: f for f in drift["features"]}
     assert psi["OPERA_code"]["bins"][0]["bin"] == monitor.UNSEEN, psi["OPERA_code"]["bins"][:2]
-    assert MONTH_FEATURES & set(run.data.tags["monitor.top_psi_features"].split(",")), run.data.tags
+    assert SEASON_FEATURES & set(run.data.tags["monitor.top_psi_features"].split(",")), run.data.tags
     assert "**DRIFT**" in (tmp_path / "report" / "report.md").read_text()
 
 
@@ -313,9 +317,9 @@ def test_exclude_features_must_name_model_features():
     with pytest.raises(ValueError, match="not model features"):
         monitor.detect_drift(flights, flights, fit_feature_spec(flights), exclude_features=("MES",))
     report = monitor.detect_drift(
-        flights, flights, fit_feature_spec(flights), cv_folds=2, exclude_features=("month", "weekday")
+        flights, flights, fit_feature_spec(flights), cv_folds=2, exclude_features=("hour", "weekday")
     )
-    assert {"month", "weekday"}.isdisjoint(f.name for f in report.features), report.top(20)
+    assert {"hour", "weekday"}.isdisjoint(f.name for f in report.features), report.top(20)
 
 
 @pytest.mark.integration
