@@ -29,6 +29,8 @@ MIN_FLIGHT_KEY_COUNT = 5
 HIGH_SEASON = ((1215, 1231), (101, 303), (715, 731), (911, 930))
 # Days to the next / since the last public holiday are capped here (a week away is "not near").
 HOLIDAY_HORIZON = 7
+# Three or more days off in a row (holidays and weekends) make a long weekend.
+LONG_WEEKEND_DAYS = 3
 # ICAO location prefixes -> ISO country (PyPI ``holidays``); two letters are tried before one.
 ICAO_COUNTRIES = {
     "SC": "CL", "SA": "AR", "SB": "BR", "SD": "BR", "SN": "BR", "SS": "BR", "SW": "BR", "SP": "PE",
@@ -108,6 +110,25 @@ def holiday_days(country: str | None) -> np.ndarray:
 
     dates = holidays.country_holidays(country, years=range(MIN_YEAR - 1, MAX_YEAR + 2))
     return np.array(sorted(dates), dtype="datetime64[D]").astype(np.int64)
+
+
+@functools.lru_cache(maxsize=8)
+def days_off(country: str | None) -> tuple[int, np.ndarray]:
+    """First day number and, per day from MIN_YEAR - 1 to MAX_YEAR + 1, the length of its run of days off.
+
+    A day off is a public holiday or a Saturday or Sunday; a working day has 0. Without a country
+    every day is 0 (weekends alone are what ``weekday`` already says).
+    """
+    first = int(np.datetime64(f"{MIN_YEAR - 1}-01-01", "D").astype(np.int64))
+    last = int(np.datetime64(f"{MAX_YEAR + 1}-12-31", "D").astype(np.int64))
+    days = np.arange(first, last + 1)
+    if country is None:
+        return first, np.zeros(len(days), dtype=np.int64)
+    off = np.isin(days, holiday_days(country)) | ((days + 3) % 7 >= 5)
+    # Run lengths: label each run of equal flags, count its days, give every day its run's count.
+    starts = np.r_[True, off[1:] != off[:-1]]
+    run = np.cumsum(starts) - 1
+    return first, np.where(off, np.bincount(run)[run], 0)
 
 
 def fit_feature_spec(flights: pd.DataFrame, origins: Sequence[str] | None = None, country: str = "") -> FeatureSpec:
@@ -228,6 +249,22 @@ def _holiday_distance(inputs: Inputs, direction: int) -> np.ndarray:
     return np.clip(day - nearest, 0, HOLIDAY_HORIZON)
 
 
+def _off_run(inputs: Inputs, shift: int = 0) -> np.ndarray:
+    """Length of the run of days off (holidays, weekends) the day ``shift`` days after the flight's is in."""
+    first, runs = inputs.tables.days_off
+    return runs[inputs.calendar["day"] + shift - first]
+
+
+def _eve_of_long_weekend(inputs: Inputs) -> np.ndarray:
+    """A working day followed by three or more days off: the getaway day (SCL 2017: 29 % late, not 18 %)."""
+    return (_off_run(inputs) == 0) & (_off_run(inputs, 1) >= LONG_WEEKEND_DAYS)
+
+
+def _end_of_long_weekend(inputs: Inputs) -> np.ndarray:
+    """The last day off of three or more: the day everyone comes back."""
+    return (_off_run(inputs) >= LONG_WEEKEND_DAYS) & (_off_run(inputs, 1) == 0)
+
+
 def _density(inputs: Inputs) -> np.ndarray:
     return inputs.tables.per_weekday_hour[inputs.calendar["weekday"], inputs.calendar["hour"]]
 
@@ -239,6 +276,9 @@ FEATURES: tuple[Feature, ...] = (
     Feature("high_season", "q", _high_season),
     Feature("days_to_holiday", "q", lambda x: _holiday_distance(x, 1)),
     Feature("days_since_holiday", "q", lambda x: _holiday_distance(x, -1)),
+    Feature("days_off_in_a_row", "q", _off_run),
+    Feature("eve_of_long_weekend", "q", _eve_of_long_weekend),
+    Feature("end_of_long_weekend", "q", _end_of_long_weekend),
     Feature("typical_flights_in_hour", "q", _density),
     Feature("typical_flights_in_day", "q", lambda x: x.tables.per_weekday[x.calendar["weekday"]]),
     # Low-cardinality codes are categorical splits; destinations and flight keys (hundreds at a busy
@@ -264,6 +304,7 @@ class CodedSpec:
     per_weekday_hour: np.ndarray
     per_weekday: np.ndarray
     holidays: np.ndarray
+    days_off: tuple[int, np.ndarray]
 
     @classmethod
     def of(cls, spec: FeatureSpec) -> CodedSpec:
@@ -274,6 +315,7 @@ class CodedSpec:
             per_weekday_hour=np.asarray(spec.flights_per_weekday_hour, dtype=np.float32),
             per_weekday=np.asarray(spec.flights_per_weekday, dtype=np.float32),
             holidays=holiday_days(spec.country),
+            days_off=days_off(spec.country),
         )
 
 

@@ -87,3 +87,17 @@ def test_a_spec_saved_before_holidays_existed_loads_without_them():
     assert FeatureSpec.from_dict(saved).country == "CL"
     legacy = {k: v for k, v in saved.items() if k != "country"} | {"calendar": "date"}
     assert FeatureSpec.from_dict(legacy).country is None
+
+
+def test_long_weekends_from_holidays_and_weekends():
+    # Chile 2017: Fri Apr 14 and Sat Apr 15 are holidays, so Apr 14-16 is a long weekend; Thu Apr 13 is its eve.
+    # Mon Jun 26 is a holiday: Sat Jun 24 - Mon Jun 26; Tue Jun 27 is back to work.
+    times = ["2017-04-13 18:00:00", "2017-04-14 09:00:00", "2017-04-16 20:00:00", "2017-04-18 09:00:00"]
+    times += ["2017-06-23 18:00:00", "2017-06-26 21:00:00", "2017-06-27 08:00:00", "2017-06-28 08:00:00"]
+    chile = features_of(times, "CL")
+    assert chile["days_off_in_a_row"].tolist() == [0, 3, 3, 0, 0, 3, 0, 0]
+    assert chile["eve_of_long_weekend"].tolist() == [1, 0, 0, 0, 1, 0, 0, 0]
+    assert chile["end_of_long_weekend"].tolist() == [0, 0, 1, 0, 0, 1, 0, 0]
+    ordinary = features_of(["2017-03-10 18:00:00", "2017-03-11 10:00:00"], "CL")  # a Friday, a Saturday
+    assert ordinary["days_off_in_a_row"].tolist() == [0, 2] and ordinary["eve_of_long_weekend"].sum() == 0
+    assert (features_of(times, None)[["days_off_in_a_row", "eve_of_long_weekend"]] == 0).all().all()
