@@ -38,8 +38,8 @@ ICAO_COUNTRIES = {
     "MR": "CR", "MD": "DO", "LE": "ES", "LF": "FR", "LI": "IT", "LP": "PT", "ED": "DE", "ET": "DE",
     "EG": "GB", "EH": "NL", "EB": "BE", "LS": "CH", "NZ": "NZ", "K": "US", "C": "CA", "Y": "AU",
 }  # fmt: skip
-# The ``country`` setting: "" infers it from the training flights' origin, "none" switches holidays off.
-COUNTRY_INFER, COUNTRY_NONE = "", "none"
+# The ``country`` setting: "auto" infers it from the training flights' origin, "none" switches holidays off.
+COUNTRY_INFER, COUNTRY_NONE = "auto", "none"
 # Specs saved before the date features were dropped carry this key (their day-of-year choice).
 LEGACY_CALENDAR_KEY = "calendar"
 
@@ -85,7 +85,7 @@ def infer_country(origins: Sequence[str] | None) -> str | None:
 
 
 def resolve_country(setting: str, origins: Sequence[str] | None) -> str | None:
-    """The holidays' country: inferred (``""``), none (``"none"``), or an ISO code the package knows."""
+    """The holidays' country: inferred (``"auto"``), none (``"none"``), or an ISO code the package knows."""
     if setting == COUNTRY_INFER:
         return infer_country(origins)
     if setting.lower() == COUNTRY_NONE:
@@ -131,7 +131,9 @@ def days_off(country: str | None) -> tuple[int, np.ndarray]:
     return first, np.where(off, np.bincount(run)[run], 0)
 
 
-def fit_feature_spec(flights: pd.DataFrame, origins: Sequence[str] | None = None, country: str = "") -> FeatureSpec:
+def fit_feature_spec(
+    flights: pd.DataFrame, origins: Sequence[str] | None = None, country: str = COUNTRY_INFER
+) -> FeatureSpec:
     """Learn vocabularies, schedule density and the holidays' country from validated training flights."""
     vocabulary = {c: sorted(pd.unique(np.asarray(flights[c], dtype=object)).tolist()) for c in CATEGORY_COLUMNS}
     key_counts = pd.Series(flight_key(flights)).value_counts()

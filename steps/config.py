@@ -24,7 +24,7 @@ DEFAULTS: dict[str, dict[str, object]] = {
     },
     "train": {
         "processed_uri": "",  # "" = datasets/processed (what etl wrote locally)
-        "country": "",  # public holidays of: "" = inferred from the origin's ICAO code, "none", or e.g. "CL"
+        "country": "auto",  # public holidays of: "auto" = the origin's country from its ICAO code, "none", or e.g. "CL"
         "objective": "minutes_late",  # or "delayed" (0/1 label, logistic loss); see steps/train.py
         "calibration": "forward",  # or "days" (day-grouped folds); see steps/train.py CALIBRATIONS
         # Chosen by the month-ahead backtest of SCL 2017's last six months (README "Model quality"):

@@ -48,7 +48,7 @@ def test_the_country_is_inferred_from_the_origin_only_when_unambiguous(origins, 
 
 
 def test_the_country_setting_overrides_or_switches_holidays_off():
-    assert resolve_country("", ["SCEL"]) == "CL"
+    assert resolve_country("auto", ["SCEL"]) == "CL"
     assert resolve_country("ar", ["SCEL"]) == "AR", "a named country wins over the origin"
     assert resolve_country("none", ["SCEL"]) is None
     with pytest.raises(ValueError, match="not an ISO code"):

@@ -187,3 +187,27 @@ def test_alias_uri_serves_and_refuses_like_the_stage_uri(registered_model, serve
             assert by_alias.json() == by_stage.json(), "the alias and the stage point at the same version"
         else:
             assert by_alias.json()["message"] == by_stage.json()["message"]
+
+
+def test_unknown_categories_refused_by_default_scored_and_flagged_on_request(server):
+    flights = [GOOD, {**GOOD, "Emp-I": "ZZZ"}, {**GOOD, "Vlo-I": 226}, {**GOOD, "Des-I": "NOWHERE", "SIGLADES": "Nada"}]
+    refused = post(server, json.dumps({"dataframe_records": flights}))
+    assert refused.status_code == 400 and "Field 'Emp-I': value never seen in training" in refused.json()["message"]
+    for params in ({"unknown_categories": "refuse"}, {}):
+        again = post(server, json.dumps({"dataframe_records": flights, "params": params}))
+        assert again.status_code == 400, f"refuse is the default and the explicit choice alike: {again.text[:300]}"
+
+    scored = post(server, json.dumps({"dataframe_records": flights, "params": {"unknown_categories": "score"}}))
+    assert scored.status_code == 200, scored.text[:400]
+    predictions = scored.json()["predictions"]
+    assert [p["unknown_fields"] for p in predictions] == ["", "Emp-I", "", "Des-I,SIGLADES"]
+    assert all(0.0 <= p["delay_probability"] <= 1.0 for p in predictions)
+    known = post(server, json.dumps(records())).json()["predictions"][0]
+    assert predictions[0]["delay_probability"] == known["delay_probability"], "known flights score as without params"
+    assert set(known) == {"delay_probability", "delay"}, "without the parameter the output is unchanged"
+
+    for bad in ("maybe", "SCORE"):
+        answer = post(server, json.dumps({"dataframe_records": flights, "params": {"unknown_categories": bad}}))
+        assert answer.status_code == 400, answer.text[:300]
+        assert "unknown_categories" in answer.json()["message"] and "refuse, score" in answer.json()["message"]
+    assert_still_serving(server)
