@@ -86,7 +86,7 @@ def infer_country(origins: Sequence[str] | None) -> str | None:
 
 def resolve_country(setting: str, origins: Sequence[str] | None) -> str | None:
     """The holidays' country: inferred (``"auto"``), none (``"none"``), or an ISO code the package knows."""
-    if setting == COUNTRY_INFER:
+    if setting in (COUNTRY_INFER, ""):  # "" was the setting's first spelling of "auto"
         return infer_country(origins)
     if setting.lower() == COUNTRY_NONE:
         return None
