@@ -74,6 +74,14 @@ monitor: install  ## drift of new flights (DATA=path, file:// or gs://) vs Produ
 	@test -n "$(DATA)" || { echo "usage: make monitor DATA=<path, file:// or gs:// URI of new flights>" >&2; exit 2; }
 	python -m steps.monitor --data $(DATA) $(MONITOR_ARGS)
 
+.PHONY: score
+ENGINE ?= pandas
+SCORE_ARGS ?=
+
+score: install  ## delay odds for a whole schedule: DATA=<CSV/Parquet file or folder; path, file:// or gs://> OUTPUT=<.parquet or gs://> [ENGINE=spark]
+	@test -n "$(DATA)" -a -n "$(OUTPUT)" || { echo "usage: make score DATA=<schedule file or folder> OUTPUT=<Parquet path or gs:// URI> [ENGINE=pandas|spark] [SCORE_ARGS='--overwrite true']" >&2; exit 2; }
+	python -m steps.score --data $(DATA) --output $(OUTPUT) --engine $(ENGINE) $(SCORE_ARGS)
+
 .PHONY: tracking-server
 TRACKING_PORT ?= 5000
 TRACKING_ARGS ?=
