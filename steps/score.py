@@ -602,16 +602,16 @@ def _has_gs_connector(spark) -> bool:
 def _spark_read(spark, uri: str, kind: str):
     if kind == "parquet":
         return spark.read.parquet(uri)
-    # Every value as text and "" kept as "" (pandas' dtype=str, keep_default_na=False).
-    return (
+    # Every value as text, an empty field as "" (pandas' dtype=str, keep_default_na=False): Spark
+    # reads an empty unquoted field as null whatever its options say, so nulls become "".
+    frame = (
         spark.read.option("header", True)
         .option("inferSchema", False)
         .option("mode", "FAILFAST")
-        .option("nullValue", "\u0000")
-        .option("emptyValue", "")
         .option("encoding", "UTF-8")
         .csv(uri)
     )
+    return frame.na.fill("")
 
 
 def _spark_file(spark, uri: str, name: str):
