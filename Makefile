@@ -90,7 +90,7 @@ export MLFLOW_BACKEND_STORE_URI MLFLOW_ARTIFACTS_DESTINATION
 tracking-server: install  ## mlflow server: MLFLOW_BACKEND_STORE_URI=postgresql://… + MLFLOW_ARTIFACTS_DESTINATION=gs://…, else mlflow.db + mlartifacts/
 	python -m steps.tracking_server --host $(HOST) --port $(TRACKING_PORT) $(TRACKING_ARGS)
 
-.PHONY: bench stress-test
+.PHONY: bench bench-score stress-test
 USERS ?= 100
 SPAWN_RATE ?= 10
 DURATION ?= 60s
@@ -100,6 +100,9 @@ BENCH_ARGS ?=
 bench: install  ## benchmark table vs DESIGN.md targets: times etl/train/register on DATA_URI, then loads the served model (wrk, else locust)
 	@command -v wrk >/dev/null || echo "bench: wrk missing (apt-get install -y wrk); using locust" >&2
 	python -m bench.run --data-uri $(DATA_URI) --sha256 $(DATA_SHA256) --workers $(WORKERS) $(BENCH_ARGS)
+
+bench-score: install  ## batch scoring of 1,000,000 flights resampled from DATA_URI, Parquet in/out, per engine: flights/s, peak RSS
+	python -m bench.score --data-uri $(DATA_URI) $(BENCH_ARGS)
 
 stress-test: install  ## locust on MODEL_URI's server (+ sidecar; trains one first if there is none): USERS, SPAWN_RATE, DURATION, P95_MS; report in reports/stress/
 	python -m tests.stress.run --model-uri $(MODEL_URI) --users $(USERS) --spawn-rate $(SPAWN_RATE) \
