@@ -5,13 +5,15 @@ whole weeks (0-103), built at run time into a temporary Parquet file that is del
 (never committed). Each engine runs ``python -m steps.score`` as a child process on the
 Production model; the table gives wall time from process start to exit, flights/s and the peak
 resident memory of the whole process tree (Spark's JVM and Python workers included), sampled
-every 0.1 s. The machine is shared: the 1-minute load average is printed beside each row.
+every 0.1 s, and the CPU seconds the tree used (user + system, of the processes reaped). The
+machine is shared: the 1-minute load average is printed beside each row.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -59,6 +61,7 @@ def run_engine(engine: str, data: Path, output: Path, master: str, extra: list[s
     command = [sys.executable, "-m", "steps.score", "--data", str(data), "--output", str(output)]
     command += ["--engine", engine, "--spark-master", master, *extra]
     log = output.with_suffix(".log")
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.monotonic()
     with open(log, "w", encoding="utf-8") as handle:
         child = subprocess.Popen(command, cwd=PROJECT_ROOT, env=process_env(), stdout=handle, stderr=subprocess.STDOUT)
@@ -68,7 +71,10 @@ def run_engine(engine: str, data: Path, output: Path, master: str, extra: list[s
             peak = max(peak, tree_rss(watched))
             time.sleep(0.1)
     seconds = time.monotonic() - started
-    return {"seconds": seconds, "peak": peak, "load": os.getloadavg()[0], "code": child.returncode, "log": log}
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    load = os.getloadavg()[0]
+    return {"seconds": seconds, "cpu": cpu, "peak": peak, "load": load, "code": child.returncode, "log": log}
 
 
 def main() -> None:
@@ -96,8 +102,8 @@ def main() -> None:
             if result["code"] != 0:
                 print(f"{engine} failed ({result['code']}); log:\n{result['log'].read_text()[-3000:]}")
         print()
-        print("| engine | flights | wall s | flights/s | peak RSS (tree) | target | load (1 min) |")
-        print("| --- | ---: | ---: | ---: | ---: | --- | ---: |")
+        print("| engine | flights | wall s | flights/s | CPU s (tree) | peak RSS (tree) | target | load (1 min) |")
+        print("| --- | ---: | ---: | ---: | ---: | ---: | --- | ---: |")
         for engine, r in results.items():
             rate = args.flights / r["seconds"]
             if engine == "pandas":
@@ -110,7 +116,7 @@ def main() -> None:
                 target = f"within {SPARK_WITHIN:g}x of pandas: {ratio:.2f}x {'ok' if ok else 'MISSED'}"
             failed = "" if r["code"] == 0 else " (FAILED)"
             print(
-                f"| {engine}{failed} | {args.flights:,} | {r['seconds']:.1f} | {rate:,.0f} | "
+                f"| {engine}{failed} | {args.flights:,} | {r['seconds']:.1f} | {rate:,.0f} | {r['cpu']:.1f} | "
                 f"{r['peak'] / GIB:.2f} GiB | {target} | {r['load']:.1f} |"
             )
 

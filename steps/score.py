@@ -20,6 +20,7 @@ written under a temporary name and renamed, a ``gs://`` object is uploaded once 
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import hashlib
 import json
@@ -330,24 +331,30 @@ def local_copy(uri: str, workdir: Path) -> Path:
         raise ScoreInputError(str(err)) from err
 
 
-def content_digest(uris: list[str]) -> str:
-    """A digest of the files' bytes (32 hex characters): sha256 of local files, GCS's md5 of objects.
+def file_digest(uri: str) -> str:
+    """The bytes' digest of one file: sha256 of a local file, the md5 GCS keeps of an object (hex)."""
+    if _is_gs(uri):
+        bucket, name = split_gs_uri(uri)
+        blob = gcs_client().bucket(bucket).get_blob(name)
+        if blob is None or not (blob.md5_hash or blob.crc32c):
+            return ""
+        return base64.b64decode(blob.md5_hash or blob.crc32c).hex()
+    sha = hashlib.sha256()
+    with open(_local_path(uri), "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            sha.update(block)
+    return sha.hexdigest()
 
-    For several files, the sha256 of every file's name and digest.
-    """
+
+def content_digest(data: str, uris: list[str]) -> str:
+    """32 hex characters of the schedule's bytes: one file's digest, or a folder's (names relative to it)."""
+    if len(uris) == 1:
+        return file_digest(uris[0])[:32]
+    root = data.rstrip("/") + "/"
     total = hashlib.sha256()
     for uri in uris:
-        if _is_gs(uri):
-            bucket, name = split_gs_uri(uri)
-            blob = gcs_client().bucket(bucket).get_blob(name)
-            digest = (blob.md5_hash or blob.crc32c or blob.etag) if blob is not None else ""
-        else:
-            sha = hashlib.sha256()
-            with open(_local_path(uri), "rb") as handle:
-                for block in iter(lambda h=handle: h.read(1 << 20), b""):
-                    sha.update(block)
-            digest = sha.hexdigest()
-        total.update(f"{uri}\0{digest}\n".encode())
+        relative = uri[len(root) :] if uri.startswith(root) else Path(uri).name
+        total.update(f"{relative}\0{file_digest(uri)}\n".encode())
     return total.hexdigest()[:32]
 
 
@@ -757,24 +764,15 @@ def log_dataset(data: str, uris: list[str], columns: list[str]) -> str:
     from mlflow.data.meta_dataset import MetaDataset
     from mlflow.types import ColSpec, Schema
 
-    names = [u if _is_gs(u) else Path(u).name for u in uris] if len(uris) > 1 else uris
-    digest = content_digest(uris) if len(uris) == 1 else _folder_digest(data, uris, names)
+    local = not _is_gs(data)
+    digest = content_digest(str(_local_path(data)) if local else data, uris)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        source = resolve_dataset_source(data if _is_gs(data) else str(_local_path(data).resolve()))
+        source = resolve_dataset_source(str(_local_path(data).resolve()) if local else data)
     name = Path(urlparse(data).path.rstrip("/")).name or "schedule"
     schema = Schema([ColSpec("string", c) for c in columns])
     mlflow.log_input(MetaDataset(source=source, name=name, digest=digest, schema=schema), context="scoring")
     return digest
-
-
-def _folder_digest(data: str, uris: list[str], names: list[str]) -> str:
-    # Relative names, so the same folder copied elsewhere keeps its digest.
-    relative = [u[len(data.rstrip("/")) + 1 :] if u.startswith(data.rstrip("/")) else u for u in uris]
-    total = hashlib.sha256()
-    for name, uri in zip(relative, uris, strict=True):
-        total.update(f"{name}\0{content_digest([uri])}\n".encode())
-    return total.hexdigest()[:32]
 
 
 def _log_summary(tally: Tally, counts: dict, workdir: Path) -> None:
