@@ -78,6 +78,14 @@ monitor: install  ## drift of new flights (DATA=path, file:// or gs://) vs Produ
 	@test -n "$(DATA)" || { echo "usage: make monitor DATA=<path, file:// or gs:// URI of new flights>" >&2; exit 2; }
 	python -m steps.monitor --data $(DATA) $(MONITOR_ARGS)
 
+.PHONY: score
+ENGINE ?= pandas
+SCORE_ARGS ?=
+
+score: install  ## delay odds for a whole schedule: DATA=<CSV/Parquet file or folder; path, file:// or gs://> OUTPUT=<.parquet or gs://> [ENGINE=spark]
+	@test -n "$(DATA)" -a -n "$(OUTPUT)" || { echo "usage: make score DATA=<schedule file or folder> OUTPUT=<Parquet path or gs:// URI> [ENGINE=pandas|spark] [SCORE_ARGS='--overwrite true']" >&2; exit 2; }
+	python -m steps.score --data $(DATA) --output $(OUTPUT) --engine $(ENGINE) $(SCORE_ARGS)
+
 .PHONY: tracking-server
 TRACKING_PORT ?= 5000
 TRACKING_ARGS ?=
@@ -92,7 +100,7 @@ tracking-server: install  ## mlflow server: MLFLOW_BACKEND_STORE_URI=postgresql:
 auth-roles: install  ## as the admin of an AUTH=basic server: pipeline / promoter / reader users and grants from SKYPROPHET_*_USERNAME/_PASSWORD
 	python -m steps.auth --create-roles
 
-.PHONY: bench stress-test
+.PHONY: bench bench-score stress-test
 USERS ?= 100
 SPAWN_RATE ?= 10
 DURATION ?= 60s
@@ -104,6 +112,9 @@ BENCH_WORKERS ?= 1 2
 bench: install  ## benchmark table vs DESIGN.md targets: times etl/train/register on DATA_URI, then loads the served model with real rows of DATA_URI in each request form, for BENCH_WORKERS (wrk, else locust)
 	@command -v wrk >/dev/null || echo "bench: wrk missing (apt-get install -y wrk); using locust" >&2
 	python -m bench.run --data-uri $(DATA_URI) --sha256 $(DATA_SHA256) --workers $(BENCH_WORKERS) $(BENCH_ARGS)
+
+bench-score: install  ## batch scoring of 1,000,000 flights resampled from DATA_URI, Parquet in/out, per engine: flights/s, peak RSS
+	python -m bench.score --data-uri $(DATA_URI) $(BENCH_ARGS)
 
 stress-test: install  ## locust on MODEL_URI's server (+ sidecar; trains one first if there is none): USERS, SPAWN_RATE, DURATION, P95_MS; report in reports/stress/
 	python -m tests.stress.run --model-uri $(MODEL_URI) --users $(USERS) --spawn-rate $(SPAWN_RATE) \

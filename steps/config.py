@@ -62,6 +62,16 @@ DEFAULTS: dict[str, dict[str, object]] = {
         "exclude_features": "",  # comma-separated model features to leave out, e.g. hour,weekday
         "report_dir": "",  # "" = reports/monitor in the checkout
     },
+    "score": {
+        "data": "",  # the schedule: a CSV or Parquet file or a folder of them (path, file:// or gs://); required
+        "output": "",  # one Parquet file (path or gs://); the rejects go beside it; required
+        "model_uri": "models:/flight-delay@production",  # the Production version, pinned in the run
+        "engine": "pandas",  # or "spark" (mlflow.pyfunc.spark_udf on spark_master)
+        "spark_master": "local[*]",
+        "chunk_rows": 100000,  # flights per model call (pandas chunk, Spark Arrow batch); at most 100,000
+        "max_reject_fraction": 0.01,  # the step fails when more rows than this share are not valid flights
+        "overwrite": False,  # an existing output (or rejects file) is refused unless true
+    },
 }
 
 
@@ -85,5 +95,16 @@ def argument_parser(step: str, description: str | None) -> argparse.ArgumentPars
     """A CLI parser with one ``--option`` per parameter of ``step``, typed and defaulted from DEFAULTS."""
     parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     for name, default in DEFAULTS[step].items():
-        parser.add_argument(f"--{name.replace('_', '-')}", type=type(default), default=default)
+        kind = parse_bool if isinstance(default, bool) else type(default)
+        parser.add_argument(f"--{name.replace('_', '-')}", type=kind, default=default)
     return parser
+
+
+def parse_bool(text: str) -> bool:
+    """``true``/``false`` (any case; also 1/0, yes/no) as typed on a command line or by ``mlflow run -P``."""
+    value = str(text).strip().lower()
+    if value in ("true", "1", "yes"):
+        return True
+    if value in ("false", "0", "no", ""):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")

@@ -8,7 +8,7 @@ from steps.config import DEFAULTS, PROJECT_ROOT
 MLPROJECT = yaml.safe_load((PROJECT_ROOT / "MLproject").read_text())
 
 
-@pytest.mark.parametrize("step", ["etl", "train", "register", "monitor", "evaluate"])
+@pytest.mark.parametrize("step", ["etl", "train", "register", "monitor", "evaluate", "score"])
 def test_mlproject_defaults_match_config(step):
     declared = {k: v["default"] for k, v in MLPROJECT["entry_points"][step]["parameters"].items()}
     assert declared.keys() == DEFAULTS[step].keys(), f"{step}: MLproject and config list different parameters"

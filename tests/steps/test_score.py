@@ -1,0 +1,324 @@
+"""score: whole schedules through the registered model, on pandas and on a real local[2] Spark.
+
+Every test scores generated flights (tests/factory.py) with unseen categories and bad rows mixed
+in; the model is the session's registered ``flight-delay`` (trained by ``mlflow run . -e main``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+
+from pyfunc.schema import OPTIONAL_COLUMNS, REQUIRED_COLUMNS, UNKNOWN_FIELDS
+from steps import score
+from steps.config import PROJECT_ROOT
+from tests.factory import make_flights
+from tests.processes import process_env
+
+FLIGHT_COLUMNS = [*REQUIRED_COLUMNS, *OPTIONAL_COLUMNS]
+# Row -> (column, value) of flights the model never saw, and of rows that are not flights.
+UNSEEN = {3: ("Emp-I", "ZZZ"), 40: ("Des-I", "ZZXX"), 41: ("Emp-I", " qqq "), 300: ("TIPOVUELO", "X")}
+BAD = {
+    7: ("Fecha-I", "not a time", "unparsable_Fecha-I"),
+    8: ("Fecha-I", "2017-02-30 10:00:00", "unparsable_Fecha-I"),
+    150: ("Vlo-I", "", "missing_Vlo-I"),
+    151: ("Fecha-I", "1999-06-01 10:00:00", "out_of_range_Fecha-I"),
+    640: ("Des-I", "   ", "missing_Des-I"),
+}
+EXPECTED_REJECTS = {"unparsable_Fecha-I": 2, "missing_Vlo-I": 1, "out_of_range_Fecha-I": 1, "missing_Des-I": 1}
+ROWS = 800
+
+
+def schedule_frame() -> pd.DataFrame:
+    """800 generated flights (all raw columns, as text) with the unseen values and bad rows above."""
+    frame = make_flights(days=20, flights_per_day=40, seed=7, start="2017-03-01")
+    for row, (column, value) in UNSEEN.items():
+        frame.loc[row, column] = value
+    for row, (column, value, _) in BAD.items():
+        frame.loc[row, column] = value
+    return frame
+
+
+@pytest.fixture
+def schedule(tmp_path: Path) -> Path:
+    path = tmp_path / "schedule.csv"
+    schedule_frame().to_csv(path, index=False, lineterminator="\n")
+    return path
+
+
+@pytest.fixture
+def model_env(registered_model, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """This process pointed at the registered model's store (for in-process runs)."""
+    for key, value in registered_model["env"].items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
+    mlflow.set_tracking_uri(registered_model["env"]["MLFLOW_TRACKING_URI"])
+    yield registered_model["env"]
+    while mlflow.active_run():
+        mlflow.end_run()
+
+
+def score_command(data: str, output: str, **options: object) -> list[str]:
+    command = [sys.executable, "-m", "steps.score", "--data", data, "--output", output]
+    for key, value in options.items():
+        command += [f"--{key.replace('_', '-')}", str(value)]
+    return command
+
+
+def run_score(env: dict[str, str], data: str, output: str, **options: object) -> subprocess.CompletedProcess:
+    """``python -m steps.score`` as a real process; fails the test with its log when it fails."""
+    done = subprocess.run(
+        score_command(data, output, **options),
+        cwd=PROJECT_ROOT,
+        env=process_env(env),
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert done.returncode == 0, f"score failed ({done.returncode}):\n{done.stderr[-5000:]}"
+    return done
+
+
+def sort_rows(frame: pd.DataFrame) -> pd.DataFrame:
+    return frame.sort_values(FLIGHT_COLUMNS, kind="stable").reset_index(drop=True)
+
+
+def assert_scored_schedule(output: Path, model_uri: str) -> pd.DataFrame:
+    """The checks every engine must pass on ``schedule_frame``'s scores."""
+    scored = pd.read_parquet(output)
+    rejects = pd.read_parquet(score.rejects_uri(str(output)))
+    expected = schedule_frame()
+    valid = ~expected.index.isin(list(BAD))
+    assert list(scored.columns) == [*FLIGHT_COLUMNS, "delay_probability", "delay", UNKNOWN_FIELDS]
+    assert len(scored) == ROWS - len(BAD) and len(rejects) == len(BAD)
+    assert rejects["reject_reason"].value_counts().to_dict() == EXPECTED_REJECTS
+    assert set(rejects["Fecha-I"]) >= {"not a time", "1999-06-01 10:00:00"}
+    assert rejects["reject_detail"].str.len().gt(0).all()
+    # Flags exactly on the flights with a value the model never saw, naming the field.
+    by_time = sort_rows(scored)
+    want = sort_rows(expected.loc[valid, FLIGHT_COLUMNS].assign(_unseen=expected.index[valid].isin(list(UNSEEN))))
+    pd.testing.assert_frame_equal(by_time[FLIGHT_COLUMNS], want[FLIGHT_COLUMNS])
+    assert (by_time[UNKNOWN_FIELDS] != "").tolist() == want["_unseen"].tolist()
+    for row, (column, value) in UNSEEN.items():
+        fields = scored.loc[scored[column] == value, UNKNOWN_FIELDS].tolist()
+        assert fields == [column], f"row {row}: {fields}"
+    # The model's own predict on the valid flights gives the same probabilities.
+    model = mlflow.pyfunc.load_model(model_uri)
+    own = model.predict(expected.loc[valid, FLIGHT_COLUMNS].reset_index(drop=True), params=score.MODEL_PARAMS)
+    own = sort_rows(pd.concat([expected.loc[valid, FLIGHT_COLUMNS].reset_index(drop=True), own], axis=1))
+    np.testing.assert_allclose(by_time["delay_probability"], own["delay_probability"], rtol=0, atol=1e-12)
+    assert by_time["delay"].tolist() == own["delay"].tolist()
+    return scored
+
+
+# ------------------------------------------------------------------ pandas engine
+
+
+@pytest.mark.slow
+def test_pandas_engine_scores_flags_and_rejects(model_env, registered_model, schedule, tmp_path):
+    output = tmp_path / "out" / "scores.parquet"
+    output.parent.mkdir()
+    done = run_score(registered_model["env"], str(schedule), str(output), chunk_rows=128)
+    assert_scored_schedule(output, registered_model["model_uri"])
+    assert sorted(p.name for p in output.parent.iterdir()) == ["scores.parquet", "scores.rejects.parquet"]
+    assert "rejected" in done.stderr
+
+
+@pytest.mark.slow
+def test_run_logs_lineage_counts_and_summary(model_env, registered_model, schedule, tmp_path):
+    result = score.run(data=schedule.as_uri(), output=str(tmp_path / "scores.parquet"), chunk_rows=300)
+    assert (result.rows, result.scored, result.flagged) == (ROWS, ROWS - len(BAD), len(UNSEEN))
+    assert result.rejected == EXPECTED_REJECTS
+    client = mlflow.MlflowClient()
+    run = client.get_run(result.run_id)
+    assert run.info.status == "FINISHED"
+    assert run.data.tags["skyprophet.step"] == "score"
+    assert run.data.tags["skyprophet.model_name"] == "flight-delay"
+    assert run.data.tags["skyprophet.model_version"] == registered_model["version"]
+    assert run.data.tags["skyprophet.model_uri"] == f"models:/flight-delay/{registered_model['version']}"
+    metrics = run.data.metrics
+    assert metrics["rows"] == ROWS and metrics["scored_rows"] == ROWS - len(BAD)
+    assert metrics["flagged_rows"] == len(UNSEEN) and metrics["rejected_rows"] == len(BAD)
+    assert metrics["rejected_unparsable_Fecha-I"] == 2
+    (dataset_input,) = run.inputs.dataset_inputs
+    # MLflow keeps one dataset per (name, digest) in an experiment: the same bytes scored from
+    # another folder earlier in the session show that first source; the run's own is its param.
+    assert json.loads(dataset_input.dataset.source)["uri"].endswith("/schedule.csv")
+    assert run.data.params["data"] == schedule.as_uri()
+    assert dataset_input.dataset.digest == hashlib.sha256(schedule.read_bytes()).hexdigest()[:32]
+    assert {t.key: t.value for t in dataset_input.tags}["mlflow.data.context"] == "scoring"
+    summary = Path(mlflow.artifacts.download_artifacts(run_id=result.run_id, artifact_path="summary"))
+    by_airline = pd.read_csv(summary / "by_airline.csv")
+    by_day = pd.read_csv(summary / "by_day.csv")
+    assert by_airline["flights"].sum() == by_day["flights"].sum() == ROWS - len(BAD)
+    assert {"AAA", "BBB", "CCC", "ZZZ", "QQQ"} == set(by_airline["airline"])  # " qqq " as the model sees it
+    assert len(by_day) == 20 and by_day["mean_delay_probability"].between(0, 1).all()
+    scored = pd.read_parquet(result.output)
+    mean_aaa = scored.loc[scored["Emp-I"] == "AAA", "delay_probability"].mean()
+    assert by_airline.set_index("airline").loc["AAA", "mean_delay_probability"] == pytest.approx(mean_aaa, abs=1e-6)
+    assert json.loads((summary / "counts.json").read_text())["rejected_by_reason"] == EXPECTED_REJECTS
+
+
+@pytest.mark.slow
+def test_parquet_folder_in_matches_csv_in(model_env, schedule, tmp_path):
+    folder = tmp_path / "schedules"
+    folder.mkdir()
+    frame = pd.read_csv(schedule, dtype=str, keep_default_na=False)
+    frame.iloc[:500].to_parquet(folder / "a.parquet", index=False)
+    frame.iloc[500:].to_csv(folder / "b.csv", index=False)
+    from_csv = score.run(data=str(schedule), output=str(tmp_path / "csv.parquet"), chunk_rows=200)
+    from_folder = score.run(data=str(folder), output=str(tmp_path / "folder.parquet"), chunk_rows=200)
+    pd.testing.assert_frame_equal(pd.read_parquet(from_csv.output), pd.read_parquet(from_folder.output))
+    assert from_folder.rejected == EXPECTED_REJECTS
+
+
+@pytest.mark.slow
+def test_too_many_rejects_fails_keeping_rejects_and_no_output(model_env, schedule, tmp_path):
+    output = tmp_path / "scores.parquet"
+    with pytest.raises(score.TooManyRejectsError, match=r"5 of 800 rows .*limit 0\.1%"):
+        score.run(data=str(schedule), output=str(output), max_reject_fraction=0.001)
+    assert not output.exists()
+    assert len(pd.read_parquet(tmp_path / "scores.rejects.parquet")) == len(BAD)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["schedule.csv", "scores.rejects.parquet"]
+    run = mlflow.search_runs(order_by=["start_time DESC"], max_results=1).iloc[0]
+    assert run["status"] == "FAILED" and run["metrics.rejected_rows"] == len(BAD)
+
+
+# ------------------------------------------------------------------ bad input
+
+
+def _write(path: Path, text: str) -> Path:
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "case, pattern",
+    [
+        ("missing_column", r"missing.csv: required column\(s\) \['OPERA'\] missing"),
+        ("empty_file", r"empty.csv: the file is empty"),
+        ("header_only", r"header.csv: no flights"),
+        ("no_such_file", r"nowhere.csv: no such file or folder"),
+        ("empty_folder", r"folder without .csv or .parquet files"),
+        ("not_parquet", r"broken.parquet: cannot read as Parquet"),
+        ("output_exists", r"output .*taken.parquet exists; remove it or pass overwrite=true"),
+    ],
+)
+def test_bad_input_names_the_file_and_leaves_no_output(model_env, schedule, tmp_path, case, pattern):
+    output = tmp_path / "out" / "scores.parquet"
+    output.parent.mkdir()
+    frame = pd.read_csv(schedule, dtype=str, keep_default_na=False)
+    header = ",".join(frame.columns) + "\n"
+    if case == "missing_column":
+        data = tmp_path / "missing.csv"
+        frame.drop(columns="OPERA").to_csv(data, index=False)
+    elif case == "empty_file":
+        data = _write(tmp_path / "empty.csv", "")
+    elif case == "header_only":
+        data = _write(tmp_path / "header.csv", header)
+    elif case == "no_such_file":
+        data = tmp_path / "nowhere.csv"
+    elif case == "empty_folder":
+        data = tmp_path / "folder"
+        data.mkdir()
+    elif case == "not_parquet":
+        data = _write(tmp_path / "broken.parquet", "PAR1 not really")
+    else:
+        data = schedule
+        output = output.with_name("taken.parquet")
+        output.write_bytes(b"earlier scores")
+    with pytest.raises(score.ScoreInputError, match=pattern):
+        score.run(data=str(data), output=str(output))
+    left = sorted(p.name for p in output.parent.iterdir())
+    assert left == (["taken.parquet"] if case == "output_exists" else []), left
+    if case == "output_exists":
+        assert output.read_bytes() == b"earlier scores"
+        result = score.run(data=str(data), output=str(output), overwrite=True)
+        assert len(pd.read_parquet(result.output)) == ROWS - len(BAD)
+
+
+@pytest.mark.slow
+def test_cli_reports_bad_input_with_exit_code_2(registered_model, tmp_path):
+    data = _write(tmp_path / "empty.csv", "")
+    done = subprocess.run(
+        score_command(str(data), str(tmp_path / "scores.parquet")),
+        cwd=PROJECT_ROOT,
+        env=process_env(registered_model["env"]),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 2, done.stderr[-3000:]
+    assert f"{data}: the file is empty" in done.stderr
+    assert not (tmp_path / "scores.parquet").exists()
+
+
+def test_reject_reasons_use_the_schema_alone():
+    frame = schedule_frame()[FLIGHT_COLUMNS]
+    reasons, details = score.reject_reasons(frame)
+    assert {i: r for i, r in enumerate(reasons) if r} == {row: reason for row, (_, _, reason) in BAD.items()}
+    assert details[7] == "Fecha-I: expected a time as YYYY-MM-DD HH:MM:SS"
+    clean, _ = score.reject_reasons(frame.drop(index=list(BAD)))
+    assert (clean == "").all()
+
+
+# ------------------------------------------------------------------ spark engine
+
+
+@pytest.mark.slow
+def test_spark_local2_gives_the_pandas_output(model_env, registered_model, schedule, tmp_path):
+    env = registered_model["env"]
+    pandas_out, spark_out = tmp_path / "pandas.parquet", tmp_path / "spark.parquet"
+    run_score(env, str(schedule), str(pandas_out), chunk_rows=256)
+    run_score(env, str(schedule), str(spark_out), engine="spark", spark_master="local[2]", chunk_rows=256)
+    assert_scored_schedule(spark_out, registered_model["model_uri"])
+    pd.testing.assert_frame_equal(sort_rows(pd.read_parquet(spark_out)), sort_rows(pd.read_parquet(pandas_out)))
+    pd.testing.assert_frame_equal(
+        sort_rows(pd.read_parquet(tmp_path / "spark.rejects.parquet")),
+        sort_rows(pd.read_parquet(tmp_path / "pandas.rejects.parquet")),
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "pandas.parquet",
+        "pandas.rejects.parquet",
+        "schedule.csv",
+        "spark.parquet",
+        "spark.rejects.parquet",
+    ]
+
+
+# ------------------------------------------------------------------ gs:// in and out
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+@pytest.mark.parametrize("engine", ["pandas", "spark"])
+def test_gs_in_and_out_through_the_emulator(model_env, registered_model, gcs_emulator, schedule, tmp_path, engine):
+    bucket = gcs_emulator.client().create_bucket(f"schedules-{engine}")
+    bucket.blob("in/2017/schedule.csv").upload_from_filename(str(schedule))
+    env = {**registered_model["env"], **gcs_emulator.env}
+    output = f"gs://{bucket.name}/out/scores.parquet"
+    run_score(env, f"gs://{bucket.name}/in/2017", output, engine=engine, spark_master="local[2]")
+    names = sorted(b.name for b in bucket.list_blobs(prefix="out/"))
+    assert names == ["out/scores.parquet", "out/scores.rejects.parquet"]
+    local = tmp_path / "scores.parquet"
+    bucket.blob("out/scores.parquet").download_to_filename(str(local))
+    bucket.blob("out/scores.rejects.parquet").download_to_filename(str(tmp_path / "scores.rejects.parquet"))
+    assert_scored_schedule(local, registered_model["model_uri"])
+    again = subprocess.run(
+        score_command(f"gs://{bucket.name}/in/2017", output),
+        cwd=PROJECT_ROOT,
+        env=process_env(env),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert again.returncode == 2 and f"output {output} exists" in again.stderr
