@@ -3,7 +3,8 @@
 Reads: ``<processed_uri>/{train,holdout}.parquet`` (a folder or a ``runs:/`` URI from etl).
 Writes: the ``model`` pyfunc (booster in XGBoost's UBJ format + JSON spec), holdout metrics,
 plots (confusion matrix, ROC/PR, reliability, feature importance, mean |contribution| per feature
-as ``plots/contributions.png`` and metrics ``contribution.<feature>``) and the datasets' lineage.
+on up to 2,000 holdout flights as ``plots/contributions.png`` and metrics ``contribution.<feature>``)
+and the datasets' lineage.
 Threshold and calibration come from out-of-fold predictions over training days only.
 """
 
