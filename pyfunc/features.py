@@ -338,10 +338,7 @@ def _describe_flight_type(inputs: Inputs, rows: np.ndarray) -> list[str]:
 def _describe_flight(inputs: Inputs, rows: np.ndarray) -> list[str]:
     keys = np.asarray(flight_key(inputs.flights))[rows].tolist()
     known = inputs.tables.flight_keys.codes
-    return [
-        f"flight {key.replace('|', ' ')}" + ("" if key in known else " (rare: scored with other rare flights)")
-        for key in keys
-    ]
+    return [f"flight {key.replace('|', ' ')}" + ("" if key in known else " (rare in training)") for key in keys]
 
 
 FEATURES: tuple[Feature, ...] = (

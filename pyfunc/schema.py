@@ -46,7 +46,7 @@ MIN_YEAR, MAX_YEAR = 2000, 2100
 MAX_BATCH_ROWS = 100_000
 # What a flight with a category the model never saw gets (the model parameter ``unknown_categories``).
 UNKNOWN_CATEGORY_CHOICES = ("refuse", "score")
-# The model parameter ``explain``: JSON true / false (MLflow converts the text "true" / "false").
+# The model parameter ``explain``: JSON true or false (MLflow refuses "yes", "true", 1 with a 400 naming it).
 EXPLAIN_PARAM = "explain"
 # Memoised normalisations are dropped when a memo grows past this (bounded memory under odd traffic).
 MEMO_LIMIT = 50_000
