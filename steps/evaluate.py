@@ -4,7 +4,8 @@ Reads: the etl step's processed flights (``<processed_uri>/{train,holdout}.parqu
 is every usable flight. Writes: one table (printed, logged as ``evaluation.md`` /
 ``evaluation.json`` and as metrics ``backtest.<month|pooled>.<model>.<metric>`` and
 ``<forward|day>.<model>.<metric>``), the project's model's mean |contribution| per feature on each
-backtest month (``backtest.<month>.model.contribution.<feature>``, pyfunc.explain), plots, and,
+backtest month and split (``backtest.<month>.model.contribution.<feature>``,
+``<forward|day>.model.contribution.<feature>``; pyfunc.explain), plots, and,
 when the registry's Production version was trained on the same flights, the headline figures on
 that version (description and ``eval.*`` tags, where a person promotes in the MLflow UI).
 
@@ -400,6 +401,8 @@ def run(
             logger.info("%s split: %d training, %d test flights", split, len(train_part), len(test_part))
             splits[split] = score_split(train_part, test_part, hyper)
             rows += table_rows(split, period, splits[split])
+            contribution = splits[split].contributions.items()
+            mlflow.log_metrics({f"{split}.model.{CONTRIBUTION_PREFIX}.{k}": v for k, v in contribution})
         for split, scored in splits.items():
             metrics.log_figure(
                 metrics.reliability_figure(scored.target, scored.scores), f"plots/{split}/reliability.png"
