@@ -5,11 +5,14 @@ busy the schedule typically is, the origin's country) from the training flights 
 ``build_features`` turns validated flights into the numeric matrix the booster reads. Both run
 unchanged on any airport's file of this schema.
 
-Each feature is declared once in ``FEATURES``: its name, its kind for XGBoost and how it is
-computed. Adding a feature is one entry there. No feature names a particular date of the training
-year (no day of month, day of year, nor month): the model scores schedules that have not flown
-yet, and such features only let it memorise the training year's weather, or, for the month, meet
-a value it never saw (July, when trained on January to June). The backtest says so (README).
+Each feature is declared once in ``FEATURES``: its name, its kind for XGBoost, how it is
+computed and, for ``explain``, how a flight's value reads in plain words (``describe``) and which
+planner-visible factor it belongs to (``factor``). Adding a feature is one entry there; without a
+``describe`` its explanation falls back to ``<name> <value>``. No feature names a particular date
+of the training year (no day of month, day of year, nor month): the model scores schedules that
+have not flown yet, and such features only let it memorise the training year's weather, or, for
+the month, meet a value it never saw (July, when trained on January to June). The backtest says
+so (README).
 """
 
 from __future__ import annotations
@@ -199,13 +202,29 @@ class Inputs:
         self.calendar = calendar_fields(self.flights[SCHEDULED_TIME])
 
 
+# describe(inputs, rows): the flights ``rows``' values of a feature in words (one text per row).
+Describe = Callable[["Inputs", np.ndarray], list[str]]
+
+
 @dataclass(frozen=True)
 class Feature:
-    """One model input: its name, XGBoost kind ("q" quantity, "c" categorical code) and computation."""
+    """One model input: name, XGBoost kind ("q" quantity, "c" categorical code), computation, words.
+
+    ``factor`` groups features that state one fact a planner sees (the departure time is both
+    ``hour`` and ``minute_of_day``): explanations add their contributions and use the first
+    member's ``describe``. By default a feature is its own factor.
+    """
 
     name: str
     kind: str
     compute: Callable[[Inputs], np.ndarray]
+    describe: Describe | None = None
+    factor: str = ""
+
+    @property
+    def factor_name(self) -> str:
+        """The factor this feature's contribution is added to in explanations."""
+        return self.factor or self.name
 
 
 def calendar_fields(times: pd.Series | np.ndarray) -> dict[str, np.ndarray]:
@@ -271,27 +290,155 @@ def _density(inputs: Inputs) -> np.ndarray:
     return inputs.tables.per_weekday_hour[inputs.calendar["weekday"], inputs.calendar["hour"]]
 
 
+WEEKDAY_NAMES = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
+FLIGHT_TYPES = {"I": "international flight", "N": "domestic flight"}
+
+
+def _days(n: int) -> str:
+    return f"{n} day" if n == 1 else f"{n} days"
+
+
+def _describe_departure(inputs: Inputs, rows: np.ndarray) -> list[str]:
+    return [f"departure {m // 60:02d}:{m % 60:02d}" for m in inputs.calendar["minute_of_day"][rows].tolist()]
+
+
+def _describe_weekday(inputs: Inputs, rows: np.ndarray) -> list[str]:
+    return [f"on a {WEEKDAY_NAMES[d]}" for d in inputs.calendar["weekday"][rows].tolist()]
+
+
+def _describe_season(inputs: Inputs, rows: np.ndarray) -> list[str]:
+    return ["in high season" if high else "outside high season" for high in _high_season(inputs)[rows].tolist()]
+
+
+def _describe_holiday(inputs: Inputs, rows: np.ndarray) -> list[str]:
+    words = []
+    for before, since in zip(
+        _holiday_distance(inputs, 1)[rows].tolist(), _holiday_distance(inputs, -1)[rows].tolist(), strict=True
+    ):
+        if before == 0:
+            words.append("on a public holiday")
+        elif before < HOLIDAY_HORIZON and since < HOLIDAY_HORIZON:
+            words.append(f"{_days(since)} after a public holiday, {_days(before)} before the next")
+        elif before < HOLIDAY_HORIZON:
+            words.append(f"{_days(before)} before a public holiday")
+        elif since < HOLIDAY_HORIZON:
+            words.append(f"{_days(since)} after a public holiday")
+        else:
+            words.append(f"no public holiday within {_days(HOLIDAY_HORIZON - 1)}")
+    return words
+
+
+def _describe_long_weekend(inputs: Inputs, rows: np.ndarray) -> list[str]:
+    words = []
+    for run, eve, end in zip(
+        _off_run(inputs)[rows].tolist(),
+        _eve_of_long_weekend(inputs)[rows].tolist(),
+        _end_of_long_weekend(inputs)[rows].tolist(),
+        strict=True,
+    ):
+        if eve:
+            words.append("the eve of a long weekend")
+        elif end:
+            words.append("the last day of a long weekend")
+        elif run:
+            words.append(f"in {_days(run)} off in a row")
+        else:
+            words.append("a working day, no long weekend next")
+    return words
+
+
+def _describe_hour_density(inputs: Inputs, rows: np.ndarray) -> list[str]:
+    hours, weekdays = inputs.calendar["hour"][rows].tolist(), inputs.calendar["weekday"][rows].tolist()
+    return [
+        f"typically {n:.0f} departures on {WEEKDAY_NAMES[d]}s {h:02d}:00-{h + 1:02d}:00"
+        for n, h, d in zip(_density(inputs)[rows].tolist(), hours, weekdays, strict=True)
+    ]
+
+
+def _describe_day_density(inputs: Inputs, rows: np.ndarray) -> list[str]:
+    weekdays = inputs.calendar["weekday"][rows]
+    return [
+        f"typically {n:.0f} departures on {WEEKDAY_NAMES[d]}s"
+        for n, d in zip(inputs.tables.per_weekday[weekdays].tolist(), weekdays.tolist(), strict=True)
+    ]
+
+
+def _value(inputs: Inputs, column: str, rows: np.ndarray) -> list[str]:
+    """The flights' (normalised) values of ``column``, marked when the model never saw them."""
+    known = inputs.tables.codes[column].codes
+    return [v if v in known else f"{v}, never seen" for v in np.asarray(inputs.flights[column])[rows].tolist()]
+
+
+def _describe_airline(inputs: Inputs, rows: np.ndarray) -> list[str]:
+    return [
+        f"airline {name} ({code})"
+        for name, code in zip(_value(inputs, "OPERA", rows), _value(inputs, "Emp-I", rows), strict=True)
+    ]
+
+
+def _describe_destination(inputs: Inputs, rows: np.ndarray) -> list[str]:
+    return [
+        f"destination {city} ({code})"
+        for city, code in zip(_value(inputs, "SIGLADES", rows), _value(inputs, "Des-I", rows), strict=True)
+    ]
+
+
+def _describe_flight_type(inputs: Inputs, rows: np.ndarray) -> list[str]:
+    return [FLIGHT_TYPES.get(v, f"flight type {v}") for v in _value(inputs, "TIPOVUELO", rows)]
+
+
+def _describe_flight(inputs: Inputs, rows: np.ndarray) -> list[str]:
+    keys = np.asarray(flight_key(inputs.flights))[rows].tolist()
+    known = inputs.tables.flight_keys.codes
+    return [f"flight {key.replace('|', ' ')}" + ("" if key in known else " (rare in training)") for key in keys]
+
+
 FEATURES: tuple[Feature, ...] = (
-    Feature("hour", "q", lambda x: x.calendar["hour"]),
-    Feature("minute_of_day", "q", lambda x: x.calendar["minute_of_day"]),
-    Feature("weekday", "q", lambda x: x.calendar["weekday"]),
-    Feature("high_season", "q", _high_season),
-    Feature("days_to_holiday", "q", lambda x: _holiday_distance(x, 1)),
-    Feature("days_since_holiday", "q", lambda x: _holiday_distance(x, -1)),
-    Feature("days_off_in_a_row", "q", _off_run),
-    Feature("eve_of_long_weekend", "q", _eve_of_long_weekend),
-    Feature("end_of_long_weekend", "q", _end_of_long_weekend),
-    Feature("typical_flights_in_hour", "q", _density),
-    Feature("typical_flights_in_day", "q", lambda x: x.tables.per_weekday[x.calendar["weekday"]]),
+    Feature("hour", "q", lambda x: x.calendar["hour"], _describe_departure, "departure"),
+    Feature("minute_of_day", "q", lambda x: x.calendar["minute_of_day"], _describe_departure, "departure"),
+    Feature("weekday", "q", lambda x: x.calendar["weekday"], _describe_weekday),
+    Feature("high_season", "q", _high_season, _describe_season),
+    Feature("days_to_holiday", "q", lambda x: _holiday_distance(x, 1), _describe_holiday, "holiday"),
+    Feature("days_since_holiday", "q", lambda x: _holiday_distance(x, -1), _describe_holiday, "holiday"),
+    Feature("days_off_in_a_row", "q", _off_run, _describe_long_weekend, "long weekend"),
+    Feature("eve_of_long_weekend", "q", _eve_of_long_weekend, _describe_long_weekend, "long weekend"),
+    Feature("end_of_long_weekend", "q", _end_of_long_weekend, _describe_long_weekend, "long weekend"),
+    Feature("typical_flights_in_hour", "q", _density, _describe_hour_density),
+    Feature(
+        "typical_flights_in_day", "q", lambda x: x.tables.per_weekday[x.calendar["weekday"]], _describe_day_density
+    ),
     # Low-cardinality codes are categorical splits; destinations and flight keys (hundreds at a busy
     # airport) are split on as ordered numbers: XGBoost's partition search over their categories
     # costs about 7x the training time for the same AUC (measured on SCL 2017).
-    Feature("Emp-I_code", "c", lambda x: x.tables.codes["Emp-I"].lookup(x.flights["Emp-I"])),
-    Feature("Des-I_code", "q", lambda x: x.tables.codes["Des-I"].lookup(x.flights["Des-I"])),
-    Feature("TIPOVUELO_code", "c", lambda x: x.tables.codes["TIPOVUELO"].lookup(x.flights["TIPOVUELO"])),
-    Feature("OPERA_code", "c", lambda x: x.tables.codes["OPERA"].lookup(x.flights["OPERA"])),
-    Feature("SIGLADES_code", "q", lambda x: x.tables.codes["SIGLADES"].lookup(x.flights["SIGLADES"])),
-    Feature("flight_key_code", "q", lambda x: x.tables.flight_keys.lookup(flight_key(x.flights))),
+    Feature(
+        "Emp-I_code", "c", lambda x: x.tables.codes["Emp-I"].lookup(x.flights["Emp-I"]), _describe_airline, "airline"
+    ),
+    Feature(
+        "Des-I_code",
+        "q",
+        lambda x: x.tables.codes["Des-I"].lookup(x.flights["Des-I"]),
+        _describe_destination,
+        "destination",
+    ),
+    Feature(
+        "TIPOVUELO_code",
+        "c",
+        lambda x: x.tables.codes["TIPOVUELO"].lookup(x.flights["TIPOVUELO"]),
+        _describe_flight_type,
+    ),
+    Feature(
+        "OPERA_code", "c", lambda x: x.tables.codes["OPERA"].lookup(x.flights["OPERA"]), _describe_airline, "airline"
+    ),
+    Feature(
+        "SIGLADES_code",
+        "q",
+        lambda x: x.tables.codes["SIGLADES"].lookup(x.flights["SIGLADES"]),
+        _describe_destination,
+        "destination",
+    ),
+    Feature(
+        "flight_key_code", "q", lambda x: x.tables.flight_keys.lookup(flight_key(x.flights)), _describe_flight, "flight"
+    ),
 )
 FEATURE_NAMES = tuple(f.name for f in FEATURES)
 FEATURE_TYPES = tuple(f.kind for f in FEATURES)

@@ -12,8 +12,16 @@ import numpy as np
 import pandas as pd
 import xgboost as xgb
 
-from pyfunc.features import CodedSpec, FeatureSpec, build_features
-from pyfunc.schema import UNKNOWN_FIELDS, check_unknown_categories_choice, unknown_field_names, validate_request
+from pyfunc.explain import FACTOR_VALUES_COLUMN, TOP_FACTORS_COLUMN, Explainer, contributions
+from pyfunc.features import CodedSpec, FeatureSpec, Inputs, build_features
+from pyfunc.schema import (
+    EXPLAIN_PARAM,
+    UNKNOWN_FIELDS,
+    check_explain_choice,
+    check_unknown_categories_choice,
+    unknown_field_names,
+    validate_request,
+)
 
 BOOSTER_ARTIFACT = "booster"
 SPEC_ARTIFACT = "spec"
@@ -98,6 +106,7 @@ class FlightDelayModel(mlflow.pyfunc.PythonModel):
         # Lookup tables and vocabulary sets built once here rather than per request.
         self.tables = CodedSpec.of(self.spec.features)
         self.vocabulary = {c: frozenset(v) for c, v in self.spec.features.vocabulary.items()}
+        self.explainer = Explainer(self.booster, self.spec.calibrate)
         freeze_loaded_objects()
 
     def predict(
@@ -110,16 +119,26 @@ class FlightDelayModel(mlflow.pyfunc.PythonModel):
 
         ``params``: ``unknown_categories`` "refuse" (default: a flight with a value the model never
         saw is a 400 naming the field) or "score" (scored with that value as unseen; the output
-        gains ``unknown_fields``, the fields concerned per flight, "" when none).
+        gains ``unknown_fields``, the fields concerned per flight, "" when none); ``explain`` false
+        (default) or true: the output gains ``top_factors`` and ``factor_values`` (pyfunc.explain).
         """
-        choice = check_unknown_categories_choice((params or {}).get("unknown_categories", "refuse"))
+        params = params or {}
+        choice = check_unknown_categories_choice(params.get("unknown_categories", "refuse"))
+        explain = check_explain_choice(params.get(EXPLAIN_PARAM, False))
         clean, unknown = validate_request(model_input, self.vocabulary, choice)
         features = build_features(clean, self.spec.features, self.tables)
         booster = self.batch_booster if len(features) >= BATCH_ROWS else self.booster
-        probability = self.spec.calibrate(booster.inplace_predict(features))
+        score = booster.inplace_predict(features)
+        probability = self.spec.calibrate(score)
         output = {"delay_probability": probability, "delay": (probability >= self.spec.threshold).astype(np.int64)}
         if choice == "score":
             output[UNKNOWN_FIELDS] = unknown_field_names(unknown)
+        if explain:
+            margin = booster.inplace_predict(features, predict_type="margin")
+            inputs = Inputs(clean, self.spec.features, self.tables)
+            output[TOP_FACTORS_COLUMN], output[FACTOR_VALUES_COLUMN] = self.explainer.explain(
+                inputs, features, contributions(booster, features), margin, probability
+            )
         return pd.DataFrame(output)
 
 

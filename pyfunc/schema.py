@@ -46,6 +46,8 @@ MIN_YEAR, MAX_YEAR = 2000, 2100
 MAX_BATCH_ROWS = 100_000
 # What a flight with a category the model never saw gets (the model parameter ``unknown_categories``).
 UNKNOWN_CATEGORY_CHOICES = ("refuse", "score")
+# The model parameter ``explain``: JSON true or false (MLflow refuses "yes", "true", 1 with a 400 naming it).
+EXPLAIN_PARAM = "explain"
 # Memoised normalisations are dropped when a memo grows past this (bounded memory under odd traffic).
 MEMO_LIMIT = 50_000
 # The strict time form after stripping; anything else is decided by pandas' parser (see parse_times).
@@ -352,6 +354,13 @@ def check_unknown_categories_choice(choice: object) -> str:
     return choice
 
 
+def check_explain_choice(choice: object) -> bool:
+    """The model parameter ``explain``, refused (a 400 naming it) unless a boolean."""
+    if not isinstance(choice, bool | np.bool_):
+        raise InvalidFlightsError(EXPLAIN_PARAM, f"expected true or false, got {choice!r}")
+    return bool(choice)
+
+
 def validate_request(
     frame: pd.DataFrame, vocabulary: Mapping[str, Collection[str]], unknown_categories: str = "refuse"
 ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
@@ -378,5 +387,9 @@ def model_signature():
     inputs += [ColSpec("string", c, required=False) for c in OPTIONAL_COLUMNS]
     outputs = [ColSpec("double", "delay_probability"), ColSpec("long", "delay")]
     outputs.append(ColSpec("string", UNKNOWN_FIELDS, required=False))
-    params = ParamSchema([ParamSpec("unknown_categories", "string", "refuse")])
+    # With explain=true (pyfunc.explain): the three factors in words and their numbers as JSON text.
+    outputs += [ColSpec("string", c, required=False) for c in ("top_factors", "factor_values")]
+    params = ParamSchema(
+        [ParamSpec("unknown_categories", "string", "refuse"), ParamSpec(EXPLAIN_PARAM, "boolean", False)]
+    )
     return ModelSignature(inputs=Schema(inputs), outputs=Schema(outputs), params=params)

@@ -3,9 +3,11 @@
 Reads: the etl step's processed flights (``<processed_uri>/{train,holdout}.parquet``); their union
 is every usable flight. Writes: one table (printed, logged as ``evaluation.md`` /
 ``evaluation.json`` and as metrics ``backtest.<month|pooled>.<model>.<metric>`` and
-``<forward|day>.<model>.<metric>``), plots, and, when the registry's Production version was
-trained on the same flights, the headline figures on that version (description and ``eval.*``
-tags, where a person promotes in the MLflow UI).
+``<forward|day>.<model>.<metric>``), the project's model's mean |contribution| per feature on each
+backtest month and split (``backtest.<month>.model.contribution.<feature>``,
+``<forward|day>.model.contribution.<feature>``; pyfunc.explain), plots, and,
+when the registry's Production version was trained on the same flights, the headline figures on
+that version (description and ``eval.*`` tags, where a person promotes in the MLflow UI).
 
 What the users do is score months that have not flown yet, so the splits are, in order:
 - ``backtest``: for each of the file's last six months, every model is fitted on all earlier
@@ -42,6 +44,7 @@ from pyfunc.schema import SCHEDULED_TIME, TARGET, clean_flights, parse_scheduled
 from steps import baselines, config, etl, metrics, tracking
 from steps.register import PRODUCTION_STAGE, current_production
 from steps.train import (
+    CONTRIBUTION_PREFIX,
     HYPER_DEFAULTS,
     OBJECTIVES,
     effective_hyper,
@@ -108,6 +111,7 @@ class Scored:
     thresholds: dict[str, np.ndarray]
     unknown_target: np.ndarray = field(default_factory=lambda: np.array([], dtype=np.int64))
     unknown_model: np.ndarray = field(default_factory=lambda: np.array([]))
+    contributions: dict[str, float] = field(default_factory=dict)
 
     @classmethod
     def pool(cls, parts: list[Scored]) -> Scored:
@@ -185,6 +189,7 @@ def score_split(train: pd.DataFrame, test: pd.DataFrame, hyper: dict) -> Scored:
     clean = clean_flights(test)
     probability = fitted.predict_clean(clean)
     unknown = unknown_categories(clean, fitted.spec.features.vocabulary)
+    contributions = fitted.mean_contributions(clean[~unknown].reset_index(drop=True))
     target = test[TARGET].to_numpy()
     known_test = test[~unknown].reset_index(drop=True)
     scores = {"model": probability[~unknown]}
@@ -194,7 +199,7 @@ def score_split(train: pd.DataFrame, test: pd.DataFrame, hyper: dict) -> Scored:
         both = baseline(train, pd.concat([train, known_test], ignore_index=True))
         thresholds[name] = np.asarray(metrics.best_f1_threshold(train_target, both[: len(train)]))
         scores[name] = both[len(train) :]
-    return Scored(target[~unknown], scores, thresholds, target[unknown], probability[unknown])
+    return Scored(target[~unknown], scores, thresholds, target[unknown], probability[unknown], contributions)
 
 
 def table_rows(split: str, period: str, scored: Scored) -> list[dict]:
@@ -376,6 +381,10 @@ def run(
             logger.info("backtest %s: %d training, %d test flights", month, len(train_part), len(test_part))
             months.append(score_split(train_part, test_part, hyper))
             rows += table_rows("backtest", month, months[-1])
+            contribution = {
+                f"backtest.{month}.model.{CONTRIBUTION_PREFIX}.{k}": v for k, v in months[-1].contributions.items()
+            }
+            mlflow.log_metrics(contribution)
         pooled = Scored.pool(months)
         rows += table_rows("backtest", POOLED, pooled)
         is_forward = forward_split(flights).to_numpy()
@@ -392,6 +401,8 @@ def run(
             logger.info("%s split: %d training, %d test flights", split, len(train_part), len(test_part))
             splits[split] = score_split(train_part, test_part, hyper)
             rows += table_rows(split, period, splits[split])
+            contribution = splits[split].contributions.items()
+            mlflow.log_metrics({f"{split}.model.{CONTRIBUTION_PREFIX}.{k}": v for k, v in contribution})
         for split, scored in splits.items():
             metrics.log_figure(
                 metrics.reliability_figure(scored.target, scored.scores), f"plots/{split}/reliability.png"

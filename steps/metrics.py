@@ -106,3 +106,13 @@ def importance_figure(importance: dict[str, float]) -> plt.Figure:
     ax.set(xlabel="total gain", title="feature importance")
     fig.tight_layout()
     return fig
+
+
+def contributions_figure(mean_abs: dict[str, float], unit: str) -> plt.Figure:
+    """Horizontal bars of mean |contribution| per feature (the booster's exact per-flight contributions)."""
+    items = sorted(mean_abs.items(), key=lambda kv: kv[1])
+    fig, ax = plt.subplots(figsize=(6, 0.3 * len(items) + 1))
+    ax.barh([k for k, _ in items], [v for _, v in items])
+    ax.set(xlabel=f"mean |contribution| on the holdout ({unit})", title="what drives the model")
+    fig.tight_layout()
+    return fig

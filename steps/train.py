@@ -2,7 +2,9 @@
 
 Reads: ``<processed_uri>/{train,holdout}.parquet`` (a folder or a ``runs:/`` URI from etl).
 Writes: the ``model`` pyfunc (booster in XGBoost's UBJ format + JSON spec), holdout metrics,
-plots (confusion matrix, ROC/PR, reliability, feature importance) and the datasets' lineage.
+plots (confusion matrix, ROC/PR, reliability, feature importance, mean |contribution| per feature
+on up to 2,000 holdout flights as ``plots/contributions.png`` and metrics ``contribution.<feature>``)
+and the datasets' lineage.
 Threshold and calibration come from out-of-fold predictions over training days only.
 """
 
@@ -25,6 +27,7 @@ from sklearn.isotonic import IsotonicRegression
 from sklearn.model_selection import GroupKFold
 
 from pyfunc import model as model_code
+from pyfunc.explain import MARGIN_UNITS, mean_absolute_contributions, objective_of
 from pyfunc.features import (
     FEATURE_NAMES,
     FEATURE_TYPES,
@@ -66,6 +69,8 @@ OBJECTIVES = ("minutes_late", "delayed")
 MINUTES_LATE_CAP = 2 * DELAY_MINUTES
 # Name and context of the training flights train logs as a run input (monitor's drift reference).
 TRAIN_DATASET, TRAIN_CONTEXT = "train", "training"
+# Mean |contribution| per feature on the holdout: metrics ``contribution.<feature>`` (pyfunc.explain).
+CONTRIBUTION_PREFIX = "contribution"
 # The served model is logged from this file's code (models-from-code), never pickled.
 MODEL_CODE = Path(model_code.__file__)
 
@@ -93,6 +98,10 @@ class FittedModel:
     def predict_clean(self, clean: pd.DataFrame) -> np.ndarray:
         """Calibrated probabilities for validated flights."""
         return self.spec.calibrate(self.booster.inplace_predict(build_features(clean, self.spec.features)))
+
+    def mean_contributions(self, clean: pd.DataFrame) -> dict[str, float]:
+        """Mean |contribution| per feature (booster margin) over validated flights: what drives the model."""
+        return mean_absolute_contributions(self.booster, build_features(clean, self.spec.features))
 
 
 def resolve_local(uri: str) -> Path:
@@ -402,6 +411,10 @@ def run(processed_uri: str = "", **hyper) -> TrainResult:
         metrics.log_figure(metrics.reliability_figure(target, {"model": probability}), "plots/reliability.png")
         importance = fitted.booster.get_score(importance_type="total_gain")
         metrics.log_figure(metrics.importance_figure(importance), "plots/feature_importance.png")
+        contribution = fitted.mean_contributions(clean)
+        mlflow.log_metrics({f"{CONTRIBUTION_PREFIX}.{k}": v for k, v in contribution.items()})
+        unit = MARGIN_UNITS[objective_of(fitted.booster)]
+        metrics.log_figure(metrics.contributions_figure(contribution, unit), "plots/contributions.png")
         logger.info(
             "log model: holdout ROC AUC %.4f, PR AUC %.4f", holdout_metrics["roc_auc"], holdout_metrics["pr_auc"]
         )

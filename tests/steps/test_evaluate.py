@@ -6,6 +6,7 @@ import mlflow
 import pandas as pd
 import pytest
 
+from pyfunc.features import FEATURE_NAMES
 from steps import etl, evaluate, register, train
 from tests.factory import make_flights
 
@@ -53,6 +54,15 @@ def test_evaluate_logs_the_table_and_describes_production(tracking_store, flight
     assert "forward.seed.pr_auc" in run.data.metrics and "day.challenge.ece" in run.data.metrics
     assert "backtest.mean.model.roc_auc" in run.data.metrics and "backtest.pooled.seed.roc_auc" in run.data.metrics
     assert run.data.params["hyper.n_estimators"] == str(HYPER["n_estimators"]), "Production's own recipe"
+    for prefix in ("backtest.2017-02.model", "backtest.2017-03.model", "forward.model"):
+        logged = {k for k in run.data.metrics if k.startswith(f"{prefix}.contribution.")}
+        assert logged == {f"{prefix}.contribution.{f}" for f in FEATURE_NAMES}, f"{prefix}: one per feature"
+    trained_run = mlflow.MlflowClient().get_run(trained.run_id)
+    contribution = {f: trained_run.data.metrics.get(f"contribution.{f}") for f in FEATURE_NAMES}
+    assert all(v is not None and v >= 0 for v in contribution.values()), contribution
+    assert max(contribution.values()) > 0, "the holdout's contributions are not all zero"
+    train_plots = {a.path for a in mlflow.MlflowClient().list_artifacts(trained.run_id, "plots")}
+    assert "plots/contributions.png" in train_plots, train_plots
     artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(result.run_id)}
     assert {"evaluation.md", "evaluation.json", "plots"} <= artifacts, artifacts
     plots = {a.path for a in mlflow.MlflowClient().list_artifacts(result.run_id, "plots/day")}
