@@ -147,7 +147,9 @@ def recipe_of(run: mlflow.entities.Run) -> dict:
     A parameter the run did not log takes the value train used before it existed, not today's
     default: a version trained before ``objective`` existed was a logistic classifier.
     """
-    params = run.data.params
+    # What the step resolved wins over what `mlflow run` logged: it logs an empty -P value as "''".
+    resolved = {k.removeprefix("resolved."): v for k, v in run.data.tags.items() if k.startswith("resolved.")}
+    params = {**run.data.params, **resolved}
     recipe = {**HYPER_DEFAULTS, **HYPER_BEFORE_IT_EXISTED}
 
     def typed(value: str, default: object) -> object:
