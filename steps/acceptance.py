@@ -267,19 +267,21 @@ def json_records(frame: pd.DataFrame) -> list[dict]:
     return json.loads(frame.to_json(orient="records", date_format="iso"))
 
 
-def model_flights(model_uri: str, extra: Path | None = None, limit: int = 200) -> list[dict]:
-    """The version's own input example (real training flights), plus flights from ``extra`` (JSON/CSV/Parquet)."""
+def model_flights(model_uri: str, extra: list[dict] | None = None) -> list[dict]:
+    """The version's own input example (real training flights) plus ``extra`` flights.
+
+    A version logged without an input example and given no flights gets plausible ones drawn from
+    its own vocabulary (``bench.flights``), so the checks still have something valid to send.
+    """
     import mlflow
     from mlflow.models import Model
 
+    from bench.flights import load_spec, sample_flights
+
     local = mlflow.artifacts.download_artifacts(artifact_uri=model_uri)
     example = Model.load(local).load_input_example(local)
-    flights = json_records(example) if example is not None else []
-    if extra is not None:
-        flights += read_flights(extra)[:limit]
-    if not flights:
-        raise ValueError(f"{model_uri} has no input example and no --flights were given: nothing to score")
-    return flights
+    flights = (json_records(example) if example is not None else []) + list(extra or [])
+    return flights or json_records(sample_flights(load_spec(local), 50, seed=0))
 
 
 def read_flights(path: Path) -> list[dict]:
@@ -306,7 +308,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     if args.model_uri:
-        flights = model_flights(args.model_uri, args.flights)
+        flights = model_flights(args.model_uri, read_flights(args.flights) if args.flights else None)
     elif args.flights:
         flights = read_flights(args.flights)
     else:

@@ -119,7 +119,7 @@ def acceptance_flights(version: ModelVersion) -> list[dict]:
     """The version's input example (real training flights) plus real flights of the latest period."""
     uri = f"models:/{version.name}/{version.version}"
     model_dir = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri))
-    return acceptance.model_flights(uri) + holdout_flights(version, model_dir)
+    return acceptance.model_flights(uri, holdout_flights(version, model_dir))
 
 
 def describe_acceptance(
