@@ -24,7 +24,7 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt
 	$(BIN)/python -m pip install -q -r requirements-dev.txt
 	touch $@
 
-pipeline: install  ## etl -> train -> register on the raw data, through `mlflow run . -e main`
+pipeline: install  ## etl -> train -> register (staging) -> promote (acceptance checks -> production), through `mlflow run . -e main`
 	mlflow run . -e main --env-manager local --experiment-name $(MLFLOW_EXPERIMENT_NAME) \
 		-P data_uri=$(DATA_URI) -P sha256=$(DATA_SHA256)
 
@@ -119,3 +119,18 @@ bench-score: install  ## batch scoring of 1,000,000 flights resampled from DATA_
 stress-test: install  ## locust on MODEL_URI's server (+ sidecar; trains one first if there is none): USERS, SPAWN_RATE, DURATION, P95_MS; report in reports/stress/
 	python -m tests.stress.run --model-uri $(MODEL_URI) --users $(USERS) --spawn-rate $(SPAWN_RATE) \
 		--duration $(DURATION) --p95-ms $(P95_MS) --workers $(WORKERS) --data-uri $(DATA_URI)
+
+.PHONY: promote rollback acceptance
+VERSION ?=
+PROMOTE ?= auto
+PROMOTE_ARGS ?=
+
+promote: install  ## acceptance checks on the staging version (VERSION=N: that one) served locally; all pass -> production
+	python -m steps.promote --promote $(PROMOTE) $(if $(VERSION),--version $(VERSION)) $(PROMOTE_ARGS)
+
+rollback: install  ## production back to the version the current one replaced (history in the promotion.* tags)
+	python -m steps.promote --rollback
+
+acceptance: install  ## the acceptance checks against a running server: make acceptance URL=http://… [MODEL_URI=models:/flight-delay/N]
+	@test -n "$(URL)" || { echo "usage: make acceptance URL=<model server base URL> [MODEL_URI=…]" >&2; exit 2; }
+	python -m steps.acceptance --url $(URL) --model-uri $(MODEL_URI)

@@ -26,7 +26,8 @@ one rule on top: setting or deleting the alias ``production``, and any stage tra
 ``python -m steps.auth --create-roles`` (as the admin) creates the identities from the environment:
 ``SKYPROPHET_PIPELINE_USERNAME``/``_PASSWORD`` (EDIT on the experiment and the registered model:
 runs, versions, the ``staging`` alias), ``SKYPROPHET_PROMOTER_USERNAME``/``_PASSWORD`` (MANAGE on
-the registered model), and optionally ``SKYPROPHET_READER_USERNAME``/``_PASSWORD`` (no grant: the
+the registered model, EDIT on the experiment for its promote and rollback runs), and optionally
+``SKYPROPHET_READER_USERNAME``/``_PASSWORD`` (no grant: the
 default READ). It creates the experiment and the registered model itself, so that neither the
 pipeline nor anybody else becomes their owner (MLflow gives the creator MANAGE).
 """
@@ -261,7 +262,8 @@ def create_roles(tracking_uri: str, experiment: str, model_name: str) -> dict[st
             raise
     grants = {
         "pipeline": [("experiment", experiment_id, "EDIT"), ("registered_model", model_name, "EDIT")],
-        "promoter": [("experiment", experiment_id, "READ"), ("registered_model", model_name, "MANAGE")],
+        # EDIT on the experiment: promote and rollback record their own runs there.
+        "promoter": [("experiment", experiment_id, "EDIT"), ("registered_model", model_name, "MANAGE")],
         "reader": [],
     }
     for person in people:

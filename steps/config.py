@@ -46,6 +46,17 @@ DEFAULTS: dict[str, dict[str, object]] = {
         "model_name": "flight-delay",
         "promote": "auto",
     },
+    "promote": {
+        "model_name": "flight-delay",
+        "version": "",  # "" = the version on the alias staging; else the version a person picked
+        "promote": "auto",  # auto: the gate must have passed it; force: the gate may have lost; never: check only
+        # The acceptance load check: a short headless locust run on the served version (127.0.0.1).
+        "users": 4,
+        "spawn_rate": 4.0,
+        "duration": "5s",
+        "p95_ms": 1000.0,
+        "workers": 1,  # mlflow models serve -w for the checked server
+    },
     "evaluate": {
         "processed_uri": "",  # "" = datasets/processed (what etl wrote locally)
         "model_name": "flight-delay",  # its Production version gets the table when trained on the same data

@@ -1,8 +1,15 @@
-"""main: etl -> train -> register, each as its own MLflow run, handing URIs from one to the next.
+"""main: etl -> train -> register -> promote, each as its own MLflow run, handing URIs from one to the next.
 
 Like ``mlflow/mlflow`` ``examples/multistep_workflow``: each step is launched with
 ``mlflow.projects.run`` on this project, and the next step receives the previous run's
-artifact URIs (``runs:/<etl>/processed``, the train run's ``models:/…``), never a local path.
+artifact URIs (``runs:/<etl>/processed``, the train run's ``models:/…``, the registered
+version's number), never a local path.
+
+``promote``: ``never`` stops at Staging (promote is not run); ``auto`` and ``force`` run promote on
+the new version (``force`` lets a version the gate did not pass through, never one that fails the
+smoke, contract or load check). A version whose only failed check is ``quality`` under ``auto``
+(the gate kept the current Production) is the ordinary outcome of a weaker candidate: main says so
+and succeeds; any other failed check fails main (a broken model is a broken pipeline).
 """
 
 from __future__ import annotations
@@ -12,28 +19,70 @@ import logging
 
 import mlflow
 import mlflow.projects
+from mlflow.projects import ExecutionException
 
 from steps import config, tracking
 from steps.train import HYPER_DEFAULTS, MODEL_URI_TAG, check_recipe
 
 logger = logging.getLogger("skyprophet.main")
+STEPS = ("etl", "train", "register", "promote")
+
+
+class StepFailed(RuntimeError):
+    """An entry point's run ended FAILED; ``run`` is that run (its tags say why)."""
+
+    def __init__(self, entry_point: str, run: mlflow.entities.Run) -> None:
+        self.run = run
+        super().__init__(f"step {entry_point} failed (run {run.info.run_id})")
 
 
 def run_step(entry_point: str, parameters: dict) -> mlflow.entities.Run:
-    """Run one entry point of this project synchronously and return its finished run."""
-    submitted = mlflow.projects.run(
-        str(config.PROJECT_ROOT),
-        entry_point=entry_point,
-        parameters={k: str(v) for k, v in parameters.items()},
-        env_manager="local",
-        experiment_id=mlflow.active_run().info.experiment_id,
-        synchronous=True,
-    )
+    """Run one entry point of this project synchronously and return its finished run; StepFailed if it failed."""
+    active = mlflow.active_run()
+    try:
+        submitted = mlflow.projects.run(
+            str(config.PROJECT_ROOT),
+            entry_point=entry_point,
+            parameters={k: str(v) for k, v in parameters.items()},
+            env_manager="local",
+            experiment_id=active.info.experiment_id,
+            synchronous=True,
+        )
+    except ExecutionException:
+        # The failed run is the newest run of this entry point under the main run.
+        failed = mlflow.MlflowClient().search_runs(
+            [active.info.experiment_id],
+            filter_string=f"tags.`mlflow.parentRunId` = '{active.info.run_id}' "
+            f"and tags.`{tracking.STEP_TAG}` = '{entry_point}'",
+            order_by=["attributes.start_time DESC"],
+            max_results=1,
+        )
+        if not failed:
+            raise
+        raise StepFailed(entry_point, failed[0]) from None
     return mlflow.MlflowClient().get_run(submitted.run_id)
 
 
-def run(etl_params: dict, train_params: dict, register_params: dict) -> dict[str, str]:
-    """Chain the three steps and record their run ids on the main run."""
+def run_promote(version: str, mode: str, promote_params: dict) -> dict[str, str]:
+    """Run promote on ``version``; a quality-only failure under ``auto`` is an outcome, anything else StepFailed."""
+    try:
+        promote_run = run_step("promote", {**promote_params, "version": version, "promote": mode})
+    except StepFailed as err:
+        failed = err.run.data.tags.get("acceptance.failed", "")
+        if mode == "auto" and failed == "quality":
+            logger.info(
+                "promote: version %s stays in Staging: %s", version, err.run.data.tags.get("acceptance.quality")
+            )
+            return {"promote_run_id": err.run.info.run_id, "promoted": "False", "acceptance_failed": failed}
+        logger.error("promote: version %s failed acceptance (%s); run %s", version, failed or "?", err.run.info.run_id)
+        raise
+    return {"promote_run_id": promote_run.info.run_id, "promoted": "True", "acceptance_failed": "none"}
+
+
+def run(
+    etl_params: dict, train_params: dict, register_params: dict, promote_params: dict | None = None
+) -> dict[str, str]:
+    """Chain the steps and record their run ids on the main run."""
     check_recipe({**HYPER_DEFAULTS, **train_params})  # before etl runs, not after
     with tracking.step_run("main"):
         etl_run = run_step("etl", etl_params)
@@ -50,26 +99,39 @@ def run(etl_params: dict, train_params: dict, register_params: dict) -> dict[str
             "register_run_id": register_run.info.run_id,
             "model_uri": model_uri,
             "registered_version": register_run.data.tags.get("registered_version", ""),
-            "promoted": register_run.data.tags.get("promoted", ""),
+            "gate_decision": register_run.data.tags.get("gate_decision", ""),
+            "promoted": "False",
         }
+        mode = register_params.get("promote", "auto")
+        if mode != "never" and register_run.data.tags.get("staged") == "True":
+            ids.update(run_promote(ids["registered_version"], mode, promote_params or {}))
+        else:
+            logger.info("promote: skipped (promote=%s); version %s on staging", mode, ids["registered_version"])
         mlflow.set_tags({f"skyprophet.{k}": v for k, v in ids.items()})
     return ids
 
 
 def main() -> None:
-    """CLI: every parameter of etl, train and register, with the same defaults."""
+    """CLI: every parameter of etl, train, register and promote, with the same defaults."""
     parser = argparse.ArgumentParser(description=__doc__)
     groups = {}
-    for step in ("etl", "train", "register"):
+    handed_over = {("train", "processed_uri"), ("register", "model_uri"), ("register", "holdout_uri")}
+    handed_over |= {("promote", "version"), ("promote", "model_name"), ("promote", "promote")}  # register's own
+    for step in STEPS:
         for name, default in config.DEFAULTS[step].items():
-            if (step, name) in (("train", "processed_uri"), ("register", "model_uri"), ("register", "holdout_uri")):
+            if (step, name) in handed_over:
                 continue  # handed over by main itself
             parser.add_argument(f"--{name.replace('_', '-')}", type=type(default), default=default)
             groups[name] = step
     args = vars(parser.parse_args())
-    params = {step: {k: v for k, v in args.items() if groups[k] == step} for step in ("etl", "train", "register")}
+    params = {step: {k: v for k, v in args.items() if groups[k] == step} for step in STEPS}
+    params["promote"]["model_name"] = params["register"]["model_name"]
     tracking.setup_logging()
-    ids = run(params["etl"], params["train"], params["register"])
+    try:
+        ids = run(params["etl"], params["train"], params["register"], params["promote"])
+    except StepFailed as err:
+        logger.error("main: %s", err)
+        raise SystemExit(1) from None
     logger.info("done: %s", ids)
 
 

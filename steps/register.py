@@ -1,10 +1,13 @@
-"""register: a train run's model -> a new version of ``flight-delay``, promoted when it earns it.
+"""register: a train run's model -> a new version of ``flight-delay`` on the alias ``staging``.
 
 Reads: the model URI (``models:/m-…`` or ``runs:/…/model``; default: the newest train run's)
-and the holdout flights. Writes: a model version with the gate's comparison as tags; on
-promotion the alias ``production`` and the stage ``Production`` (the previous one archived).
-The candidate and the current Production are scored on the same holdout flights before anything
-is written; a failure after the version exists deletes it again, so nothing is half-registered.
+and the holdout flights. Writes: a model version with the gate's comparison as tags
+(``gate.decision``: the candidate against the current Production on the latest period) and
+description, on the alias ``staging`` and the stage ``Staging`` (kept in step; the previous
+Staging version archived). It never moves ``production``: ``steps.promote`` does, after the
+acceptance checks. The candidate and the current Production are scored on the same holdout
+flights before anything is written; a failure after the version exists deletes it again, so
+nothing is half-registered.
 """
 
 from __future__ import annotations
@@ -43,6 +46,8 @@ from steps.train import (
 logger = logging.getLogger("skyprophet.register")
 PRODUCTION_ALIAS = "production"
 PRODUCTION_STAGE = "Production"
+STAGING_ALIAS = "staging"
+STAGING_STAGE = "Staging"
 PROMOTE_CHOICES = ("auto", "force", "never")
 # The candidate a version was refitted from, and the refit's link back to its candidate.
 CANDIDATE_URI_TAG = "skyprophet.candidate_model_uri"
@@ -54,12 +59,12 @@ REFIT_FOLDER, REFIT_FLIGHTS = "training", "train.parquet"
 
 @dataclass
 class RegisterResult:
-    """The version registered and whether it is now Production."""
+    """The version registered (now on ``staging`` unless it already left Staging) and the gate's verdict."""
 
     run_id: str
     model_name: str
     version: str
-    promoted: bool
+    gate_passed: bool
     candidate_roc_auc: float
     production_roc_auc: float | None
     refit_run_id: str = ""
@@ -180,10 +185,19 @@ def find_existing_version(client: mlflow.MlflowClient, name: str, model_uri: str
     return None
 
 
-def promote(client: mlflow.MlflowClient, name: str, version: str) -> None:
-    """Alias ``production`` and stage ``Production`` on ``version``; previous one archived."""
-    client.transition_model_version_stage(name, version, PRODUCTION_STAGE, archive_existing_versions=True)
-    client.set_registered_model_alias(name, PRODUCTION_ALIAS, version)
+def stage(client: mlflow.MlflowClient, name: str, version: ModelVersion) -> bool:
+    """Alias ``staging`` and stage ``Staging`` on ``version`` (the previous Staging one archived).
+
+    A version that already left Staging (a rerun of register on a promoted or archived version)
+    stays where it is; returns whether it was staged.
+    """
+    current = client.get_model_version(name, version.version).current_stage
+    if current not in ("None", STAGING_STAGE):
+        logger.info("register: version %s is in %s already; staging left as it is", version.version, current)
+        return False
+    client.transition_model_version_stage(name, version.version, STAGING_STAGE, archive_existing_versions=True)
+    client.set_registered_model_alias(name, STAGING_ALIAS, version.version)
+    return True
 
 
 def refit_on_all_flights(candidate_run: mlflow.entities.Run, processed: Path) -> tuple[str, str]:
@@ -210,12 +224,30 @@ def refit_on_all_flights(candidate_run: mlflow.entities.Run, processed: Path) ->
     return model_uri, refit.info.run_id
 
 
+def model_threshold(model_uri: str) -> float | None:
+    """The decision threshold stored in the model's ``spec.json`` (the 0/1 ``delay`` cut), if readable."""
+    import json
+
+    try:
+        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri))
+        return float(json.loads((local / "artifacts" / "spec.json").read_text(encoding="utf-8"))["threshold"])
+    except (MlflowException, OSError, KeyError, ValueError):
+        return None
+
+
 def describe(
-    gate: dict[str, dict[str, float]], period: str, production: ModelVersion | None, how: str, decision: str
+    gate: dict[str, dict[str, float]],
+    period: str,
+    production: ModelVersion | None,
+    how: str,
+    decision: str,
+    threshold: float | None = None,
 ) -> str:
     """The version's description: what a person promoting it in the MLflow UI needs to see."""
     lines = [
         f"Gate on the latest period ({period}), flights every model can score: {decision}.",
+        "",
+        f"Decision threshold (delay = 1 at or above): {'unknown' if threshold is None else f'{threshold:.4f}'}.",
         "",
         "| model | ROC AUC | PR AUC | ECE |",
         "|---|---|---|---|",
@@ -243,13 +275,18 @@ def candidate_run(client: mlflow.MlflowClient, model_uri: str) -> mlflow.entitie
 
 @dataclass
 class Gate:
-    """The gate's comparison on the holdout: each model's figures, how Production was scored, the verdict."""
+    """The gate's comparison on the holdout: each model's figures, how Production was scored, the verdict.
+
+    ``passed``: the candidate's ROC AUC is at least Production's (or there is no Production) on the
+    latest period; recorded as ``gate.decision`` = ``promoted`` / ``not promoted``, which
+    ``steps.promote``'s quality check reads (``promote=force`` overrides it, nothing else).
+    """
 
     figures: dict[str, dict[str, float]]
     period: str
     production: ModelVersion | None
     production_scored_as: str
-    promote: bool
+    passed: bool
 
     def tags(self, holdout_uri: str, promote_mode: str) -> dict[str, str]:
         """The version tags a person reads in the UI (and the tests and CD read back)."""
@@ -257,7 +294,7 @@ class Gate:
             "gate.period": self.period,
             "gate.production_version": "none" if self.production is None else str(self.production.version),
             "gate.production_scored_as": self.production_scored_as or "none",
-            "gate.decision": "promoted" if self.promote else "not promoted",
+            "gate.decision": "promoted" if self.passed else "not promoted",
             "gate.holdout_uri": holdout_uri,
             "gate.promote_mode": promote_mode,
         }
@@ -283,8 +320,7 @@ def run_gate(client: mlflow.MlflowClient, model_uri: str, model_name: str, proce
         )
     figures = gate_metrics(holdout[TARGET].to_numpy(), scores)
     better = production is None or figures["candidate"]["roc_auc"] >= figures["production"]["roc_auc"]
-    promote_it = promote_mode == "force" or (promote_mode == "auto" and better)
-    return Gate(figures, period, production, how, promote_it)
+    return Gate(figures, period, production, how, better)
 
 
 def run(
@@ -293,7 +329,11 @@ def run(
     model_name: str = REGISTER["model_name"],
     promote_mode: str = REGISTER["promote"],
 ) -> RegisterResult:
-    """Gate, refit (when it will be promoted), register and promote inside one MLflow run."""
+    """Gate, refit (when it may be promoted), register and stage inside one MLflow run.
+
+    ``promote_mode`` is recorded (``gate.promote_mode``); it decides the refit: a version the gate
+    passed, or one to be forced, is refitted on all flights, since it may go to Production.
+    """
     if promote_mode not in PROMOTE_CHOICES:
         raise ValueError(f"promote must be one of {PROMOTE_CHOICES}, got {promote_mode!r}")
     with tracking.step_run("register") as active:
@@ -314,7 +354,8 @@ def run(
         if created:
             source_uri = model_uri
             source = candidate_run(client, model_uri)
-            if gate.promote and source is not None and source.data.tags.get(tracking.STEP_TAG) == "train":
+            may_serve = gate.passed or promote_mode == "force"
+            if may_serve and source is not None and source.data.tags.get(tracking.STEP_TAG) == "train":
                 source_uri, refit_run = refit_on_all_flights(source, processed)
             logger.info("register: new version of %s from %s", model_name, source_uri)
             with tracking.refusals_explained(
@@ -335,20 +376,29 @@ def run(
             for key, value in tags.items():
                 client.set_model_version_tag(model_name, version.version, key, value)
             decision = tags["gate.decision"] + (f"; refitted on all flights in run {refit_run}" if refit_run else "")
+            threshold = model_threshold(f"models:/{model_name}/{version.version}")
+            tags["model.threshold"] = "unknown" if threshold is None else f"{threshold:.5f}"
+            client.set_model_version_tag(model_name, version.version, "model.threshold", tags["model.threshold"])
             client.update_model_version(
                 model_name,
                 version.version,
-                description=describe(gate.figures, gate.period, gate.production, gate.production_scored_as, decision),
+                description=describe(
+                    gate.figures, gate.period, gate.production, gate.production_scored_as, decision, threshold
+                ),
             )
-            if gate.promote:
+            with tracking.refusals_explained(
+                f"moving {STAGING_ALIAS} of {model_name!r} to version {version.version}",
+                f"EDIT on registered model {model_name!r} (the pipeline's grant)",
+            ):
+                staged = stage(client, model_name, version)
+            if staged:
                 logger.info(
-                    "promote: version %s -> alias %s, stage %s", version.version, PRODUCTION_ALIAS, PRODUCTION_STAGE
+                    "register: version %s -> alias %s, stage %s (gate: %s); next: `make promote` (steps.promote)",
+                    version.version,
+                    STAGING_ALIAS,
+                    STAGING_STAGE,
+                    tags["gate.decision"],
                 )
-                with tracking.refusals_explained(
-                    f"moving {PRODUCTION_ALIAS} of {model_name!r} to version {version.version}",
-                    f"MANAGE on registered model {model_name!r} (the promoter's grant)",
-                ):
-                    promote(client, model_name, version.version)
         except Exception:
             if created:
                 logger.error("register: failed after creating version %s; deleting it", version.version)
@@ -360,12 +410,17 @@ def run(
                     )
             raise
         mlflow.set_tags(
-            {"registered_model": model_name, "registered_version": version.version, "promoted": str(gate.promote)}
+            {
+                "registered_model": model_name,
+                "registered_version": version.version,
+                "gate_decision": tags["gate.decision"],
+                "staged": str(staged),
+            }
         )
         run_id = active.info.run_id
     production = gate.figures.get("production", {}).get("roc_auc")
     return RegisterResult(
-        run_id, model_name, version.version, gate.promote, gate.figures["candidate"]["roc_auc"], production, refit_run
+        run_id, model_name, version.version, gate.passed, gate.figures["candidate"]["roc_auc"], production, refit_run
     )
 
 

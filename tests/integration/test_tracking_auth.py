@@ -159,7 +159,7 @@ def auth_server(tracking_server, tmp_path_factory) -> AuthServer:
 
 @pytest.fixture(scope="module")
 def pipeline_run(auth_server) -> subprocess.CompletedProcess:
-    """The pipeline identity runs etl -> train -> register (`mlflow run . -e main`, no promotion)."""
+    """The pipeline identity runs etl -> train -> register (`mlflow run . -e main`, promote=never: staging only)."""
     flights = write_flights(auth_server.root / "flights.csv")
     env = auth_server.env(auth_server.pipeline)
     command = mlflow_run_command("main", EXPERIMENT, data_uri=flights, n_estimators=20, cv_folds=2, promote="never")
@@ -277,7 +277,7 @@ def test_a_reader_cannot_register_or_move_the_alias_and_nothing_is_written(auth_
 def test_only_the_promoter_moves_production(auth_server, pipeline_run, monkeypatch):
     assert pipeline_run.returncode == 0, pipeline_run.stderr[-2000:]
     pipeline, promoter = auth_server.pipeline, auth_server.promoter
-    assert registry_state(auth_server.tracking_db)["aliases"] == [], "nobody promoted yet"
+    assert registry_state(auth_server.tracking_db)["aliases"] == [("staging", 1)], "staged, nobody promoted yet"
 
     # The pipeline has EDIT on the model (it registers versions): MLflow alone would let it move the alias.
     answer = api(
@@ -310,8 +310,10 @@ def test_only_the_promoter_moves_production(auth_server, pipeline_run, monkeypat
     )
     assert answer.status_code == 200, answer.text
 
-    # register --promote force as the pipeline: refused, named, and Production does not move.
-    done, _ = step("register", auth_server.env(pipeline), "--model-name", MODEL, "--promote", "force")
+    # promote as the pipeline: the checks run (and are recorded), the move is refused, named, and
+    # Production does not move.
+    load = ("--users", "1", "--spawn-rate", "1", "--duration", "2s", "--p95-ms", "10000")
+    done, _ = step("promote", auth_server.env(pipeline), "--model-name", MODEL, "--promote", "force", *load)
     assert done.returncode != 0
     expected = (
         f"refused moving production of {MODEL!r} to version 1 to user {pipeline.name!r} (MLFLOW_TRACKING_USERNAME) "
@@ -319,9 +321,9 @@ def test_only_the_promoter_moves_production(auth_server, pipeline_run, monkeypat
     )
     assert expected in done.stderr, done.stderr[-3000:]
     state = registry_state(auth_server.tracking_db)
-    assert state["versions"] == [(1, "None")] and state["aliases"] == [("staging", 1)], state
+    assert state["versions"] == [(1, "Staging")] and state["aliases"] == [("staging", 1)], state
 
-    # The promoter moves production (stage and alias, as `register` promotes).
+    # The promoter moves production (stage and alias, as `promote` does).
     for key, value in promoter.env.items():
         monkeypatch.setenv(key, value)
     client = mlflow.MlflowClient(auth_server.url)

@@ -10,7 +10,7 @@ from mlflow.pyfunc import scoring_server
 from pandas.testing import assert_frame_equal
 
 from pyfunc import schema
-from pyfunc.features import CodedSpec, CodeTable, build_features, fit_feature_spec
+from pyfunc.features import FEATURE_NAMES, CodedSpec, CodeTable, build_features, fit_feature_spec
 from pyfunc.model import FlightDelayModel
 from pyfunc.schema import CATEGORY_COLUMNS, FLIGHT_NUMBER, REQUIRED_COLUMNS, SCHEDULED_TIME, InvalidFlightsError
 from steps import etl, train
@@ -177,7 +177,7 @@ def test_unknown_categories_are_scored_as_unseen_and_named_per_flight(spec, requ
     clean, unknown = schema.validate_request(frame, spec.vocabulary, "score")
     names = schema.unknown_field_names(unknown)
     assert names == ["", "Emp-I", "", "", "Des-I,OPERA", ""], names
-    codes = build_features(clean, spec)[:, 9]  # Emp-I_code
+    codes = build_features(clean, spec)[:, FEATURE_NAMES.index("Emp-I_code")]
     assert codes[1] == len(spec.vocabulary["Emp-I"]), "an unseen airline gets the 'never seen' code"
     with pytest.raises(InvalidFlightsError, match="unknown_categories.*refuse, score"):
         schema.validate_request(frame, spec.vocabulary, "maybe")

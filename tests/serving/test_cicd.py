@@ -2,13 +2,16 @@
 
 Nothing here talks to GitHub or Google Cloud; the checks are that the files parse, lint clean
 and say what the pipeline promises (ruff, tests, stress test, reports; build-docker from the
-registry's Production version, two images, one Cloud Run service probed on the sidecar's /health).
+registry's Staging version, two images, one Cloud Run service probed on the sidecar's /health, a
+new revision with no traffic and the tag `staging`, the acceptance checks against the tag's URL,
+traffic moved only after them).
 """
 
 import json
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -116,7 +119,7 @@ def render(text: str, substitutions: dict[str, str]) -> str:
     return text.replace("$$", "$")
 
 
-def test_cloudbuild_builds_both_images_and_deploys_one_service_probed_on_health():
+def test_cloudbuild_builds_both_images_and_deploys_a_staging_revision_probed_on_health():
     build = load(PROJECT_ROOT / "cloudbuild.yaml")
     steps = {step["id"]: step for step in build["steps"]}
     assert all("name" in step for step in build["steps"]), "every step names its builder image"
@@ -126,7 +129,10 @@ def test_cloudbuild_builds_both_images_and_deploys_one_service_probed_on_health(
         "build-sidecar-image",
         "push-model-image",
         "push-sidecar-image",
-        "deploy",
+        "deploy-staging",
+        "staging-id-token",
+        "acceptance-and-promote",
+        "move-traffic",
     ]
     secret = build["availableSecrets"]["secretManager"][0]
     assert secret["env"] == "MLFLOW_TRACKING_URI" and "mlflow-tracking-uri" in secret["versionName"]
@@ -134,16 +140,19 @@ def test_cloudbuild_builds_both_images_and_deploys_one_service_probed_on_health(
         assert steps[step_id]["secretEnv"] == ["MLFLOW_TRACKING_URI"], f"{step_id} reads the registry"
     script = steps["build-model-image"]["args"][-1]
     assert 'mlflow models build-docker -m "models:/${_MODEL_NAME}/$${VERSION}"' in script, script
-    assert build["substitutions"]["_MODEL_STAGE"] == "Production"
-    assert "${_MODEL_STAGE}" in steps["resolve-model-version"]["args"][-1]
+    assert build["substitutions"]["_MODEL_ALIAS"] == "staging", "CD rolls out the Staging version"
+    assert (
+        'get_model_version_by_alias("${_MODEL_NAME}", "${_MODEL_ALIAS}")' in steps["resolve-model-version"]["args"][-1]
+    )
     assert steps["build-sidecar-image"]["args"][:3] == ["build", "--target", "sidecar"]
     assert set(build["images"]) == {"${_MODEL_IMAGE}:${_TAG}", "${_SIDECAR_IMAGE}:${_TAG}"}
 
-    deploy = render(steps["deploy"]["args"][-1], {"_SERVICE": "skyprophet", "_MODEL_NAME": "flight-delay"})
+    deploy = render(steps["deploy-staging"]["args"][-1], {"_SERVICE": "skyprophet", "_MODEL_NAME": "flight-delay"})
     assert "gcloud run services replace /workspace/service.yaml" in deploy
     manifest = re.search(r"<<EOF\n(.*?)\nEOF\n", deploy, re.S)
     assert manifest, "the deploy step writes the service manifest with a heredoc"
-    service = yaml.safe_load(manifest.group(1).replace("${VERSION}", "7"))
+    service = yaml.safe_load(manifest.group(1).replace("${VERSION}", "7").replace("${REVISION}", "skyprophet-v7"))
+    assert service["spec"]["template"]["metadata"]["name"] == "skyprophet-v7", "a named revision, for the tag"
     template = service["spec"]["template"]
     model, sidecar = template["spec"]["containers"]
     assert (model["name"], sidecar["name"]) == ("model", "sidecar")
@@ -163,10 +172,10 @@ def test_cloudbuild_builds_both_images_and_deploys_one_service_probed_on_health(
     assert dependencies == {"sidecar": ["model"]}, "the sidecar starts after the model container"
 
 
-def deploy_script(workspace: Path, invokers: str) -> str:
-    """The deploy step as Cloud Build hands it to bash, with /workspace moved to a temporary folder."""
+def deploy_script(workspace: Path, invokers: str, step_id: str = "deploy-staging") -> str:
+    """A step as Cloud Build hands it to bash, with /workspace moved to a temporary folder."""
     build = load(PROJECT_ROOT / "cloudbuild.yaml")
-    script = next(step for step in build["steps"] if step["id"] == "deploy")["args"][-1]
+    script = next(step for step in build["steps"] if step["id"] == step_id)["args"][-1]
     substitutions = {**build["substitutions"], "_INVOKERS": invokers}
     for _ in range(2):  # the images' defaults name ${_REGION} and ${PROJECT_ID} themselves
         for key, value in substitutions.items():
@@ -174,27 +183,64 @@ def deploy_script(workspace: Path, invokers: str) -> str:
     return render(script, {"PROJECT_ID": "proj"}).replace("/workspace", str(workspace))
 
 
-def run_deploy(tmp_path: Path, invokers: str) -> tuple[subprocess.CompletedProcess, list[list[str]]]:
-    """Run the rendered deploy script with bash; `gcloud` is a recorder on PATH (no GCP here)."""
+# A stand-in for gcloud (no GCP here): records every call; `run services replace` keeps the manifest
+# as the service, `run services describe` answers it (with URLs), or fails when there is no service.
+FAKE_GCLOUD = """#!{python}
+import json, sys, pathlib, yaml
+state = pathlib.Path("{state}")
+args = sys.argv[1:]
+with open(state / "calls.jsonl", "a") as calls:
+    calls.write(json.dumps(args) + "\\n")
+service = state / "service.json"
+if args[:3] == ["run", "services", "replace"]:
+    spec = yaml.safe_load(open(args[3]))["spec"]
+    traffic = [dict(t, url=f"https://{{t['tag']}}---svc.run.app") if t.get("tag") else t for t in spec["traffic"]]
+    service.write_text(json.dumps({{"status": {{"url": "https://svc.run.app", "traffic": traffic}}}}))
+elif args[:3] == ["run", "services", "describe"]:
+    if not service.exists():
+        sys.exit("ERROR: (gcloud.run.services.describe) Cannot find service")
+    print(service.read_text())
+elif args[:3] == ["run", "revisions", "describe"]:
+    print(json.dumps({{"status": {{"conditions": [{{"type": "Ready", "status": (state / "ready").read_text()}}]}}}}))
+"""
+
+
+def run_step(
+    tmp_path: Path,
+    invokers: str,
+    step_id: str = "deploy-staging",
+    serving: list[dict] | None = None,
+    ready: str = "True",
+) -> tuple[subprocess.CompletedProcess, list[list[str]]]:
+    """A rendered step run by bash against FAKE_GCLOUD; ``serving``: the traffic before (None: no service)."""
     workspace, bin_dir = tmp_path / "workspace", tmp_path / "bin"
-    workspace.mkdir(parents=True)
-    bin_dir.mkdir()
+    workspace.mkdir(parents=True, exist_ok=True)
+    bin_dir.mkdir(exist_ok=True)
     (workspace / "model_version").write_text("7\n")
-    calls = tmp_path / "gcloud-calls.jsonl"
+    (tmp_path / "ready").write_text(ready)
+    if serving is not None:
+        (tmp_path / "service.json").write_text(
+            json.dumps({"status": {"url": "https://svc.run.app", "traffic": serving}})
+        )
     recorder = bin_dir / "gcloud"
-    recorder.write_text(
-        f'#!/usr/bin/env python3\nimport json, sys\nopen("{calls}", "a").write(json.dumps(sys.argv[1:]) + "\\n")\n'
-    )
+    recorder.write_text(FAKE_GCLOUD.format(python=sys.executable, state=tmp_path))
     recorder.chmod(0o755)
     done = subprocess.run(
-        ["bash", "-c", deploy_script(workspace, invokers)],
+        ["bash", "-c", deploy_script(workspace, invokers, step_id)],
         env={"PATH": f"{bin_dir}:/usr/bin:/bin"},
         capture_output=True,
         text=True,
         timeout=60,
     )
+    calls = tmp_path / "calls.jsonl"
     recorded = [json.loads(line) for line in calls.read_text().splitlines()] if calls.exists() else []
     return done, recorded
+
+
+def run_deploy(tmp_path: Path, invokers: str, **kwargs) -> tuple[subprocess.CompletedProcess, list[list[str]]]:
+    """The deploy-staging step with bash; by default the service serves revision skyprophet-v6-old."""
+    kwargs.setdefault("serving", [{"revisionName": "skyprophet-v6-old", "percent": 100}])
+    return run_step(tmp_path, invokers, **kwargs)
 
 
 def test_the_cloud_run_service_is_private_with_named_invokers_only(tmp_path):
@@ -212,8 +258,14 @@ def test_the_cloud_run_service_is_private_with_named_invokers_only(tmp_path):
     manifest = yaml.safe_load((tmp_path / "workspace" / "service.yaml").read_text())
     assert manifest["metadata"]["annotations"]["run.googleapis.com/invoker-iam-disabled"] == "false"
     assert manifest["metadata"]["labels"]["model-version"] == "7"
-    assert [call[:3] for call in calls] == [["run", "services", "replace"], ["run", "services", "set-iam-policy"]]
-    policy_call = calls[1]
+    assert [call[:3] for call in calls] == [
+        ["run", "services", "describe"],
+        ["run", "services", "replace"],
+        ["run", "services", "set-iam-policy"],
+        ["run", "revisions", "describe"],
+        ["run", "services", "describe"],
+    ]
+    policy_call = calls[2]
     assert policy_call[3] == "skyprophet", "the policy is set on the service just deployed"
     policy = yaml.safe_load(Path(policy_call[4]).read_text())
     assert policy == {
@@ -232,3 +284,64 @@ def test_the_cloud_run_service_is_private_with_named_invokers_only(tmp_path):
         done, calls = run_deploy(tmp_path / f"refused-{len(message)}", bad)
         assert done.returncode != 0 and message in done.stderr, (bad, done.stderr)
         assert calls == [], "nothing deployed without named service-account invokers"
+
+
+ACCOUNTS = "scorer@proj.iam.gserviceaccount.com,cloudbuild@proj.iam.gserviceaccount.com"
+
+
+def test_the_staging_revision_gets_no_traffic_and_its_tag_url_is_checked_before_traffic_moves(tmp_path):
+    done, calls = run_deploy(tmp_path, ACCOUNTS)
+    assert done.returncode == 0, done.stderr
+    workspace = tmp_path / "workspace"
+    manifest = yaml.safe_load((workspace / "service.yaml").read_text())
+    revision = manifest["spec"]["template"]["metadata"]["name"]
+    assert revision == "skyprophet-v7-manual", "the revision is named after the version and the build's tag"
+    assert manifest["spec"]["traffic"] == [
+        {"revisionName": "skyprophet-v6-old", "percent": 100},
+        {"revisionName": revision, "percent": 0, "tag": "staging"},
+    ], "what serves keeps all its traffic; the new revision only gets the tag"
+    assert (workspace / "previous_revision").read_text() == "skyprophet-v6-old"
+    assert (workspace / "staging_url").read_text() == "https://staging---svc.run.app"
+    assert ["run", "revisions", "describe", revision] == calls[3][:4], "the revision (sidecar /health probe) is Ready"
+
+    build = load(PROJECT_ROOT / "cloudbuild.yaml")
+    steps = {step["id"]: step for step in build["steps"]}
+    # The same program as local promote, against the tag's URL with an ID token; then, only then, traffic.
+    assert steps["staging-id-token"]["waitFor"] == ["deploy-staging"]
+    assert steps["acceptance-and-promote"]["waitFor"] == ["staging-id-token"]
+    assert steps["move-traffic"]["waitFor"] == ["acceptance-and-promote"], "traffic moves only after the checks"
+    check = steps["acceptance-and-promote"]["args"][-1]
+    assert "python -m steps.promote" in check and '--url "$$(cat /workspace/staging_url)"' in check
+    assert '--id-token "$$(cat /workspace/id_token)"' in check and "set -euo pipefail" in check
+    assert steps["acceptance-and-promote"]["secretEnv"] == [
+        "MLFLOW_TRACKING_URI",
+        "MLFLOW_TRACKING_USERNAME",
+        "MLFLOW_TRACKING_PASSWORD",
+    ], "it moves production in the registry as the promoter"
+    assert "print-identity-token" in steps["staging-id-token"]["args"][-1]
+
+    done, calls = run_step(tmp_path, ACCOUNTS, step_id="move-traffic")
+    assert done.returncode == 0, done.stderr
+    assert calls[-1] == ["run", "services", "update-traffic", "skyprophet", "--region", "europe-west1"] + [
+        "--to-tags",
+        "staging=100",
+    ]
+    rollback = (
+        "gcloud run services update-traffic skyprophet --region europe-west1 --to-revisions skyprophet-v6-old=100"
+    )
+    assert rollback in done.stdout, "the build log prints the one rollback command"
+    readme = (PROJECT_ROOT / "README.md").read_text()
+    assert "--to-revisions PREVIOUS_REVISION=100" in readme, "the README documents the traffic rollback"
+
+
+def test_the_first_deploy_serves_the_new_revision_and_a_revision_not_ready_fails_the_build(tmp_path):
+    done, _ = run_step(tmp_path / "first", ACCOUNTS, serving=None)
+    assert done.returncode == 0, done.stderr
+    manifest = yaml.safe_load((tmp_path / "first" / "workspace" / "service.yaml").read_text())
+    assert manifest["spec"]["traffic"] == [{"revisionName": "skyprophet-v7-manual", "percent": 100, "tag": "staging"}]
+    assert (tmp_path / "first" / "workspace" / "previous_revision").read_text() == ""
+
+    done, calls = run_deploy(tmp_path / "unready", ACCOUNTS, ready="False")
+    assert done.returncode != 0 and "revision not Ready" in done.stderr, done.stderr
+    assert not (tmp_path / "unready" / "workspace" / "staging_url").exists(), "no checks, no traffic"
+    assert all(call[:3] != ["run", "services", "update-traffic"] for call in calls)

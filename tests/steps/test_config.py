@@ -8,7 +8,7 @@ from steps.config import DEFAULTS, PROJECT_ROOT
 MLPROJECT = yaml.safe_load((PROJECT_ROOT / "MLproject").read_text())
 
 
-@pytest.mark.parametrize("step", ["etl", "train", "register", "monitor", "evaluate", "score"])
+@pytest.mark.parametrize("step", ["etl", "train", "register", "promote", "monitor", "evaluate", "score"])
 def test_mlproject_defaults_match_config(step):
     declared = {k: v["default"] for k, v in MLPROJECT["entry_points"][step]["parameters"].items()}
     assert declared.keys() == DEFAULTS[step].keys(), f"{step}: MLproject and config list different parameters"
@@ -17,6 +17,6 @@ def test_mlproject_defaults_match_config(step):
 
 
 def test_main_takes_every_step_parameter_it_does_not_hand_over():
-    handed_over = {"processed_uri", "model_uri", "holdout_uri"}
-    expected = {n for step in ("etl", "train", "register") for n in DEFAULTS[step]} - handed_over
+    handed_over = {"processed_uri", "model_uri", "holdout_uri", "version"}
+    expected = {n for step in ("etl", "train", "register", "promote") for n in DEFAULTS[step]} - handed_over
     assert set(MLPROJECT["entry_points"]["main"]["parameters"]) == expected

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from pyfunc.features import FEATURE_NAMES
-from steps import etl, evaluate, register, train
+from steps import etl, evaluate, promote, register, train
 from tests.factory import make_flights
 
 HYPER = {"n_estimators": 60}
@@ -34,7 +34,8 @@ def test_evaluate_logs_the_table_and_describes_production(tracking_store, flight
     etl_result = etl.run(data_uri=str(flights_csv))
     trained = train.run(processed_uri=etl_result.processed_uri, **HYPER)
     registered = register.run(model_uri=trained.model_uri, holdout_uri=f"{etl_result.processed_uri}/holdout.parquet")
-    assert registered.promoted
+    assert registered.gate_passed
+    promote.move_production(mlflow.MlflowClient(), "flight-delay", registered.version, "test set-up")
 
     result = evaluate.run(processed_uri=etl_result.processed_uri)
 

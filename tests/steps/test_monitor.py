@@ -18,7 +18,7 @@ import pytest
 
 from pyfunc.features import fit_feature_spec
 from pyfunc.schema import REQUIRED_COLUMNS, SCHEDULED_TIME, clean_flights
-from steps import config, etl, monitor, register, train
+from steps import config, etl, monitor, promote, register, train
 from steps.config import PROJECT_ROOT
 from tests.conftest import BIN, process_env
 from tests.factory import make_flights, write_flights
@@ -133,7 +133,8 @@ def production(tmp_path_factory: pytest.TempPathFactory):
         registered = register.run(
             model_uri=trained.model_uri, holdout_uri=f"{etl_result.processed_uri}/holdout.parquet"
         )
-        assert registered.promoted, "the first version is promoted"
+        assert registered.gate_passed, "the first version passes the gate"
+        promote.move_production(mlflow.MlflowClient(), "flight-delay", registered.version, "test set-up")
         train_days = pd.read_parquet(root / "datasets" / "processed" / "train.parquet")[SCHEDULED_TIME].str[:10]
         patch.delenv("MLFLOW_EXPERIMENT_ID")  # set_experiment exported it; subprocesses name the experiment
         yield {"env": env, "root": root, "train_days": set(train_days), "train_run_id": trained.run_id}

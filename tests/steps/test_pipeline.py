@@ -1,4 +1,4 @@
-"""End to end with real processes: `mlflow run . -e main`, then `mlflow models serve` from the registry."""
+"""End to end with real processes: `mlflow run . -e main` (through staging and promote), then `mlflow models serve`."""
 
 import subprocess
 
@@ -22,13 +22,17 @@ def mlflow_run(entry_point: str, env: dict[str, str], **params) -> subprocess.Co
     )
 
 
+LOAD = {"users": 2, "spawn_rate": 2, "duration": "3s", "p95_ms": 5000}
+
+
 def test_main_registers_promotes_and_serves(tracking_store, flights_csv, serve_model):
-    done = mlflow_run("main", tracking_store, data_uri=flights_csv, n_estimators=60)
+    done = mlflow_run("main", tracking_store, data_uri=flights_csv, n_estimators=40, cv_folds=2, **LOAD)
     assert done.returncode == 0, done.stderr[-4000:]
     client = mlflow.MlflowClient()
     first = client.get_model_version_by_alias("flight-delay", "production")
     assert str(first.version) == "1" and first.current_stage == "Production"
     assert first.tags["gate.decision"] == "promoted" and first.tags["gate.production_version"] == "none"
+    assert all(first.tags[f"acceptance.{c}"] == "passed" for c in ("smoke", "contract", "load", "quality"))
 
     flights = make_flights(days=3, seed=99)
     server = serve_model("models:/flight-delay/Production", tracking_store)
@@ -43,27 +47,38 @@ def test_main_registers_promotes_and_serves(tracking_store, flights_csv, serve_m
         assert len(predictions) == len(flights), "one prediction per flight sent"
         assert all(0.0 <= p["delay_probability"] <= 1.0 and p["delay"] in (0, 1) for p in predictions)
 
-    # A deliberately weak model: registered as version 2 but Production stays at version 1.
-    done = mlflow_run("main", tracking_store, data_uri=flights_csv, n_estimators=1, max_depth=1)
+    # A deliberately weak model: version 2 stays in Staging (quality failed), Production stays at version 1;
+    # under promote=auto that is an outcome, not a failure of main.
+    done = mlflow_run("main", tracking_store, data_uri=flights_csv, n_estimators=1, max_depth=1, cv_folds=2, **LOAD)
     assert done.returncode == 0, done.stderr[-4000:]
     second = client.get_model_version("flight-delay", "2")
     assert second.tags["gate.decision"] == "not promoted", second.tags
     assert float(second.tags["gate.candidate_roc_auc"]) < float(second.tags["gate.production_roc_auc"])
+    assert second.tags["acceptance.quality"].startswith("failed: the gate did not promote it"), second.tags
+    assert second.tags["acceptance.smoke"] == "passed"
     assert str(client.get_model_version_by_alias("flight-delay", "production").version) == "1"
     assert client.get_model_version("flight-delay", "1").current_stage == "Production"
-    assert second.current_stage == "None"
+    assert second.current_stage == "Staging" and second.aliases == ["staging"]
 
 
 def test_each_step_runs_alone_and_says_what_is_missing(tracking_store, flights_csv):
     missing = mlflow_run("train", tracking_store)
     assert missing.returncode != 0
     assert "mlflow run . -e etl" in missing.stderr, "train without etl output says to run etl first"
-    for entry_point, params in (("etl", {"data_uri": flights_csv}), ("train", {"n_estimators": 30}), ("register", {})):
+    nothing = mlflow_run("promote", tracking_store)
+    assert nothing.returncode != 0 and "run `mlflow run . -e register`" in nothing.stderr
+    steps = (("etl", {"data_uri": flights_csv}), ("train", {"n_estimators": 30, "cv_folds": 2}), ("register", {}))
+    for entry_point, params in steps:
         done = mlflow_run(entry_point, tracking_store, **params)
         assert done.returncode == 0, f"{entry_point}: {done.stderr[-3000:]}"
-    version = mlflow.MlflowClient().get_model_version_by_alias("flight-delay", "production")
-    assert str(version.version) == "1"
+    client = mlflow.MlflowClient()
+    assert str(client.get_model_version_by_alias("flight-delay", "staging").version) == "1"
+    done = mlflow_run("promote", tracking_store, version=1, **LOAD)
+    assert done.returncode == 0, done.stderr[-3000:]
+    version = client.get_model_version_by_alias("flight-delay", "production")
+    assert str(version.version) == "1" and version.current_stage == "Production"
     again = mlflow_run("register", tracking_store, promote="force")
     assert again.returncode == 0, again.stderr[-3000:]
-    versions = mlflow.MlflowClient().search_model_versions("name = 'flight-delay'")
+    versions = client.search_model_versions("name = 'flight-delay'")
     assert len(versions) == 1, "registering the same train run twice makes no second version"
+    assert versions[0].current_stage == "Production", "a rerun of register does not pull Production back to Staging"

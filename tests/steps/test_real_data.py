@@ -4,7 +4,7 @@ import mlflow
 import pytest
 
 from pyfunc.features import FEATURE_NAMES
-from steps import etl, evaluate, register, train
+from steps import etl, evaluate, promote, register, train
 
 pytestmark = [pytest.mark.real_data, pytest.mark.slow]
 
@@ -16,7 +16,8 @@ def test_real_pipeline_beats_both_reference_models_month_ahead(tracking_store, r
     registered = register.run(
         model_uri=train_result.model_uri, holdout_uri=f"{etl_result.processed_uri}/holdout.parquet"
     )
-    assert registered.promoted and registered.version in ("1", 1) and registered.refit_run_id
+    assert registered.gate_passed and registered.version in ("1", 1) and registered.refit_run_id
+    promote.move_production(mlflow.MlflowClient(), "flight-delay", registered.version, "test set-up")
     assert train_result.metrics["ece"] < 0.05, "Nov-Dec, calibrated on earlier months only"
     assert not {"day_of_month", "day_of_year"} & set(FEATURE_NAMES), "no feature memorises a date"
 
