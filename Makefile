@@ -89,7 +89,7 @@ score: install  ## delay odds for a whole schedule: DATA=<CSV/Parquet file or fo
 .PHONY: tracking-server
 TRACKING_PORT ?= 5000
 TRACKING_ARGS ?=
-# AUTH=basic (or MLFLOW_AUTH=basic): MLflow's basic-auth app; needs MLFLOW_AUTH_ADMIN_PASSWORD (README: Authentication).
+# AUTH=basic (or MLFLOW_AUTH=basic): MLflow's basic-auth app; needs MLFLOW_AUTH_ADMIN_PASSWORD (docs/operations.md: Authentication).
 AUTH ?=
 export MLFLOW_BACKEND_STORE_URI MLFLOW_ARTIFACTS_DESTINATION
 
@@ -109,7 +109,7 @@ BENCH_ARGS ?=
 # The per-form table is printed for each of these worker counts.
 BENCH_WORKERS ?= 1 2
 
-bench: install  ## benchmark table vs DESIGN.md targets: times etl/train/register on DATA_URI, then loads the served model with real rows of DATA_URI in each request form, for BENCH_WORKERS (wrk, else locust)
+bench: install  ## benchmark table vs the design's targets (docs/benchmarks.md): times etl/train/register on DATA_URI, then loads the served model with real rows of DATA_URI in each request form, for BENCH_WORKERS (wrk, else locust)
 	@command -v wrk >/dev/null || echo "bench: wrk missing (apt-get install -y wrk); using locust" >&2
 	python -m bench.run --data-uri $(DATA_URI) --sha256 $(DATA_SHA256) --workers $(BENCH_WORKERS) $(BENCH_ARGS)
 

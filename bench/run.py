@@ -1,4 +1,4 @@
-"""The benchmark table: each measurement beside its target from DESIGN.md (Benchmarks).
+"""The benchmark table: each measurement beside its target (the design's Benchmarks section, in docs/benchmarks.md).
 
 ``make bench`` runs this. Load only goes to 127.0.0.1 and every load run is bounded in time.
 The machine is shared, so the 1-minute load average is recorded beside every measurement.
@@ -371,7 +371,7 @@ class FormRow:
 
 
 def form_target(form, workers: int) -> tuple[str, float, float]:
-    """DESIGN.md's target for a single-flight form at this worker count: (text, req/s, p99 ms)."""
+    """The design's target for a single-flight form at this worker count: (text, req/s, p99 ms)."""
     if form.flights != 1:
         return "-", 0, 0
     rps = 200 if workers == 1 else 400

@@ -12,7 +12,7 @@ planner-visible factor it belongs to (``factor``). Adding a feature is one entry
 of the training year (no day of month, day of year, nor month): the model scores schedules that
 have not flown yet, and such features only let it memorise the training year's weather, or, for
 the month, meet a value it never saw (July, when trained on January to June). The backtest says
-so (README).
+so (docs/model.md).
 """
 
 from __future__ import annotations

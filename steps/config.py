@@ -27,7 +27,7 @@ DEFAULTS: dict[str, dict[str, object]] = {
         "country": "auto",  # public holidays of: "auto" = the origin's country from its ICAO code, "none", or e.g. "CL"
         "objective": "minutes_late",  # or "delayed" (0/1 label, logistic loss); see steps/train.py
         "calibration": "forward",  # or "days" (day-grouped folds); see steps/train.py CALIBRATIONS
-        # Chosen by the month-ahead backtest of SCL 2017's last six months (README "Model quality"):
+        # Chosen by the month-ahead backtest of SCL 2017's last six months (docs/model.md):
         # shallow and short beats the deep day-split winner (depth 9, 400 trees at 0.02) on unseen
         # months, and fits about ten times faster.
         "n_estimators": 80,

@@ -80,7 +80,7 @@ def _forbidden(uri: str, action: str, needs: str, detail: str = "") -> TrackingA
     said = f"; the server says: {detail}" if detail else ""
     return TrackingAccessError(
         f"MLflow tracking server at {uri} refused {action} to {identity()} (HTTP 403 Forbidden): it lacks {needs}; "
-        f"an admin grants it (python -m steps.auth --create-roles, README: Authentication){said}"
+        f"an admin grants it (python -m steps.auth --create-roles, docs/operations.md: Authentication){said}"
     )
 
 

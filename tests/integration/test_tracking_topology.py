@@ -194,7 +194,7 @@ def test_step_fails_at_once_naming_the_uri_when_no_tracking_server_answers(tmp_p
     assert not datasets.exists(), "nothing written: no data fetched"
 
     # `mlflow run` asks the server for the experiment before any step starts: with its retries
-    # off (the README says so) it fails at once too, naming the URI.
+    # off (docs/operations.md says so) it fails at once too, naming the URI.
     done, seconds = run_command(
         [str(BIN / "mlflow"), "run", ".", "-e", "etl", "--env-manager", "local", "-P", f"data_uri={flights_csv}"],
         {**env, "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0"},

@@ -244,7 +244,7 @@ def run_deploy(tmp_path: Path, invokers: str, **kwargs) -> tuple[subprocess.Comp
 
 
 def test_the_cloud_run_service_is_private_with_named_invokers_only(tmp_path):
-    for path in (PROJECT_ROOT / "cloudbuild.yaml", WORKFLOWS / "cd.yml", PROJECT_ROOT / "README.md"):
+    for path in (PROJECT_ROOT / "cloudbuild.yaml", WORKFLOWS / "cd.yml", PROJECT_ROOT / "docs" / "operations.md"):
         text = path.read_text()
         assert "allUsers" not in text and "allAuthenticatedUsers" not in text, f"{path.name} opens the service"
         assert not re.search(r"(?<!no-)allow-unauthenticated", text), f"{path.name} allows unauthenticated calls"
@@ -330,8 +330,8 @@ def test_the_staging_revision_gets_no_traffic_and_its_tag_url_is_checked_before_
         "gcloud run services update-traffic skyprophet --region europe-west1 --to-revisions skyprophet-v6-old=100"
     )
     assert rollback in done.stdout, "the build log prints the one rollback command"
-    readme = (PROJECT_ROOT / "README.md").read_text()
-    assert "--to-revisions PREVIOUS_REVISION=100" in readme, "the README documents the traffic rollback"
+    operations = (PROJECT_ROOT / "docs" / "operations.md").read_text()
+    assert "--to-revisions PREVIOUS_REVISION=100" in operations, "the docs give the traffic rollback"
 
 
 def test_the_first_deploy_serves_the_new_revision_and_a_revision_not_ready_fails_the_build(tmp_path):

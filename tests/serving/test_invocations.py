@@ -67,7 +67,7 @@ BAD_BODIES = [
         json.dumps({"dataframe_split": {"columns": ["Fecha-I", "Vlo-I"], "data": [["2017-07-14 19:30:00"]]}}),
         ["dataframe_split"],
     ),
-    # No columns reach the pyfunc: MLflow's schema enforcement answers first (see README).
+    # No columns reach the pyfunc: MLflow's schema enforcement answers first (see docs/serving.md).
     ("empty dataframe_records", json.dumps({"dataframe_records": []}), ["missing inputs", "Fecha-I"]),
     ("empty inputs", json.dumps({"inputs": []}), ["missing inputs", "Fecha-I"]),
     (

@@ -235,7 +235,7 @@ def test_mlflow_run_entry_point_takes_parameters_and_signals_drift(production, t
     done = subprocess.run(
         command, cwd=PROJECT_ROOT, env=process_env(production["env"]), capture_output=True, text=True, timeout=300
     )
-    # `mlflow run` reports any non-zero exit of the step as its own 1 (README: "Drift monitoring").
+    # `mlflow run` reports any non-zero exit of the step as its own 1 (docs/monitoring.md).
     assert done.returncode == 1, f"drift is non-zero through `mlflow run` too: {done.stderr[-3000:]}"
     assert "DRIFT: adversarial ROC AUC" in done.stdout, done.stdout[-2000:]
     run = monitor_runs(production)[0]
