@@ -29,7 +29,6 @@ import sys
 import tempfile
 import threading
 import time
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -131,12 +130,9 @@ def newest_version_uri() -> str:
 def production_exists() -> bool:
     import mlflow
 
-    try:
-        with warnings.catch_warnings():  # stages are deprecated, but MODEL_URI names the Production stage
-            warnings.simplefilter("ignore", FutureWarning)
-            return bool(mlflow.MlflowClient().get_latest_versions(MODEL_NAME, stages=["Production"]))
-    except mlflow.exceptions.MlflowException:
-        return False
+    from steps.registry import production_version
+
+    return production_version(mlflow.MlflowClient(), MODEL_NAME) is not None
 
 
 # --- the served model ----------------------------------------------------------------------

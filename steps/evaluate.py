@@ -28,7 +28,6 @@ from __future__ import annotations
 import json
 import logging
 import sys
-import warnings
 from dataclasses import dataclass, field
 
 import matplotlib.pyplot as plt
@@ -37,12 +36,11 @@ import numpy as np
 import pandas as pd
 from mlflow.entities import Run
 from mlflow.entities.model_registry import ModelVersion
-from mlflow.exceptions import MlflowException
 from sklearn.metrics import roc_auc_score
 
 from pyfunc.schema import SCHEDULED_TIME, TARGET, clean_flights, parse_scheduled_time, unknown_categories
 from steps import baselines, config, etl, metrics, tracking
-from steps.register import PRODUCTION_STAGE, current_production
+from steps.registry import production_version
 from steps.train import (
     CONTRIBUTION_PREFIX,
     HYPER_DEFAULTS,
@@ -313,17 +311,6 @@ def processed_digests(frames: dict[str, pd.DataFrame]) -> set[str]:
     """MLflow dataset digests of the processed frames and of their union (what train and the refit log)."""
     union = pd.concat([frames["train"], frames["holdout"]], ignore_index=True)
     return {mlflow.data.from_pandas(frame, targets=TARGET).digest for frame in (*frames.values(), union)}
-
-
-def production_version(client: mlflow.MlflowClient, name: str) -> ModelVersion | None:
-    """The version in stage Production (what ``models:/<name>/Production`` serves), else alias ``production``."""
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", FutureWarning)
-            versions = client.get_latest_versions(name, stages=[PRODUCTION_STAGE])
-    except MlflowException:
-        return None
-    return versions[0] if versions else current_production(client, name)
 
 
 def version_trained_on(run: Run, digests: set[str]) -> bool:

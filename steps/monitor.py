@@ -50,9 +50,9 @@ from pyfunc.schema import (  # noqa: E402
     unknown_categories,
 )
 from steps import config, tracking  # noqa: E402
-from steps.register import current_production  # noqa: E402
+from steps.registry import require_production  # noqa: E402
 from steps.storage import DataSourceError, fetch  # noqa: E402
-from steps.train import TRAIN_CONTEXT, TRAIN_DATASET, MissingInputError  # noqa: E402
+from steps.train import TRAIN_CONTEXT, TRAIN_DATASET  # noqa: E402
 
 logger = logging.getLogger("skyprophet.monitor")
 MONITOR = config.DEFAULTS["monitor"]
@@ -173,9 +173,7 @@ def clean_new_flights(frame: pd.DataFrame, uri: str) -> pd.DataFrame:
 
 def production_version(client: mlflow.MlflowClient, model_name: str) -> ModelVersion:
     """The version under the alias ``production``; says what to run when there is none."""
-    version = current_production(client, model_name)
-    if version is None:
-        raise MissingInputError(f"model {model_name} has no Production version: run `mlflow run . -e main` first")
+    version = require_production(client, model_name)
     if not version.run_id:
         raise ReferenceDataError(f"{model_name} version {version.version} has no source run, so no training data")
     return version

@@ -32,7 +32,7 @@ from mlflow.exceptions import MlflowException
 
 from steps import acceptance, config, tracking
 from steps.processes import ServedModel
-from steps.register import PRODUCTION_ALIAS, PRODUCTION_STAGE, STAGING_ALIAS, STAGING_STAGE
+from steps.registry import PRODUCTION_ALIAS, PRODUCTION_STAGE, STAGING_ALIAS, STAGING_STAGE, production_version
 from steps.train import resolve_local
 
 logger = logging.getLogger("skyprophet.promote")
@@ -88,14 +88,6 @@ def find_version(client: mlflow.MlflowClient, name: str, version: str) -> ModelV
         ) from err
 
 
-def current_production(client: mlflow.MlflowClient, name: str) -> ModelVersion | None:
-    """The version on ``production``, if any."""
-    try:
-        return client.get_model_version_by_alias(name, PRODUCTION_ALIAS)
-    except MlflowException:
-        return None
-
-
 def holdout_flights(version: ModelVersion, model_dir: Path, limit: int = 200) -> list[dict]:
     """Up to ``limit`` real flights of the gate's latest period the version can score (known categories)."""
     from bench.flights import REQUEST_COLUMNS, load_spec
@@ -136,7 +128,7 @@ def describe_acceptance(
 
 def record(client: mlflow.MlflowClient, version: ModelVersion, results, mode: str, outcome: str) -> None:
     """Tags ``acceptance.<check>`` and the description block on the version."""
-    production = current_production(client, version.name)
+    production = production_version(client, version.name)
     for result in results:
         client.set_model_version_tag(version.name, version.version, f"acceptance.{result.name}", result.tag)
     client.set_model_version_tag(version.name, version.version, "acceptance.checked_at", datetime.now(UTC).isoformat())
@@ -153,7 +145,7 @@ def history(client: mlflow.MlflowClient, name: str) -> list[str]:
 
 def move_production(client: mlflow.MlflowClient, name: str, version: str, reason: str) -> str:
     """Alias ``production`` and stage ``Production`` on ``version``, the previous one archived; its number."""
-    previous = current_production(client, name)
+    previous = production_version(client, name)
     previous_version = "" if previous is None else str(previous.version)
     with tracking.refusals_explained(
         f"moving {PRODUCTION_ALIAS} of {name!r} to version {version}", MANAGE.format(name=name)
@@ -251,7 +243,7 @@ def rollback(model_name: str = PROMOTE["model_name"]) -> PromoteResult:
     """``production`` back to the version the current one replaced; the history kept in tags."""
     with tracking.step_run("rollback"):
         client = mlflow.MlflowClient()
-        current = current_production(client, model_name)
+        current = production_version(client, model_name)
         if current is None:
             raise NothingToPromote(f"{model_name!r} has no {PRODUCTION_ALIAS} version to roll back")
         past = history(client, model_name)

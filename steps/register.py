@@ -30,6 +30,7 @@ from sklearn.metrics import average_precision_score, roc_auc_score
 
 from pyfunc.schema import SCHEDULED_TIME, TARGET, clean_flights, parse_scheduled_time
 from steps import config, metrics, tracking
+from steps.registry import STAGING_ALIAS, STAGING_STAGE, production_version
 from steps.train import (
     HOLDOUT_URI_TAG,
     MODEL_URI_TAG,
@@ -44,10 +45,6 @@ from steps.train import (
 )
 
 logger = logging.getLogger("skyprophet.register")
-PRODUCTION_ALIAS = "production"
-PRODUCTION_STAGE = "Production"
-STAGING_ALIAS = "staging"
-STAGING_STAGE = "Staging"
 PROMOTE_CHOICES = ("auto", "force", "never")
 # The candidate a version was refitted from, and the refit's link back to its candidate.
 CANDIDATE_URI_TAG = "skyprophet.candidate_model_uri"
@@ -82,14 +79,6 @@ def newest_train_run(client: mlflow.MlflowClient) -> mlflow.entities.Run:
     if not runs or MODEL_URI_TAG not in runs[0].data.tags:
         raise MissingInputError("no finished train run with a model: run `mlflow run . -e train` first")
     return runs[0]
-
-
-def current_production(client: mlflow.MlflowClient, name: str) -> ModelVersion | None:
-    """The version the alias ``production`` points at, if the model and alias exist."""
-    try:
-        return client.get_model_version_by_alias(name, PRODUCTION_ALIAS)
-    except MlflowException:
-        return None
 
 
 # Scores one model in a fresh interpreter (``-P``: the checkout is not on sys.path), so the model
@@ -313,7 +302,7 @@ def run_gate(client: mlflow.MlflowClient, model_uri: str, model_name: str, proce
     period = f"{times.min():%Y-%m-%d} to {times.max():%Y-%m-%d}"
     logger.info("gate: %d holdout flights, %s", len(holdout), period)
     scores = {"candidate": score_isolated(model_uri, holdout_path)}
-    production, how = current_production(client, model_name), ""
+    production, how = production_version(client, model_name), ""
     if production is not None:
         scores["production"], how = production_scores(
             client, production, holdout_path, holdout, processed / "train.parquet"

@@ -18,7 +18,7 @@ import pytest
 
 from pyfunc.features import fit_feature_spec
 from pyfunc.schema import REQUIRED_COLUMNS, SCHEDULED_TIME, clean_flights
-from steps import config, etl, monitor, promote, register, train
+from steps import config, etl, monitor, promote, register, registry, train
 from steps.config import PROJECT_ROOT
 from tests.conftest import BIN, process_env
 from tests.factory import make_flights, write_flights
@@ -296,7 +296,7 @@ def test_no_data_uri_says_how_to_pass_one(tmp_path):
 @pytest.mark.slow
 def test_without_a_production_model_says_what_to_run(production):
     client = mlflow.MlflowClient(production["env"]["MLFLOW_TRACKING_URI"])
-    with pytest.raises(train.MissingInputError, match=r"no Production version: run `mlflow run \. -e main`"):
+    with pytest.raises(registry.NoProductionVersionError, match=r"no Production version: run `mlflow run \. -e main`"):
         monitor.production_version(client, "no-such-model")
 
 

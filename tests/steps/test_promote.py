@@ -14,7 +14,7 @@ import mlflow
 import pandas as pd
 import pytest
 
-from steps import config, etl, promote, register, train
+from steps import config, etl, promote, register, registry, train
 from steps.processes import ServedModel, free_port, start_logged, stop_process_group, wait_for_http
 from tests.processes import process_env
 from tests.steps.test_register import log_with_code
@@ -69,7 +69,7 @@ def test_register_stages_and_a_good_version_moves_then_rollback_restores(staged,
     first = client.get_model_version(NAME, "1")
     assert first.current_stage == "Staging" and first.aliases == ["staging"], "register stages, never promotes"
     assert first.tags["gate.decision"] == "promoted" and "model.threshold" in first.tags
-    assert promote.current_production(client, NAME) is None
+    assert registry.production_version(client, NAME) is None
 
     result = promote.promote(**LOAD)
     assert result.promoted and result.version == "1" and result.previous_version == ""

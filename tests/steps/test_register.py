@@ -9,7 +9,7 @@ import pytest
 
 from pyfunc.model import BOOSTER_ARTIFACT, SPEC_ARTIFACT
 from pyfunc.schema import model_signature
-from steps import config, etl, promote, register, train
+from steps import config, etl, promote, register, registry, train
 from tests.factory import make_flights
 
 
@@ -48,7 +48,7 @@ def test_gate_runs_each_model_on_its_own_code(tracking_store, flights_csv, tmp_p
     assert first.gate_passed and first.candidate_roc_auc == 0.5, "the constant model's own code scored it"
     client = mlflow.MlflowClient()
     assert client.get_model_version("flight-delay", first.version).current_stage == "Staging", "staged, not promoted"
-    assert promote.current_production(client, "flight-delay") is None, "register never moves production"
+    assert registry.production_version(client, "flight-delay") is None, "register never moves production"
     promote.move_production(client, "flight-delay", first.version, "test set-up")
 
     candidate_uri = log_with_code(fitted, config.PROJECT_ROOT / "pyfunc", tmp_path)
