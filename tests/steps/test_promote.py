@@ -152,7 +152,7 @@ def test_a_version_that_scores_bad_requests_fails_the_contract(staged, tmp_path)
     # Unknown categories scored silently (a 200 with a made-up answer) instead of a 400 naming the field.
     code = broken_code(
         tmp_path,
-        'choice = check_unknown_categories_choice((params or {}).get("unknown_categories", "refuse"))',
+        'choice = check_unknown_categories_choice(params.get("unknown_categories", "refuse"))',
         'choice = "score"',
     )
     model_uri = log_with_code(fitted_on(staged["processed"]), code, tmp_path)

@@ -36,9 +36,9 @@ def test_gate_runs_each_model_on_its_own_code(tracking_store, flights_csv, tmp_p
     shutil.copytree(config.PROJECT_ROOT / "pyfunc", constant, ignore=shutil.ignore_patterns("__pycache__"))
     model_py = constant / "model.py"
     source = model_py.read_text()
-    scoring = "probability = self.spec.calibrate(booster.inplace_predict(features))"
+    scoring = "probability = self.spec.calibrate(score)"
     assert scoring in source
-    model_py.write_text(source.replace(scoring, "probability = 0.5 + 0 * booster.inplace_predict(features)"))
+    model_py.write_text(source.replace(scoring, "probability = 0.5 + 0 * score"))
     local = mlflow.artifacts.download_artifacts(processed)
     fitted, _ = train.fit_model(
         pd.read_parquet(f"{local}/train.parquet"), {**train.config.DEFAULTS["train"], "n_estimators": 30, "cv_folds": 2}
