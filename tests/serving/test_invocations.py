@@ -6,7 +6,9 @@ serving (a good request after each bad one still gets 200). The table runs again
 """
 
 import json
+from pathlib import Path
 
+import mlflow
 import pytest
 import requests
 
@@ -211,3 +213,22 @@ def test_unknown_categories_refused_by_default_scored_and_flagged_on_request(ser
         assert answer.status_code == 400, answer.text[:300]
         assert "unknown_categories" in answer.json()["message"] and "refuse, score" in answer.json()["message"]
     assert_still_serving(server)
+
+
+def test_the_production_model_serves_with_pickle_loading_disabled(registered_model, serve_model, monkeypatch):
+    """The pyfunc is logged from code (pyfunc/model.py) with the booster and spec as files: nothing to unpickle."""
+    env = {**registered_model["env"], "MLFLOW_ALLOW_PICKLE_DESERIALIZATION": "false"}
+    server = serve_model(registered_model["model_uri"], env)
+    answer = server.invoke(records())
+    assert answer.status_code == 200, answer.text[:400]
+    assert 0.0 <= answer.json()["predictions"][0]["delay_probability"] <= 1.0
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", env["MLFLOW_TRACKING_URI"])
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(env["MLFLOW_TRACKING_URI"])
+    try:
+        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=registered_model["model_uri"]))
+    finally:
+        mlflow.set_tracking_uri(previous)
+    pickles = [p.name for p in local.rglob("*") if p.suffix in (".pkl", ".pickle")]
+    assert not pickles, pickles
+    assert (local / "model.py").is_file(), "the model's code is its own file (models-from-code)"
