@@ -222,14 +222,14 @@ def test_no_credentials_or_a_wrong_password_get_401_and_the_step_says_who(auth_s
 def test_the_pipeline_identity_runs_etl_train_register(auth_server, pipeline_run):
     assert pipeline_run.returncode == 0, pipeline_run.stderr[-4000:]
     state = registry_state(auth_server.tracking_db)
-    assert state["versions"] == [(1, "None")], state
-    assert state["aliases"] == [], "the pipeline did not promote"
+    assert state["versions"] == [(1, "Staging")], state
+    assert state["aliases"] == [("staging", 1)], "the pipeline staged the version and did not promote it"
     steps = rows(
         auth_server.tracking_db,
         "select t.value from tags t join runs r on r.run_uuid = t.run_uuid where t.key = 'skyprophet.step' "
         "and r.status = 'FINISHED' order by 1",
     )
-    assert [s for (s,) in steps] == ["etl", "main", "register", "train"], steps
+    assert [s for (s,) in steps] == ["etl", "main", "refit", "register", "train"], steps
 
 
 def test_a_reader_cannot_register_or_move_the_alias_and_nothing_is_written(auth_server, pipeline_run):
