@@ -145,7 +145,7 @@ def test_pipeline_registers_and_serves_on_postgres_and_gcs_and_survives_a_postgr
     assert done.returncode == 0, done.stderr[-4000:]
 
     first_runs = step_runs(topology.database, "pipeline")
-    assert sorted(first_runs.values()) == ["etl", "main", "register", "train"], first_runs
+    assert sorted(first_runs.values()) == ["etl", "main", "promote", "refit", "register", "train"], first_runs
     etl_run = next(run for run, name in first_runs.items() if name == "etl")
     data_uri = rows(topology.database, "select value from params where run_uuid = %s and key = 'data_uri'", etl_run)
     assert data_uri == [(topology.data_uri,)], "etl read the raw data from the gs:// URI"
@@ -173,9 +173,11 @@ def test_pipeline_registers_and_serves_on_postgres_and_gcs_and_survives_a_postgr
     assert done.returncode == 0, f"second run after the PostgreSQL restart: {done.stderr[-4000:]}"
     all_runs = step_runs(topology.database, "pipeline")
     assert first_runs.items() <= all_runs.items(), "every run of the first pipeline is still there"
-    assert sorted(all_runs.values()) == sorted(["etl", "main", "register", "train"] * 2), all_runs
+    # The weak model loses the gate: no refit, and main stops at staging.
+    second_runs = ["etl", "main", "register", "train"]
+    assert sorted(all_runs.values()) == sorted(["etl", "main", "promote", "refit", "register", "train"] + second_runs)
     second = versions(topology.database, model)
-    assert [(v, stage) for v, stage, _ in second] == [(1, "Production"), (2, "None")], "weak model: not promoted"
+    assert [(v, stage) for v, stage, _ in second] == [(1, "Production"), (2, "Staging")], "weak model: not promoted"
     assert second[0] == first[0], "version 1's row is unchanged"
     assert model_blobs(topology.emulator, first[0][2]) == files, "version 1's files are untouched"
     production = mlflow.MlflowClient(topology.server.url).get_model_version_by_alias(model, "production")
@@ -226,7 +228,7 @@ def test_register_fails_cleanly_while_the_server_is_down_and_a_rerun_registers_o
     done = mlflow_run("register", env, model_name=model)
     assert done.returncode == 0, f"register rerun: {done.stderr[-3000:]}"
     registered = versions(topology.database, model)
-    assert [(v, stage) for v, stage, _ in registered] == [(1, "Production")], registered
+    assert [(v, stage) for v, stage, _ in registered] == [(1, "Staging")], "one version, staged (promote moves it)"
     assert {"MLmodel", "artifacts/booster.ubj"} <= model_blobs(topology.emulator, registered[0][2]), "with its files"
 
 
