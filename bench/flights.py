@@ -59,7 +59,6 @@ def sample_flights(spec: dict, n: int, seed: int = 0, year: int = 2017) -> pd.Da
 
 REQUIRED_REQUEST_COLUMNS = REQUEST_COLUMNS[:2] + REQUEST_COLUMNS[3:7] + REQUEST_COLUMNS[8:]
 OPTIONAL_REQUEST_COLUMNS = ("Ori-I", "SIGLAORI")
-CATEGORY_REQUEST_COLUMNS = ("Emp-I", "Des-I", "TIPOVUELO", "OPERA", "SIGLADES")
 
 
 @dataclass(frozen=True)
@@ -103,14 +102,10 @@ def read_raw_flights(data_uri: str | Path) -> pd.DataFrame:
 
 
 def scorable_rows(raw: pd.DataFrame, spec: dict) -> pd.DataFrame:
-    """The rows whose categories are all in the model's vocabulary (what ``/invocations`` scores)."""
-    from pyfunc.schema import normalise_category
+    """The raw rows the model can score (what ``/invocations`` answers with 200), as they stand."""
+    from pyfunc.schema import clean_flights, scorable
 
-    vocabulary = spec["features"]["vocabulary"]
-    known = pd.Series(True, index=raw.index)
-    for column in CATEGORY_REQUEST_COLUMNS:
-        known &= normalise_category(raw[column]).isin(vocabulary[column]).to_numpy()
-    return raw[known].reset_index(drop=True)
+    return raw[scorable(clean_flights(raw), spec["features"]["vocabulary"])].reset_index(drop=True)
 
 
 def sample_rows(rows: pd.DataFrame, n: int, seed: int, digits_only: bool = False) -> pd.DataFrame:

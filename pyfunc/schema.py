@@ -324,6 +324,15 @@ def unknown_categories(clean: Mapping, vocabulary: Mapping[str, Collection[str]]
     return np.logical_or.reduce(list(unknown_columns(clean, vocabulary).values()))
 
 
+def scorable(clean: Mapping, vocabulary: Mapping[str, Collection[str]]) -> np.ndarray:
+    """Per validated flight, whether a model of ``vocabulary`` can score it: every category seen in training.
+
+    The one answer to "which flights can this model score" (train's holdout, evaluate's splits,
+    the gate, promote's and the bench's real flights, monitor's unseen count).
+    """
+    return ~np.asarray(unknown_categories(clean, vocabulary))
+
+
 def unknown_field_names(unknown: Mapping[str, np.ndarray]) -> list[str]:
     """Per flight, the comma-separated fields whose value the model never saw ("" when none)."""
     names = np.full(len(next(iter(unknown.values()))), "", dtype=object)

@@ -38,7 +38,7 @@ from mlflow.entities import Run
 from mlflow.entities.model_registry import ModelVersion
 from sklearn.metrics import roc_auc_score
 
-from pyfunc.schema import SCHEDULED_TIME, TARGET, clean_flights, parse_scheduled_time, unknown_categories
+from pyfunc.schema import SCHEDULED_TIME, TARGET, clean_flights, parse_scheduled_time, scorable
 from steps import baselines, config, etl, metrics, tracking
 from steps.registry import production_version
 from steps.train import (
@@ -186,7 +186,7 @@ def score_split(train: pd.DataFrame, test: pd.DataFrame, hyper: dict) -> Scored:
     fitted, _ = fit_model(train, hyper)
     clean = clean_flights(test)
     probability = fitted.predict_clean(clean)
-    unknown = unknown_categories(clean, fitted.spec.features.vocabulary)
+    unknown = ~scorable(clean, fitted.spec.features.vocabulary)
     contributions = fitted.mean_contributions(clean[~unknown].reset_index(drop=True))
     target = test[TARGET].to_numpy()
     known_test = test[~unknown].reset_index(drop=True)

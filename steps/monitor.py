@@ -47,7 +47,7 @@ from pyfunc.schema import (  # noqa: E402
     TARGET,
     InvalidFlightsError,
     clean_flights,
-    unknown_categories,
+    scorable,
 )
 from steps import config, tracking  # noqa: E402
 from steps.registry import require_production  # noqa: E402
@@ -333,7 +333,7 @@ def detect_drift(
         fold_roc_auc=aucs,
         reference_rows=len(reference),
         new_rows=len(new),
-        new_unseen_rows=int(unknown_categories(new, spec.vocabulary).sum()),
+        new_unseen_rows=int((~scorable(new, spec.vocabulary)).sum()),
         features=drifts,
     )
 

@@ -90,8 +90,8 @@ def find_version(client: mlflow.MlflowClient, name: str, version: str) -> ModelV
 
 def holdout_flights(version: ModelVersion, model_dir: Path, limit: int = 200) -> list[dict]:
     """Up to ``limit`` real flights of the gate's latest period the version can score (known categories)."""
-    from bench.flights import REQUEST_COLUMNS, load_spec
-    from pyfunc.schema import clean_flights, unknown_categories
+    from pyfunc.model import ModelSpec
+    from pyfunc.schema import OPTIONAL_COLUMNS, REQUIRED_COLUMNS, clean_flights, scorable
 
     uri = version.tags.get("gate.holdout_uri", "")
     if not uri:
@@ -101,8 +101,9 @@ def holdout_flights(version: ModelVersion, model_dir: Path, limit: int = 200) ->
     except (MlflowException, OSError, ValueError) as err:
         logger.warning("promote: holdout %s not readable (%s); scoring the input example only", uri, err)
         return []
-    known = ~unknown_categories(clean_flights(flights), load_spec(model_dir)["features"]["vocabulary"])
-    columns = [c for c in REQUEST_COLUMNS if c in flights.columns]
+    spec = ModelSpec.load(str(model_dir / "artifacts" / "spec.json"))
+    known = scorable(clean_flights(flights), spec.features.vocabulary)
+    columns = [c for c in (*REQUIRED_COLUMNS, *OPTIONAL_COLUMNS) if c in flights.columns]
     chosen = flights.loc[known, columns].astype(str)
     return acceptance.json_records(chosen.sample(min(limit, len(chosen)), random_state=0))
 

@@ -12,7 +12,6 @@ nothing is half-registered.
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 import subprocess
@@ -28,7 +27,7 @@ from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-from pyfunc.schema import SCHEDULED_TIME, TARGET, clean_flights, parse_scheduled_time
+from pyfunc.schema import SCHEDULED_TIME, TARGET, parse_scheduled_time
 from steps import config, metrics, tracking
 from steps.registry import STAGING_ALIAS, STAGING_STAGE, production_version
 from steps.train import (
@@ -38,7 +37,6 @@ from steps.train import (
     MissingInputError,
     artifact_location,
     fit_model,
-    known_rows,
     log_fitted,
     recipe_of,
     resolve_local,
@@ -83,17 +81,17 @@ def newest_train_run(client: mlflow.MlflowClient) -> mlflow.entities.Run:
 
 # Scores one model in a fresh interpreter (``-P``: the checkout is not on sys.path), so the model
 # runs the ``pyfunc`` code it was logged with, not whatever this checkout or another model loaded.
-# Writes the delay probability per holdout flight, NaN where the model refuses the flight's
-# categories (it never saw them).
+# Writes the delay probability per holdout flight, NaN where the model says it cannot score the
+# flight (``unknown_categories=score`` names the fields it never saw in ``unknown_fields``).
 _SCORE_SCRIPT = """
 import sys
 import numpy as np, pandas as pd, mlflow.pyfunc
-model = mlflow.pyfunc.load_model(sys.argv[1])  # puts the model's own code first on sys.path
-from pyfunc.schema import clean_flights, unknown_categories
+model = mlflow.pyfunc.load_model(sys.argv[1])
 flights = pd.read_parquet(sys.argv[2])
-known = ~np.asarray(unknown_categories(clean_flights(flights), model.unwrap_python_model().spec.features.vocabulary))
-scores = np.full(len(flights), np.nan)
-scores[known] = model.predict(flights[known])["delay_probability"].to_numpy()
+inputs = [c for c in model.metadata.get_input_schema().input_names() if c in flights.columns]
+answer = model.predict(flights[inputs], params={"unknown_categories": "score"})
+scores = np.array(answer["delay_probability"], dtype=float)
+scores[np.asarray(answer["unknown_fields"]) != ""] = np.nan
 pd.DataFrame({"delay_probability": scores}).to_parquet(sys.argv[3])
 """
 
@@ -155,11 +153,7 @@ def production_scores(
     recipe = recipe_of(client.get_run(production.run_id))
     logger.info("gate: Production %s has seen the holdout period; refitting its recipe", production.version)
     fitted, _ = fit_model(pd.read_parquet(train_path), recipe)
-    clean = clean_flights(holdout)
-    known = known_rows(clean, fitted.spec.features)
-    scores = np.full(len(holdout), np.nan)
-    scores[known] = fitted.predict_clean(clean[known].reset_index(drop=True))
-    return scores, "recipe refitted on the candidate's training flights"
+    return fitted.scores(holdout), "recipe refitted on the candidate's training flights"
 
 
 def find_existing_version(client: mlflow.MlflowClient, name: str, model_uri: str) -> ModelVersion | None:
@@ -429,15 +423,10 @@ def processed_folder(holdout_uri: str) -> Path:
 
 def main() -> None:
     """CLI: ``python -m steps.register --model-uri ... --promote auto|force|never``."""
-    defaults = config.DEFAULTS["register"]
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--model-uri", default=defaults["model_uri"])
-    parser.add_argument("--holdout-uri", default=defaults["holdout_uri"])
-    parser.add_argument("--model-name", default=defaults["model_name"])
-    parser.add_argument("--promote", dest="promote_mode", choices=PROMOTE_CHOICES, default=defaults["promote"])
-    args = parser.parse_args()
+    args = vars(config.argument_parser("register", __doc__).parse_args())
+    promote_mode = args.pop("promote")
     tracking.setup_logging()
-    result = run(**vars(args))
+    result = run(**args, promote_mode=promote_mode)
     logger.info("done: %s", result)
 
 

@@ -49,7 +49,7 @@ from pyfunc.schema import (
     minutes_late,
     model_signature,
     parse_scheduled_time,
-    unknown_categories,
+    scorable,
 )
 from steps import config, metrics, tracking
 
@@ -98,6 +98,14 @@ class FittedModel:
     def predict_clean(self, clean: pd.DataFrame) -> np.ndarray:
         """Calibrated probabilities for validated flights."""
         return self.spec.calibrate(self.booster.inplace_predict(build_features(clean, self.spec.features)))
+
+    def scores(self, flights: pd.DataFrame) -> np.ndarray:
+        """Calibrated probabilities of raw flights, NaN for a flight it cannot score (a category it never saw)."""
+        clean = clean_flights(flights)
+        known = scorable(clean, self.spec.features.vocabulary)
+        probability = np.full(len(flights), np.nan)
+        probability[known] = self.predict_clean(clean[known].reset_index(drop=True))
+        return probability
 
     def mean_contributions(self, clean: pd.DataFrame) -> dict[str, float]:
         """Mean |contribution| per feature (booster margin) over validated flights: what drives the model."""
@@ -314,18 +322,6 @@ def fit_model(train_raw: pd.DataFrame, hyper: dict) -> tuple[FittedModel, dict[s
     return FittedModel(fit_booster(features, label, hyper), spec), cv_metrics
 
 
-def known_rows(clean: pd.DataFrame, feature_spec: FeatureSpec) -> np.ndarray:
-    """Which cleaned flights the model can score: every category seen in training."""
-    return ~unknown_categories(clean, feature_spec.vocabulary)
-
-
-def scorable(holdout_raw: pd.DataFrame, feature_spec: FeatureSpec) -> tuple[pd.DataFrame, np.ndarray]:
-    """Holdout flights the model can score (categories seen in training), and their targets."""
-    clean = clean_flights(holdout_raw)
-    known = known_rows(clean, feature_spec)
-    return clean[known].reset_index(drop=True), holdout_raw[TARGET].to_numpy()[known]
-
-
 SERVING_REQUIREMENTS = tuple(f"{name}=={version(name)}" for name in ("uvloop", "httptools"))
 
 
@@ -399,11 +395,13 @@ def run(processed_uri: str = "", **hyper) -> TrainResult:
         fitted, cv_metrics = fit_model(train_raw, hyper)
         mlflow.log_metrics({f"cv_{k}": v for k, v in cv_metrics.items()})
         logger.info("evaluate: holdout of %d flights", len(holdout_raw))
-        clean, target = scorable(holdout_raw, fitted.spec.features)
+        clean = clean_flights(holdout_raw)
+        known = scorable(clean, fitted.spec.features.vocabulary)
+        clean, target = clean[known].reset_index(drop=True), holdout_raw[TARGET].to_numpy()[known]
         probability = fitted.predict_clean(clean)
         holdout_metrics = metrics.classification_metrics(target, probability, fitted.spec.threshold)
         mlflow.log_metrics({f"holdout_{k}": v for k, v in holdout_metrics.items()})
-        mlflow.log_metric("holdout_unscorable_rows", len(holdout_raw) - len(clean))
+        mlflow.log_metric("holdout_unscorable_rows", int((~known).sum()))
         metrics.log_figure(
             metrics.confusion_figure(target, probability, fitted.spec.threshold), "plots/confusion_matrix.png"
         )
