@@ -10,7 +10,9 @@ DATA_URI ?= $(abspath ../shared/datasets/scl-2017/data.csv)
 DATA_SHA256 ?= 66d7334fbc9c2c070842e9a99d465f552f94a2b1d5c4047be825e5954e12e829
 HOST ?= 127.0.0.1
 PORT ?= 5001
-MODEL_URI ?= models:/flight-delay/Production
+# The registered model (steps/config.py MODEL_NAME; a test checks they agree).
+MODEL_NAME ?= flight-delay
+MODEL_URI ?= models:/$(MODEL_NAME)/Production
 PYTEST_ARGS ?=
 # mlflow models serve workers: one per core on the 2-core machines.
 WORKERS ?= 2
@@ -117,7 +119,7 @@ bench-score: install  ## batch scoring of 1,000,000 flights resampled from DATA_
 	python -m bench.score --data-uri $(DATA_URI) $(BENCH_ARGS)
 
 stress-test: install  ## locust on MODEL_URI's server (+ sidecar; trains one first if there is none): USERS, SPAWN_RATE, DURATION, P95_MS; report in reports/stress/
-	python -m tests.stress.run --model-uri $(MODEL_URI) --users $(USERS) --spawn-rate $(SPAWN_RATE) \
+	python -m bench.stress --model-uri $(MODEL_URI) --users $(USERS) --spawn-rate $(SPAWN_RATE) \
 		--duration $(DURATION) --p95-ms $(P95_MS) --workers $(WORKERS) --data-uri $(DATA_URI)
 
 .PHONY: promote rollback acceptance

@@ -1,8 +1,8 @@
 """Locust load for the served ``flight-delay`` model: single flights, batches and health checks.
 
 Flights are drawn from the served model's own vocabulary and flight keys (``bench/flights.py``),
-never from the real file. Run by ``tests/stress/run.py`` (``make stress-test``); configured by
-the environment:
+never from the real file. Run by ``bench/stress.py`` (``make stress-test``) and by ``bench/run.py``
+when wrk is missing; configured by the environment:
 
 - ``STRESS_MODEL_DIR``: a downloaded model version (its ``artifacts/spec.json`` feeds the flights);
 - ``STRESS_MIX``: ``mixed`` (default: single flights, batches, /ping), ``single`` or ``bodies`` (bench);
@@ -23,7 +23,7 @@ from pathlib import Path
 
 from locust import HttpUser, between, constant, events, task
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.flights import load_spec, sample_flights  # noqa: E402
 

@@ -35,18 +35,9 @@ from pathlib import Path
 import requests
 
 from bench.flights import load_spec
-from steps.config import EMBEDDED_STORE_URI, PROJECT_ROOT, SCL_DATA_PATH
-from tests.processes import (
-    free_port,
-    locust_command,
-    mlflow_run_command,
-    model_serve_command,
-    run_logged,
-    start_logged,
-    stop_process_group,
-)
+from steps.config import EMBEDDED_STORE_URI, MODEL_NAME, PROJECT_ROOT, SCL_DATA_PATH
+from steps.processes import ServedModel, locust_command, mlflow_run_command, run_logged
 
-MODEL_NAME = "flight-delay"
 POST_LUA = PROJECT_ROOT / "bench" / "post.lua"
 IN_PROCESS_SIZES = (1, 100, 100_000)
 
@@ -138,46 +129,19 @@ def production_exists() -> bool:
 # --- the served model ----------------------------------------------------------------------
 
 
-class Server:
-    """``mlflow models serve`` in its own process group, stopped by its own pid."""
-
-    def __init__(self, model_uri: str, workers: int, env: dict[str, str], log: Path) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log = log
-        self.workers = workers
-        self.started = time.monotonic()
-        self.process = start_logged(model_serve_command(model_uri, self.port, workers), env, log)
-
-    def wait_ready(self, body: str, timeout: float = 120) -> tuple[float, float]:
-        """Seconds from process start to the first /ping 200 and to the first 200 from /invocations."""
-        deadline = self.started + timeout
-        ping = self._poll(lambda: requests.get(f"{self.url}/ping", timeout=2), deadline)
-        invoke = self._poll(lambda: self.post(body, timeout=10), deadline)
-        return ping, invoke
-
-    def _poll(self, call, deadline: float) -> float:
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise SystemExit(f"model server exited with {self.process.returncode}; see {self.log}")
-            try:
-                if call().status_code == 200:
-                    return time.monotonic() - self.started
-            except requests.RequestException:
-                pass
-            time.sleep(0.02)
-        raise SystemExit(f"model server not ready in time; see {self.log}")
-
-    def post(self, body: str, timeout: float = 60) -> requests.Response:
-        return requests.post(
-            f"{self.url}/invocations", data=body, headers={"Content-Type": "application/json"}, timeout=timeout
-        )
-
-    def worker_pids(self) -> list[int]:
-        return worker_pids(self.process.pid)
-
-    def stop(self) -> None:
-        stop_process_group(self.process)
+def ready_seconds(server: ServedModel, body: str, timeout: float = 120) -> tuple[float, float]:
+    """Seconds from the server's start to its first ``/ping`` 200 and to its first scored ``body``."""
+    ping = server.wait_ready(timeout)
+    while time.monotonic() < server.started + timeout:
+        if server.process.poll() is not None:
+            raise SystemExit(f"model server exited with {server.process.returncode}; see {server.log_path}")
+        try:
+            if server.invoke(body, timeout=10).status_code == 200:
+                return ping, time.monotonic() - server.started
+        except requests.RequestException:
+            pass
+        time.sleep(0.02)
+    raise SystemExit(f"model server not scoring in time; see {server.log_path}")
 
 
 def group_stats(pgid: int) -> dict[int, list[str]]:
@@ -389,7 +353,7 @@ def form_markdown(rows: list[FormRow]) -> str:
     return "\n".join(lines)
 
 
-def load_form(server: Server, form, body_file: Path, args: argparse.Namespace, work: Path) -> FormRow:
+def load_form(server: ServedModel, form, body_file: Path, args: argparse.Namespace, work: Path) -> FormRow:
     """``args.duration`` seconds of ``form``'s bodies at ``args.connections`` connections."""
     pgid = server.process.pid
     cpu_before = group_cpu_seconds(pgid)
@@ -431,12 +395,12 @@ def load_form(server: Server, form, body_file: Path, args: argparse.Namespace, w
     return row
 
 
-def time_requests(server: Server, body: str, flights: int, repeats: int) -> list[float]:
+def time_requests(server: ServedModel, body: str, flights: int, repeats: int) -> list[float]:
     """Wall seconds of ``repeats`` requests of one body, one at a time, after one untimed."""
     timings = []
     for _ in range(repeats + 1):
         started = time.perf_counter()
-        answer = server.post(body, timeout=120)
+        answer = server.invoke(body, timeout=120)
         timings.append(time.perf_counter() - started)
         if answer.status_code != 200 or len(answer.json()["predictions"]) != flights:
             raise SystemExit(f"the {flights:,}-flight request failed: {answer.text[:500]}")
@@ -459,23 +423,23 @@ def bench_server(
         bodies[form.name] = form_bodies(rows, form, count, seed=args.seed + 1000 * i)
     first = form_bodies(rows, FORMS[0], 1, seed=args.seed)[0]
 
-    server = Server(local, workers, {}, work / f"serve-{workers}w.log")
+    server = ServedModel(local, work / f"serve-{workers}w.log", workers=workers, wait=False)
     prefix = f"{workers} w"
     try:
-        ping, invoke = server.wait_ready(first)
+        ping, invoke = ready_seconds(server, first)
         table.add(f"{prefix}: cold start: process start -> first `/ping` 200", f"{ping:.2f} s", "<= 5 s", ping <= 5)
         table.add(f"{prefix}: cold start: process start -> first `/invocations` 200", f"{invoke:.2f} s")
         for _ in range(20 * workers):  # warm every worker before measuring
-            server.post(first).raise_for_status()
+            server.invoke(first).raise_for_status()
         singles_rss = None
         for form in forms:
             if form.flights > 1 and singles_rss is None:
-                singles_rss = [peak_rss_mib(pid) for pid in server.worker_pids()]
+                singles_rss = [peak_rss_mib(pid) for pid in worker_pids(server.process.pid)]
             if form.load:
                 body_file = work / f"{form.name}.jsonl"
                 body_file.write_text("\n".join(bodies[form.name]) + "\n", encoding="utf-8")
                 for body in bodies[form.name][:3]:  # a form the server refuses fails here, not as wrk errors
-                    answer = server.post(body)
+                    answer = server.invoke(body)
                     if answer.status_code != 200:
                         raise SystemExit(f"{form.label}: HTTP {answer.status_code} {answer.text[:500]}")
                 form_rows.append(load_form(server, form, body_file, args, work))
@@ -490,7 +454,7 @@ def bench_server(
                     f"<= {target:,} ms" if form.numbers else "-",
                     wall <= target if form.numbers else None,
                 )
-        peak = [peak_rss_mib(pid) for pid in server.worker_pids()]
+        peak = [peak_rss_mib(pid) for pid in worker_pids(server.process.pid)]
         singles_rss = singles_rss or peak
         table.add(
             f"{prefix}: peak RSS per worker after single flights / after every form",

@@ -26,7 +26,7 @@ import psutil
 
 from pyfunc.schema import OPTIONAL_COLUMNS, REQUIRED_COLUMNS
 from steps.config import PROJECT_ROOT, SCL_DATA_PATH
-from tests.processes import process_env
+from steps.processes import process_env
 
 TARGET_FLIGHTS_PER_SECOND = 150_000
 TARGET_PEAK_GIB = 1.5

@@ -1,7 +1,7 @@
 """``make stress-test``: serve the Production model (and the sidecar), load it with locust, judge.
 
 Starts ``mlflow models serve`` on a free port of 127.0.0.1 (plus ``python -m sidecar.app`` when
-the project has a sidecar), runs ``tests/stress/locustfile.py`` headless and writes
+the project has a sidecar), runs ``bench/locustfile.py`` headless and writes
 ``reports/stress/index.html`` (+ CSV). Exits non-zero when any request failed or the 95th
 percentile exceeded ``--p95-ms``. Every process it started is stopped, whatever happens.
 """
@@ -16,12 +16,12 @@ import sys
 import tempfile
 from pathlib import Path
 
-from steps.config import PROJECT_ROOT, SCL_DATA_PATH
-from tests.processes import (
+from steps.config import MODEL_NAME, PROJECT_ROOT, SCL_DATA_PATH
+from steps.processes import (
+    ServedModel,
     free_port,
     locust_command,
     mlflow_run_command,
-    model_serve_command,
     process_env,
     run_logged,
     start_logged,
@@ -29,7 +29,7 @@ from tests.processes import (
     wait_for_http,
 )
 
-DEFAULT_MODEL_URI = "models:/flight-delay/Production"
+DEFAULT_MODEL_URI = f"models:/{MODEL_NAME}/Production"
 
 
 def wait_ok(url: str, process: subprocess.Popen, log: Path, timeout: float) -> None:
@@ -47,11 +47,11 @@ def download(model_uri: str) -> str:
 
 
 def train_first(data_uri: str, logs: Path) -> None:
-    """``mlflow run . -e main`` on DATA_URI, or on generated flights where the real file is absent."""
+    """``mlflow run . -e main`` on DATA_URI (a stress run of a model of made-up flights would measure nothing real)."""
     if not Path(data_uri).is_file():
-        from tests.factory import write_flights
-
-        data_uri = str(write_flights(Path(tempfile.mkdtemp(prefix="stress-data-")) / "flights.csv"))
+        raise SystemExit(
+            f"stress: no Production model yet and no flights file at {data_uri} to train one: give DATA_URI"
+        )
     print(f"stress: no Production model yet; training one on {data_uri} (mlflow run . -e main)", flush=True)
     command = mlflow_run_command("main", os.environ.get("MLFLOW_EXPERIMENT_NAME", "skyprophet"), data_uri=data_uri)
     log = logs / "pipeline.log"
@@ -96,11 +96,12 @@ def main() -> int:
 
     processes: list[subprocess.Popen] = []
     try:
-        port = free_port()
-        server_log = logs / "model-server.log"
-        processes.append(start_logged(model_serve_command(args.model_uri, port, args.workers), {}, server_log))
-        model_url = f"http://127.0.0.1:{port}"
-        wait_ok(f"{model_url}/ping", processes[-1], server_log, timeout=180)
+        try:
+            server = ServedModel(args.model_uri, logs / "model-server.log", workers=args.workers)
+        except RuntimeError as err:
+            raise SystemExit(str(err)) from None
+        processes.append(server.process)
+        model_url = server.url
 
         sidecar_url = ""
         has_sidecar = importlib.util.find_spec("sidecar.app") is not None

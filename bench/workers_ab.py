@@ -30,8 +30,9 @@ import time
 from pathlib import Path
 
 from bench.flights import FORMS, form_bodies, load_spec, read_raw_flights, scorable_rows
-from bench.run import Server, connections_per_process, group_stats, peak_rss_mib, wrk_load
-from steps.config import SCL_DATA_PATH
+from bench.run import connections_per_process, group_stats, peak_rss_mib, worker_pids, wrk_load
+from steps.config import MODEL_NAME, SCL_DATA_PATH
+from steps.processes import ServedModel
 
 
 def cpu_ticks(pids: list[int]) -> dict[int, int]:
@@ -46,10 +47,10 @@ def run_wrk(url: str, body_file: Path, connections: int, duration: int, out: lis
     out[index] = wrk_load(url, body_file, connections, duration)
 
 
-def one_round(servers: list[Server], body_file: Path, connections: int, duration: int, clients: int) -> dict:
+def one_round(servers: list[ServedModel], body_file: Path, connections: int, duration: int, clients: int) -> dict:
     """Load the servers with ``clients`` wrk processes (connections split evenly, clients round-robin over
     servers, so both configurations have the same client processes); per-worker CPU share and connections."""
-    workers = [pid for s in servers for pid in s.worker_pids()]
+    workers = [pid for s in servers for pid in worker_pids(s.process.pid)]
     before = cpu_ticks(workers)
     results: list = [None] * clients
     share = connections // clients
@@ -82,7 +83,7 @@ def one_round(servers: list[Server], body_file: Path, connections: int, duration
     }
 
 
-def group_rss_mib(server: Server) -> float:
+def group_rss_mib(server: ServedModel) -> float:
     """Resident memory of the whole server group now (CLI, supervisor, workers), MiB."""
     total = 0
     for pid in group_stats(server.process.pid):
@@ -98,7 +99,7 @@ def spread(values: list[float], fmt: str = "{:.0f}") -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model-uri", default="models:/flight-delay/Production")
+    parser.add_argument("--model-uri", default=f"models:/{MODEL_NAME}/Production")
     parser.add_argument("--data-uri", default=os.environ.get("DATA_URI", str(SCL_DATA_PATH)))
     parser.add_argument("--forms", nargs="+", default=["text", "raw"], choices=[f.name for f in FORMS if f.load])
     parser.add_argument("--rounds", type=int, default=4)
@@ -125,7 +126,10 @@ def main() -> None:
                 pairs = dict(kv.split("=", 1) for kv in extra.split(",") if kv)
                 configs[name] = ([int(w) for w in shape.split(",")], pairs)
         servers = {
-            name: [Server(local, w, {**env, **extra}, work / f"serve-{n}-{i}.log") for i, w in enumerate(shape)]
+            name: [
+                ServedModel(local, work / f"serve-{n}-{i}.log", {**env, **extra}, workers=w, wait=False)
+                for i, w in enumerate(shape)
+            ]
             for n, (name, (shape, extra)) in enumerate(configs.items())
         }
         try:
@@ -133,12 +137,12 @@ def main() -> None:
             first = form_bodies(rows, forms["text"], 1, seed=args.seed)[0]
             for group in servers.values():
                 for server in group:
-                    server.wait_ready(first)
+                    server.wait_ready()
                     for _ in range(40):
-                        server.post(first).raise_for_status()
+                        server.invoke(first).raise_for_status()
             for name, group in servers.items():
                 rss = sum(group_rss_mib(s) for s in group)
-                peak = [peak_rss_mib(p) for s in group for p in s.worker_pids()]
+                peak = [peak_rss_mib(p) for s in group for p in worker_pids(s.process.pid)]
                 print(f"{name}: resident memory of the whole group {rss:.0f} MiB, workers' peak {peak}", flush=True)
             for form_name in args.forms:
                 form = forms[form_name]

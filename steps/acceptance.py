@@ -21,7 +21,6 @@ The checks (each a ``CheckResult``; the CLI prints one line per check, exit 1 wh
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import logging
@@ -35,6 +34,7 @@ from pathlib import Path
 import pandas as pd
 import requests
 
+from steps import config
 from steps.config import PROJECT_ROOT
 from steps.processes import BIN, process_env
 
@@ -44,7 +44,7 @@ URL_CHECKS = ("smoke", "contract", "load")
 CHECKS = (*URL_CHECKS, "quality")
 LOCUSTFILE = PROJECT_ROOT / "steps" / "acceptance_locust.py"
 REQUEST_TIMEOUT = 60
-DEFAULT_LOAD = {"users": 4, "spawn_rate": 4.0, "duration": "5s", "p95_ms": 1000.0}
+DEFAULT_LOAD = config.LOAD_CHECK
 
 
 @dataclass
@@ -294,31 +294,24 @@ def read_flights(path: Path) -> list[dict]:
 
 def main(argv: list[str] | None = None) -> int:
     """CLI: the URL checks against ``--url``; one line per check, exit 1 when any failed."""
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--url", required=True, help="the model server's base URL (…/invocations is POSTed)")
-    parser.add_argument("--id-token", default=os.environ.get("ACCEPTANCE_ID_TOKEN", ""), help="Bearer token")
-    parser.add_argument("--model-uri", default="", help="the version served there (its input example is scored)")
-    parser.add_argument("--flights", type=Path, help="more valid flights: JSON records, CSV or Parquet")
-    parser.add_argument("--checks", default=",".join(URL_CHECKS), help=f"comma-separated, of {', '.join(URL_CHECKS)}")
-    parser.add_argument("--health-url", default="", help="also GET this sidecar /health (200 expected)")
-    parser.add_argument("--users", type=int, default=DEFAULT_LOAD["users"])
-    parser.add_argument("--spawn-rate", type=float, default=DEFAULT_LOAD["spawn_rate"])
-    parser.add_argument("--duration", default=DEFAULT_LOAD["duration"], help="locust --run-time, e.g. 5s")
-    parser.add_argument("--p95-ms", type=float, default=DEFAULT_LOAD["p95_ms"])
+    parser = config.argument_parser("acceptance", __doc__)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    if not args.url:
+        parser.error("--url is required: the model server's base URL (…/invocations is POSTed)")
+    more = read_flights(Path(args.flights)) if args.flights else None
     if args.model_uri:
-        flights = model_flights(args.model_uri, read_flights(args.flights) if args.flights else None)
-    elif args.flights:
-        flights = read_flights(args.flights)
+        flights = model_flights(args.model_uri, more)
+    elif more is not None:
+        flights = more
     else:
         parser.error("give --model-uri (its input example is scored) or --flights")
     checks = tuple(c.strip() for c in args.checks.split(",") if c.strip())
-    endpoint = Endpoint(args.url, args.id_token)
+    endpoint = Endpoint(args.url, args.id_token or os.environ.get("ACCEPTANCE_ID_TOKEN", ""))
     load_options = {"users": args.users, "spawn_rate": args.spawn_rate, "duration": args.duration}
     results = run_url_checks(endpoint, flights, checks, **load_options, p95_ms=args.p95_ms)
     if args.health_url:
-        results.append(health(args.health_url, args.id_token))
+        results.append(health(args.health_url, endpoint.id_token))
     for result in results:
         sys.stdout.write(f"acceptance {result.line()}\n")
     failed = [r.name for r in results if not r.passed]

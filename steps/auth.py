@@ -34,7 +34,6 @@ pipeline nor anybody else becomes their owner (MLflow gives the creator MANAGE).
 
 from __future__ import annotations
 
-import argparse
 import configparser
 import logging
 import os
@@ -277,11 +276,9 @@ def main() -> None:
     """CLI: ``python -m steps.auth --create-roles [--experiment NAME] [--model-name NAME]``."""
     from steps import config, tracking
 
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--create-roles", action="store_true", help="create the users and grants (as the admin)")
-    parser.add_argument("--experiment", default=os.environ.get(tracking.EXPERIMENT_ENV, tracking.DEFAULT_EXPERIMENT))
-    parser.add_argument("--model-name", default=config.DEFAULTS["register"]["model_name"])
+    parser = config.argument_parser("auth", __doc__)
     args = parser.parse_args()
+    experiment = args.experiment or os.environ.get(tracking.EXPERIMENT_ENV, tracking.DEFAULT_EXPERIMENT)
     tracking.setup_logging()
     if not args.create_roles:
         parser.print_help()
@@ -290,7 +287,7 @@ def main() -> None:
     if not uri.startswith(("http://", "https://")):
         sys.exit(f"auth: MLFLOW_TRACKING_URI={uri} is not a server; point it at `make tracking-server AUTH=basic`")
     try:
-        roles = create_roles(uri, args.experiment, args.model_name)
+        roles = create_roles(uri, experiment, args.model_name)
     except AuthConfigError as err:
         sys.exit(f"auth: {err}")
     logger.info("roles on %s: %s", uri, roles)

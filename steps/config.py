@@ -1,4 +1,9 @@
-"""Every default of the pipeline, in one place; MLproject declares the same values (a test checks)."""
+"""Every default of the pipeline and its tools, in one place; MLproject declares the same values (a test checks).
+
+Every command line of ``steps/`` is ``argument_parser(<step>)``: one ``--option`` per entry of
+``DEFAULTS[<step>]``, typed by its default. ``""`` means "not given": the step resolves it (from
+the environment, or from what ran before) and says so.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +13,11 @@ from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 SCL_SHA256 = "66d7334fbc9c2c070842e9a99d465f552f94a2b1d5c4047be825e5954e12e829"
+# The registered model every step, tool and test means unless told another name.
+MODEL_NAME = "flight-delay"
+
+# The acceptance load check: a short headless locust run on the served version (promote, acceptance).
+LOAD_CHECK = {"users": 4, "spawn_rate": 4.0, "duration": "5s", "p95_ms": 1000.0}
 
 DEFAULTS: dict[str, dict[str, object]] = {
     "etl": {
@@ -43,29 +53,25 @@ DEFAULTS: dict[str, dict[str, object]] = {
     "register": {
         "model_uri": "",  # "" = the model of the newest finished train run
         "holdout_uri": "",  # "" = the train run's holdout, else datasets/processed
-        "model_name": "flight-delay",
+        "model_name": MODEL_NAME,
         "promote": "auto",
     },
     "promote": {
-        "model_name": "flight-delay",
+        "model_name": MODEL_NAME,
         "version": "",  # "" = the version on the alias staging; else the version a person picked
         "promote": "auto",  # auto: the gate must have passed it; force: the gate may have lost; never: check only
-        # The acceptance load check: a short headless locust run on the served version (127.0.0.1).
-        "users": 4,
-        "spawn_rate": 4.0,
-        "duration": "5s",
-        "p95_ms": 1000.0,
+        **LOAD_CHECK,
         "workers": 1,  # mlflow models serve -w for the checked server
     },
     "evaluate": {
         "processed_uri": "",  # "" = datasets/processed (what etl wrote locally)
-        "model_name": "flight-delay",  # its Production version gets the table when trained on the same data
+        "model_name": MODEL_NAME,  # its Production version gets the table when trained on the same data
         "search_trials": 0,  # > 0: also a day-grouped CV hyper-parameter search with this many candidates
         "seed": 42,
     },
     "monitor": {
         "data": "",  # the new flights (path, file:// or gs://); required
-        "model_name": "flight-delay",
+        "model_name": MODEL_NAME,
         "auc_threshold": 0.65,  # adversarial ROC AUC at or above this is drift (exit code 3)
         "cv_folds": 5,
         "seed": 42,
@@ -76,12 +82,39 @@ DEFAULTS: dict[str, dict[str, object]] = {
     "score": {
         "data": "",  # the schedule: a CSV or Parquet file or a folder of them (path, file:// or gs://); required
         "output": "",  # one Parquet file (path or gs://); the rejects go beside it; required
-        "model_uri": "models:/flight-delay@production",  # the Production version, pinned in the run
+        "model_uri": f"models:/{MODEL_NAME}@production",  # the Production version, pinned in the run
         "engine": "pandas",  # or "spark" (mlflow.pyfunc.spark_udf on spark_master)
         "spark_master": "local[*]",
         "chunk_rows": 100000,  # flights per model call (pandas chunk, Spark Arrow batch); at most 100,000
         "max_reject_fraction": 0.01,  # the step fails when more rows than this share are not valid flights
         "overwrite": False,  # an existing output (or rejects file) is refused unless true
+    },
+    # Tools, not MLproject entry points.
+    "serve": {  # make serve / make run
+        "model_uri": f"models:/{MODEL_NAME}/Production",
+        "host": "127.0.0.1",
+        "port": 5001,
+        "workers": 2,  # one uvicorn worker per core: a worker is one Python process, bound to one core by the GIL
+    },
+    "acceptance": {  # make acceptance: the URL checks against a served version (steps/acceptance.py)
+        "url": "",  # the model server's base URL (…/invocations is POSTed); required
+        "id_token": "",  # Bearer token; "" = $ACCEPTANCE_ID_TOKEN
+        "model_uri": "",  # the version served there (its input example is scored)
+        "flights": "",  # more valid flights: JSON records, CSV or Parquet
+        "checks": "smoke,contract,load",
+        "health_url": "",  # also GET this sidecar /health (200 expected)
+        **LOAD_CHECK,
+    },
+    "tracking_server": {  # make tracking-server; options after `--` go to `mlflow server`
+        "host": "127.0.0.1",
+        "port": 5000,
+        "workers": 2,
+        "auth": "",  # none or basic; "" = $MLFLOW_AUTH, else none
+    },
+    "auth": {  # make auth-roles
+        "create_roles": False,  # create the users and grants (as the admin)
+        "experiment": "",  # "" = $MLFLOW_EXPERIMENT_NAME, else skyprophet
+        "model_name": MODEL_NAME,
     },
 }
 
@@ -105,10 +138,27 @@ def datasets_dir() -> Path:
 def argument_parser(step: str, description: str | None) -> argparse.ArgumentParser:
     """A CLI parser with one ``--option`` per parameter of ``step``, typed and defaulted from DEFAULTS."""
     parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
-    for name, default in DEFAULTS[step].items():
-        kind = parse_bool if isinstance(default, bool) else type(default)
-        parser.add_argument(f"--{name.replace('_', '-')}", type=kind, default=default)
+    add_step_options(parser, step)
     return parser
+
+
+def add_step_options(parser: argparse.ArgumentParser, step: str, skip: tuple[str, ...] = ()) -> list[str]:
+    """Add ``step``'s options (all but ``skip``) to ``parser``; the names added.
+
+    A boolean option alone means true (``--overwrite``); with a value it is that value
+    (``--overwrite false``, as ``mlflow run -P`` passes it).
+    """
+    added = []
+    for name, default in DEFAULTS[step].items():
+        if name in skip:
+            continue
+        option = f"--{name.replace('_', '-')}"
+        if isinstance(default, bool):
+            parser.add_argument(option, type=parse_bool, nargs="?", const=True, default=default)
+        else:
+            parser.add_argument(option, type=type(default), default=default)
+        added.append(name)
+    return added
 
 
 def parse_bool(text: str) -> bool:

@@ -111,17 +111,20 @@ def run(
     return ids
 
 
+# What main hands from one step to the next itself (promote's model name and mode are register's).
+HANDED_OVER = {
+    "train": ("processed_uri",),
+    "register": ("model_uri", "holdout_uri"),
+    "promote": ("version", "model_name", "promote"),
+}
+
+
 def main() -> None:
     """CLI: every parameter of etl, train, register and promote, with the same defaults."""
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     groups = {}
-    handed_over = {("train", "processed_uri"), ("register", "model_uri"), ("register", "holdout_uri")}
-    handed_over |= {("promote", "version"), ("promote", "model_name"), ("promote", "promote")}  # register's own
     for step in STEPS:
-        for name, default in config.DEFAULTS[step].items():
-            if (step, name) in handed_over:
-                continue  # handed over by main itself
-            parser.add_argument(f"--{name.replace('_', '-')}", type=type(default), default=default)
+        for name in config.add_step_options(parser, step, skip=HANDED_OVER.get(step, ())):
             groups[name] = step
     args = vars(parser.parse_args())
     params = {step: {k: v for k, v in args.items() if groups[k] == step} for step in STEPS}

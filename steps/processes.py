@@ -1,4 +1,7 @@
-"""Child processes: environment, free port, readiness, stop; a served model version (promote, tests, bench)."""
+"""Child processes: environment, commands, free port, readiness, stop; the one wrapper of a served model.
+
+Every tool that starts a process (promote, serve, the bench, the stress run, the tests) uses these.
+"""
 
 from __future__ import annotations
 
@@ -33,8 +36,10 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def wait_for_http(url: str, timeout: float = 60.0, process: subprocess.Popen | None = None) -> None:
-    """Wait until ``url`` answers 200, failing early if ``process`` exits."""
+def wait_for_http(
+    url: str, timeout: float = 60.0, process: subprocess.Popen | None = None, interval: float = 0.2
+) -> None:
+    """Wait until ``url`` answers 200 (asking every ``interval`` s), failing early if ``process`` exits."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process is not None and process.poll() is not None:
@@ -44,7 +49,7 @@ def wait_for_http(url: str, timeout: float = 60.0, process: subprocess.Popen | N
                 return
         except requests.RequestException:
             pass
-        time.sleep(0.2)
+        time.sleep(interval)
     raise TimeoutError(f"{url} did not answer within {timeout} s")
 
 
@@ -60,11 +65,14 @@ def stop_process_group(process: subprocess.Popen) -> None:
         process.wait()
 
 
-def start_logged(command: list[str], env: dict[str, str], log_path: Path, mode: str = "w") -> subprocess.Popen:
+def start_logged(command: list[str], env: dict[str, str], log_path: Path | None, mode: str = "w") -> subprocess.Popen:
     """``command`` from the checkout in its own session (stopping it stops its workers), output to ``log_path``.
 
-    The log file is closed here at once: the child keeps its own handle.
+    The log file is closed here at once: the child keeps its own handle. ``log_path`` None: the
+    child writes to this process's own stdout and stderr (``make serve``).
     """
+    if log_path is None:
+        return subprocess.Popen(command, cwd=PROJECT_ROOT, env=process_env(env), start_new_session=True)
     with open(log_path, mode, encoding="utf-8") as log:
         return subprocess.Popen(
             command,
@@ -76,39 +84,91 @@ def start_logged(command: list[str], env: dict[str, str], log_path: Path, mode: 
         )
 
 
-def model_serve_command(model_uri: str, port: int, workers: int | None = None) -> list[str]:
-    """``mlflow models serve`` of ``model_uri`` on 127.0.0.1:``port`` from this environment."""
+def run_logged(command: list[str], env: dict[str, str], log_path: Path) -> subprocess.CompletedProcess:
+    """``command`` from the checkout, to its end, output to ``log_path``."""
+    with open(log_path, "w", encoding="utf-8") as log:
+        return subprocess.run(command, cwd=PROJECT_ROOT, env=process_env(env), stdout=log, stderr=subprocess.STDOUT)
+
+
+def mlflow_run_command(entry_point: str, experiment: str, **params: object) -> list[str]:
+    """``mlflow run . -e <entry_point> --env-manager local -P key=value …``, as a user types it."""
+    command = [str(BIN / "mlflow"), "run", ".", "-e", entry_point, "--env-manager", "local"]
+    command += ["--experiment-name", experiment]
+    for key, value in params.items():
+        command += ["-P", f"{key}={value}"]
+    return command
+
+
+def locust_command(url: str, users: int, spawn_rate: float, duration: str, csv_prefix: Path) -> list[str]:
+    """Headless locust with ``bench/locustfile.py`` against ``url``, summary CSVs at ``csv_prefix``."""
+    command = [str(BIN / "locust"), "-f", str(PROJECT_ROOT / "bench" / "locustfile.py"), "--headless"]
+    command += ["-u", str(users), "-r", str(spawn_rate), "-t", duration, "-H", url]
+    return command + ["--csv", str(csv_prefix), "--only-summary"]
+
+
+def model_serve_command(model_uri: str, port: int, workers: int | None = None, host: str = "127.0.0.1") -> list[str]:
+    """``mlflow models serve`` of ``model_uri`` on ``host``:``port`` from this environment."""
     command = [str(BIN / "mlflow"), "models", "serve", "-m", model_uri, "--env-manager", "local"]
-    command += ["-h", "127.0.0.1", "-p", str(port)]
+    command += ["-h", host, "-p", str(port)]
     return command + (["-w", str(workers)] if workers else [])
 
 
 class ServedModel:
-    """A real ``mlflow models serve`` of ``model_uri`` on a free port of 127.0.0.1, stopped by ``stop()``.
+    """A real ``mlflow models serve`` of ``model_uri`` in its own process group, stopped by ``stop()``.
 
-    Usable as a context manager. ``timeout``: seconds to the first ``/ping`` 200; on failure the
-    server is stopped and the error carries the log's tail.
+    The one way the project starts a model server (promote's acceptance, ``make serve``, the bench,
+    the stress run, the tests). Usable as a context manager. ``port`` None: a free port.
+    ``wait``: block until the first ``/ping`` 200 (``timeout`` seconds); on failure the server is
+    stopped and the error carries the log's tail. ``log_path`` None: output to this terminal.
     """
 
     def __init__(
         self,
         model_uri: str,
-        log_path: Path,
+        log_path: Path | None,
         env: dict[str, str] | None = None,
         workers: int | None = None,
         timeout: float = 180,
+        host: str = "127.0.0.1",
+        port: int | None = None,
+        wait: bool = True,
     ) -> None:
         self.model_uri = model_uri
         self.log_path = log_path
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.process = start_logged(model_serve_command(model_uri, self.port, workers), env or {}, log_path)
+        self.workers = workers or 1
+        self.port = port or free_port()
+        self.url = f"http://{host}:{self.port}"
+        self.started = time.monotonic()
+        self.process = start_logged(model_serve_command(model_uri, self.port, workers, host), env or {}, log_path)
+        if wait:
+            self.wait_ready(timeout)
+
+    def wait_ready(self, timeout: float = 180) -> float:
+        """Seconds from the server's start to its first ``/ping`` 200; stops it and raises if none comes."""
         try:
-            wait_for_http(f"{self.url}/ping", timeout=timeout, process=self.process)
+            wait_for_http(
+                f"{self.url}/ping",
+                timeout=self.started + timeout - time.monotonic(),
+                process=self.process,
+                interval=0.02,
+            )
         except Exception as err:
             self.stop()
-            tail = log_path.read_text(errors="replace")[-3000:] if log_path.exists() else ""
-            raise RuntimeError(f"model server for {model_uri} failed to start ({err}):\n{tail}") from None
+            log = self.log_path
+            tail = log.read_text(errors="replace")[-3000:] if log is not None and log.exists() else ""
+            raise RuntimeError(f"model server for {self.model_uri} failed to start ({err}):\n{tail}") from None
+        return time.monotonic() - self.started
+
+    def invoke(self, body: dict | str, timeout: float = 60) -> requests.Response:
+        """POST ``/invocations`` with a JSON body: a dict, or the text as it stands."""
+        text = isinstance(body, str)
+        return requests.post(
+            f"{self.url}/invocations",
+            data=body if text else None,
+            json=None if text else body,
+            headers={"Content-Type": "application/json"},
+            timeout=timeout,
+        )
 
     def stop(self) -> None:
         """Terminate the server and its workers."""

@@ -6,19 +6,17 @@ The curl's body is the model version's own input example, so it always matches t
 
 from __future__ import annotations
 
-import argparse
 import importlib.util
 import json
 import os
-import shutil
 import signal
-import subprocess
 import sys
 
 import mlflow
 from mlflow.models import Model
 
-from steps import tracking
+from steps import config, tracking
+from steps.processes import ServedModel
 
 
 def example_curl(model_uri: str, host: str, port: int) -> str:
@@ -41,9 +39,8 @@ UVICORN_LOOP = "uvloop"
 
 
 def server_env(workers: int) -> dict[str, str]:
-    """The environment for `mlflow models serve`: ours, with UVICORN_LOOP=uvloop unless already set."""
-    env = dict(os.environ)
-    env.setdefault("UVICORN_LOOP", UVICORN_LOOP)
+    """What `mlflow models serve` needs beyond our environment: UVICORN_LOOP=uvloop unless already set."""
+    env = {"UVICORN_LOOP": os.environ.get("UVICORN_LOOP", UVICORN_LOOP)}
     if env["UVICORN_LOOP"] == UVICORN_LOOP and importlib.util.find_spec("uvloop") is None:
         raise SystemExit(
             "serve: uvloop is not installed (pip install -r requirements.txt). Without it uvicorn's workers "
@@ -63,35 +60,13 @@ def _raise_stop(signum: int, frame: object) -> None:
 
 def main() -> None:
     """Print the curl, then run `mlflow models serve` until Ctrl-C, SIGTERM or SIGHUP."""
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--model-uri", default="models:/flight-delay/Production")
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=5001)
-    # One uvicorn worker per core: a worker is one Python process, bound to one core by the GIL.
-    parser.add_argument("--workers", type=int, default=int(os.environ.get("SKYPROPHET_WORKERS", "2")))
-    args = parser.parse_args()
+    args = config.argument_parser("serve", __doc__).parse_args()
     env = server_env(args.workers)  # before anything else: a missing uvloop stops here
     os.environ["MLFLOW_TRACKING_URI"] = tracking.tracking_uri()
     tracking.configure()
     sys.stdout.write(f"\nServing {args.model_uri} on http://{args.host}:{args.port} (Ctrl-C stops it). Try:\n\n")
     sys.stdout.write(example_curl(args.model_uri, args.host, args.port) + "\n\n")
     sys.stdout.flush()
-    mlflow_cli = shutil.which("mlflow") or "mlflow"
-    command = [
-        mlflow_cli,
-        "models",
-        "serve",
-        "-m",
-        args.model_uri,
-        "--env-manager",
-        "local",
-        "-h",
-        args.host,
-        "-p",
-        str(args.port),
-        "-w",
-        str(args.workers),
-    ]
     # Own session: Ctrl-C reaches only this process, which then stops the server with SIGTERM
     # (uvicorn's graceful shutdown) instead of both getting SIGINT and printing tracebacks. The
     # same for SIGTERM and SIGHUP (a supervisor, a closed terminal): without it the server, in its
@@ -99,18 +74,14 @@ def main() -> None:
     # shell that starts us in the background would otherwise have us ignore it.
     for stop_signal in STOP_SIGNALS:
         signal.signal(stop_signal, _raise_stop)
-    server = subprocess.Popen(command, start_new_session=True, env={**env, **os.environ})
+    server = ServedModel(args.model_uri, None, env, workers=args.workers, host=args.host, port=args.port, wait=False)
     try:
-        sys.exit(server.wait())
+        sys.exit(server.process.wait())
     except StopServing:
         for stop_signal in STOP_SIGNALS:
             signal.signal(stop_signal, signal.SIG_IGN)  # a second Ctrl-C must not cut the shutdown short
         sys.stdout.write("\nStopping the model server...\n")
-        os.killpg(server.pid, signal.SIGTERM)
-        try:
-            server.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
+        server.stop()
         sys.stdout.write("Stopped.\n")
 
 

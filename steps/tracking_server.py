@@ -16,7 +16,6 @@ database, default permission, all from the environment); it refuses to start wit
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 import shutil
@@ -25,7 +24,7 @@ import sys
 from pathlib import Path
 from urllib.parse import urlparse
 
-from steps import auth, storage
+from steps import auth, config, storage
 from steps.config import EMBEDDED_STORE_URI, PROJECT_ROOT
 
 logger = logging.getLogger("skyprophet.tracking_server")
@@ -125,18 +124,13 @@ def server_command(
 
 def main() -> None:
     """CLI: ``python -m steps.tracking_server [--host H] [--port P] [--workers N] [-- mlflow server options]``."""
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=5000)
-    parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--auth", default=None, help="none (default) or basic; default $MLFLOW_AUTH")
-    args, extra = parser.parse_known_args()
+    args, extra = config.argument_parser("tracking_server", __doc__).parse_known_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     # MLflow 3's job runner (GenAI evaluation jobs, a dozen huey workers) is unused here.
     os.environ.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
     backend, destination = backend_store_uri(), artifacts_destination()
     try:
-        mode = auth.auth_mode(args.auth)
+        mode = auth.auth_mode(args.auth or None)
         if mode == "basic":
             os.environ.update(auth.server_environment())  # refuses without MLFLOW_AUTH_ADMIN_PASSWORD
             logger.info(

@@ -10,21 +10,20 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-import requests
 
-from steps.config import PROJECT_ROOT, SCL_DATA_PATH, SCL_SHA256
-from tests.factory import make_flights, write_flights
-from tests.processes import (  # noqa: F401 - re-exported for the test modules
+from steps.config import MODEL_NAME, PROJECT_ROOT, SCL_DATA_PATH, SCL_SHA256
+from steps.processes import (
     BIN,
     MLFLOW_RUN_STATE,
+    ServedModel,
     free_port,
     mlflow_run_command,
-    model_serve_command,
     process_env,
     start_logged,
     stop_process_group,
     wait_for_http,
 )
+from tests.factory import make_flights, write_flights
 
 REAL_DATA = Path(os.environ.get("SKYPROPHET_REAL_DATA", SCL_DATA_PATH))
 
@@ -86,42 +85,13 @@ def no_leaked_mlflow_run_state():
         os.environ.pop(key, None)
 
 
-class ModelServer:
-    """A real ``mlflow models serve`` process on a free port."""
-
-    def __init__(self, model_uri: str, env: dict[str, str], log_path: Path) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.process = start_logged(model_serve_command(model_uri, self.port), env, log_path)
-        try:
-            wait_for_http(f"{self.url}/ping", timeout=90, process=self.process)
-        except Exception:
-            self.stop()
-            raise RuntimeError(f"model server failed to start: {log_path.read_text()[-3000:]}") from None
-
-    def invoke(self, payload: dict | str) -> requests.Response:
-        """POST /invocations with a JSON body (a dict) or raw text."""
-        data = payload if isinstance(payload, str) else None
-        return requests.post(
-            f"{self.url}/invocations",
-            json=None if data else payload,
-            data=data,
-            headers={"Content-Type": "application/json"},
-            timeout=60,
-        )
-
-    def stop(self) -> None:
-        """Terminate the server and its workers."""
-        stop_process_group(self.process)
-
-
 @pytest.fixture
 def serve_model(tmp_path: Path):
     """Start ``mlflow models serve`` for a model URI; every server is stopped after the test."""
-    servers: list[ModelServer] = []
+    servers: list[ServedModel] = []
 
-    def start(model_uri: str, env: dict[str, str]) -> ModelServer:
-        server = ModelServer(model_uri, env, tmp_path / f"serve-{len(servers)}.log")
+    def start(model_uri: str, env: dict[str, str]) -> ServedModel:
+        server = ServedModel(model_uri, tmp_path / f"serve-{len(servers)}.log", env, timeout=90)
         servers.append(server)
         return server
 
@@ -132,7 +102,7 @@ def serve_model(tmp_path: Path):
 
 @pytest.fixture(scope="session")
 def registered_model(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    """Train once per session with ``mlflow run . -e main``: ``flight-delay`` version 1, alias + stage Production.
+    """Train once per session with ``mlflow run . -e main``: ``MODEL_NAME`` version 1, alias + stage Production.
 
     Returns ``env`` (tracking store, datasets folder, experiment), ``model_name``, ``model_uri`` and
     ``version``. Small (40 trees, 3 folds, generated flights) so the whole thing takes about 25 s.
@@ -161,7 +131,7 @@ def registered_model(tmp_path_factory: pytest.TempPathFactory) -> dict:
     )
     if done.returncode != 0:
         raise RuntimeError(f"`mlflow run . -e main` failed for the registered_model fixture:\n{done.stderr[-4000:]}")
-    return {"env": env, "model_name": "flight-delay", "model_uri": "models:/flight-delay/Production", "version": "1"}
+    return {"env": env, "model_name": MODEL_NAME, "model_uri": f"models:/{MODEL_NAME}/Production", "version": "1"}
 
 
 # --- Production tracking topology: PostgreSQL database, GCS emulator, `make tracking-server` ---

@@ -22,13 +22,13 @@ import psycopg2
 import pytest
 import requests
 
-from steps.config import PROJECT_ROOT
-from tests.conftest import POSTGRES_URL, TrackingServer, free_port, postgres_admin, process_env
+from steps.config import MODEL_NAME, PROJECT_ROOT
+from steps.processes import free_port, mlflow_run_command, process_env
+from tests.conftest import POSTGRES_URL, TrackingServer, postgres_admin
 from tests.factory import write_flights
-from tests.processes import mlflow_run_command
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-MODEL = "flight-delay"
+MODEL = MODEL_NAME
 EXPERIMENT = "skyprophet-auth"
 TIMEOUT = 600
 FAST = 60

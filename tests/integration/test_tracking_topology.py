@@ -19,10 +19,10 @@ import mlflow
 import psycopg2
 import pytest
 
-from steps.config import PROJECT_ROOT
-from tests.conftest import BIN, GcsEmulator, TrackingServer, free_port, process_env
+from steps.config import MODEL_NAME, PROJECT_ROOT
+from steps.processes import BIN, free_port, mlflow_run_command, process_env
+from tests.conftest import GcsEmulator, TrackingServer
 from tests.factory import make_flights, write_flights
-from tests.processes import mlflow_run_command
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 ARTIFACT_BUCKET = "skyprophet-artifacts"
@@ -140,7 +140,7 @@ def restart_postgres() -> None:
 
 
 def test_pipeline_registers_and_serves_on_postgres_and_gcs_and_survives_a_postgres_restart(topology, serve_model):
-    env, model = topology.env("pipeline"), "flight-delay"
+    env, model = topology.env("pipeline"), MODEL_NAME
     done = mlflow_run("main", env, data_uri=topology.data_uri, n_estimators=40, cv_folds=3)
     assert done.returncode == 0, done.stderr[-4000:]
 

@@ -19,7 +19,7 @@ from pyfunc.explain import FACTOR_VALUES_COLUMN, FACTORS, TOP_FACTORS, TOP_FACTO
 from pyfunc.features import FEATURE_NAMES
 from pyfunc.schema import REQUIRED_COLUMNS, SCHEDULED_TIME, TARGET
 from steps import etl
-from tests.conftest import ModelServer
+from steps.processes import ServedModel
 from tests.factory import make_flights
 
 pytestmark = [pytest.mark.slow]
@@ -32,7 +32,7 @@ SUM_TOLERANCE = 1e-4
 def server(registered_model, tmp_path_factory):
     """One real model server of the Production stage, shared by the module's tests."""
     log = tmp_path_factory.mktemp("serve-explain") / "serve.log"
-    started = ModelServer(registered_model["model_uri"], registered_model["env"], log)
+    started = ServedModel(registered_model["model_uri"], log, registered_model["env"], timeout=90)
     yield started
     started.stop()
 
@@ -50,14 +50,14 @@ def unseen_flights(n_days: int, seed: int = 21) -> pd.DataFrame:
     return make_flights(days=n_days, seed=seed, start="2017-01-15")[list(REQUIRED_COLUMNS)]
 
 
-def invoke(server: ModelServer, flights: pd.DataFrame, params: dict | None = None) -> requests.Response:
+def invoke(server: ServedModel, flights: pd.DataFrame, params: dict | None = None) -> requests.Response:
     body = {"dataframe_split": json.loads(flights.to_json(orient="split", index=False))}
     if params is not None:
         body["params"] = params
     return requests.post(f"{server.url}/invocations", json=body, timeout=300)
 
 
-def predictions(server: ModelServer, flights: pd.DataFrame, params: dict | None = None) -> list[dict]:
+def predictions(server: ServedModel, flights: pd.DataFrame, params: dict | None = None) -> list[dict]:
     answer = invoke(server, flights, params)
     assert answer.status_code == 200, f"expected 200, got {answer.status_code}: {answer.text[:500]}"
     return answer.json()["predictions"]

@@ -21,7 +21,7 @@ import yaml
 
 from bench.run import nodelay_connections, worker_pids
 from steps.config import PROJECT_ROOT
-from tests.conftest import BIN, free_port, process_env, stop_process_group, wait_for_http
+from steps.processes import BIN, free_port, process_env, stop_process_group, wait_for_http
 
 pytestmark = [pytest.mark.slow]
 

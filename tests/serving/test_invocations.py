@@ -13,7 +13,8 @@ import pytest
 import requests
 
 from pyfunc.schema import MAX_BATCH_ROWS, REQUIRED_COLUMNS
-from tests.conftest import ModelServer
+from steps.config import MODEL_NAME
+from steps.processes import ServedModel
 
 pytestmark = [pytest.mark.slow]
 
@@ -36,7 +37,7 @@ def without(column: str) -> dict:
     return {"dataframe_records": [{k: v for k, v in GOOD.items() if k != column}]}
 
 
-def post(server: ModelServer, body: str, content_type: str = "application/json") -> requests.Response:
+def post(server: ServedModel, body: str, content_type: str = "application/json") -> requests.Response:
     return requests.post(
         f"{server.url}/invocations", data=body.encode(), headers={"Content-Type": content_type}, timeout=120
     )
@@ -46,12 +47,12 @@ def post(server: ModelServer, body: str, content_type: str = "application/json")
 def server(registered_model, tmp_path_factory):
     """One real model server of the Production stage, shared by the module's tests."""
     log = tmp_path_factory.mktemp("serve") / "serve.log"
-    started = ModelServer(registered_model["model_uri"], registered_model["env"], log)
+    started = ServedModel(registered_model["model_uri"], log, registered_model["env"], timeout=90)
     yield started
     started.stop()
 
 
-def assert_still_serving(server: ModelServer) -> None:
+def assert_still_serving(server: ServedModel) -> None:
     assert server.process.poll() is None, "the model server process must survive bad input"
     answer = post(server, json.dumps(records()))
     assert answer.status_code == 200, f"a good flight after bad input should still be scored: {answer.text[:300]}"
@@ -181,7 +182,7 @@ def test_batch_at_the_limit_is_answered_and_above_it_refused(server):
 
 
 def test_alias_uri_serves_and_refuses_like_the_stage_uri(registered_model, serve_model, server):
-    alias = serve_model("models:/flight-delay@production", registered_model["env"])
+    alias = serve_model(f"models:/{MODEL_NAME}@production", registered_model["env"])
     for body in (json.dumps(records()), json.dumps(records(OPERA="Zeta Air")), json.dumps({"dataframe_records": []})):
         by_alias, by_stage = post(alias, body), post(server, body)
         assert by_alias.status_code == by_stage.status_code, f"{body[:80]}: {by_alias.text[:300]}"

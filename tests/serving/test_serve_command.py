@@ -12,7 +12,7 @@ import requests
 
 from bench.run import nodelay_connections, worker_pids
 from steps.config import PROJECT_ROOT
-from tests.processes import free_port, process_env, stop_process_group, wait_for_http
+from steps.processes import free_port, process_env, stop_process_group, wait_for_http
 
 pytestmark = [pytest.mark.slow]
 

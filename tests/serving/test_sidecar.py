@@ -8,7 +8,6 @@ import json
 import os
 import shutil
 import signal
-import subprocess
 import time
 from pathlib import Path
 
@@ -16,8 +15,14 @@ import mlflow
 import pytest
 import requests
 
-from tests.conftest import BIN, ModelServer
-from tests.processes import free_port, model_serve_command, start_logged, stop_process_group, wait_for_http
+from steps.processes import (
+    BIN,
+    ServedModel,
+    free_port,
+    start_logged,
+    stop_process_group,
+    wait_for_http,
+)
 
 pytestmark = [pytest.mark.slow]
 
@@ -94,11 +99,6 @@ def sidecars(registered_model, tmp_path):
         sidecar.stop()
 
 
-def serve_on(model_uri: str, env: dict[str, str], port: int, log_path: Path) -> subprocess.Popen:
-    """`mlflow models serve` on a given port (the sidecar was told the address before it started)."""
-    return start_logged(model_serve_command(model_uri, port), env, log_path)
-
-
 def ping(sidecar: Sidecar) -> int:
     return requests.get(f"{sidecar.url}/ping", timeout=2).status_code
 
@@ -110,9 +110,9 @@ def test_health_follows_the_model_server_from_start_to_death(registry, sidecars,
     assert answer.json()["reason"].startswith(("starting", "reading")), f"before the model server: {answer.json()}"
     assert ping(sidecar) == 200, "/ping is liveness of the sidecar alone"
 
-    server = serve_on(registry["model_uri"], registry["env"], port, tmp_path / "serve.log")
+    # On the port the sidecar was told before it started.
+    server = ServedModel(registry["model_uri"], tmp_path / "serve.log", registry["env"], port=port, timeout=90)
     try:
-        wait_for_http(f"http://127.0.0.1:{port}/ping", timeout=90, process=server)
         answer, _ = sidecar.wait_for_health(200, timeout=30)
         body = answer.json()
         client = mlflow.MlflowClient(registry["env"]["MLFLOW_TRACKING_URI"])
@@ -121,15 +121,15 @@ def test_health_follows_the_model_server_from_start_to_death(registry, sidecars,
         assert (model["name"], model["version"]) == (registry["model_name"], str(version.version)), model
         assert model["stage"] == "Production" and model["aliases"] == ["production"], model
         assert model["run_id"] == version.run_id, f"run id should be the version's: {model}"
-        local = mlflow.artifacts.download_artifacts(artifact_uri=f"models:/flight-delay/{version.version}")
+        local = mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{registry['model_name']}/{version.version}")
         threshold = json.loads((Path(local) / "artifacts/spec.json").read_text())["threshold"]
         assert model["threshold"] == pytest.approx(threshold), "the threshold shipped in the model"
         assert model["canary_rows"] >= 1 and body["canary_ms"] is not None, body
         assert body["status"] == "ready", body
-        os.killpg(server.pid, signal.SIGKILL)  # a crash, not a clean stop
-        server.wait()
+        os.killpg(server.process.pid, signal.SIGKILL)  # a crash, not a clean stop
+        server.process.wait()
     finally:
-        stop_process_group(server)
+        server.stop()
     answer, seconds = sidecar.wait_for_health(503, timeout=3)
     assert seconds <= 2.5, f"a dead model server should show within about a second, took {seconds:.1f} s"
     assert answer.json()["reason"].startswith("model server down"), answer.json()
@@ -147,7 +147,7 @@ def test_health_is_503_when_the_model_refuses_the_canary(registry, sidecars, tmp
     spec = json.loads(spec_path.read_text())
     spec["features"]["vocabulary"]["OPERA"] = ["NOBODY AIR"]
     spec_path.write_text(json.dumps(spec))
-    server = ModelServer(str(broken), env, tmp_path / "serve-broken.log")
+    server = ServedModel(str(broken), tmp_path / "serve-broken.log", env, timeout=90)
     try:
         assert requests.get(f"{server.url}/ping", timeout=2).status_code == 200, "the model server itself is up"
         sidecar = sidecars(server.url)

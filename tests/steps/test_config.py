@@ -3,7 +3,7 @@
 import pytest
 import yaml
 
-from steps.config import DEFAULTS, PROJECT_ROOT
+from steps.config import DEFAULTS, MODEL_NAME, PROJECT_ROOT
 
 MLPROJECT = yaml.safe_load((PROJECT_ROOT / "MLproject").read_text())
 
@@ -20,3 +20,8 @@ def test_main_takes_every_step_parameter_it_does_not_hand_over():
     handed_over = {"processed_uri", "model_uri", "holdout_uri", "version"}
     expected = {n for step in ("etl", "train", "register", "promote") for n in DEFAULTS[step]} - handed_over
     assert set(MLPROJECT["entry_points"]["main"]["parameters"]) == expected
+
+
+def test_the_makefile_names_the_same_model_as_config():
+    makefile = (PROJECT_ROOT / "Makefile").read_text()
+    assert f"\nMODEL_NAME ?= {MODEL_NAME}\n" in makefile, "Makefile's MODEL_NAME default differs from steps.config"

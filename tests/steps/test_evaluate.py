@@ -8,6 +8,7 @@ import pytest
 
 from pyfunc.features import FEATURE_NAMES
 from steps import etl, evaluate, promote, register, train
+from steps.config import MODEL_NAME
 from tests.factory import make_flights
 
 HYPER = {"n_estimators": 60}
@@ -35,7 +36,7 @@ def test_evaluate_logs_the_table_and_describes_production(tracking_store, flight
     trained = train.run(processed_uri=etl_result.processed_uri, **HYPER)
     registered = register.run(model_uri=trained.model_uri, holdout_uri=f"{etl_result.processed_uri}/holdout.parquet")
     assert registered.gate_passed
-    promote.move_production(mlflow.MlflowClient(), "flight-delay", registered.version, "test set-up")
+    promote.move_production(mlflow.MlflowClient(), MODEL_NAME, registered.version, "test set-up")
 
     result = evaluate.run(processed_uri=etl_result.processed_uri)
 

@@ -19,10 +19,9 @@ import pytest
 from pyfunc.features import fit_feature_spec
 from pyfunc.schema import REQUIRED_COLUMNS, SCHEDULED_TIME, clean_flights
 from steps import config, etl, monitor, promote, register, registry, train
-from steps.config import PROJECT_ROOT
-from tests.conftest import BIN, process_env
+from steps.config import MODEL_NAME, PROJECT_ROOT
+from steps.processes import BIN, MLFLOW_RUN_STATE, process_env
 from tests.factory import make_flights, write_flights
-from tests.processes import MLFLOW_RUN_STATE
 
 # Real-data checks with the step's own defaults (every flight, 5 folds).
 MONITOR = config.DEFAULTS["monitor"]
@@ -134,11 +133,11 @@ def production(tmp_path_factory: pytest.TempPathFactory):
             model_uri=trained.model_uri, holdout_uri=f"{etl_result.processed_uri}/holdout.parquet"
         )
         assert registered.gate_passed, "the first version passes the gate"
-        promote.move_production(mlflow.MlflowClient(), "flight-delay", registered.version, "test set-up")
+        promote.move_production(mlflow.MlflowClient(), MODEL_NAME, registered.version, "test set-up")
         # The version serves the refit on every flight (train + holdout): that is monitor's reference.
         processed = root / "datasets" / "processed"
         flights = pd.concat([pd.read_parquet(processed / f"{name}.parquet") for name in ("train", "holdout")])
-        version = mlflow.MlflowClient().get_model_version("flight-delay", registered.version)
+        version = mlflow.MlflowClient().get_model_version(MODEL_NAME, registered.version)
         patch.delenv("MLFLOW_EXPERIMENT_ID")  # set_experiment exported it; subprocesses name the experiment
         yield {
             "env": env,
@@ -196,7 +195,7 @@ def test_same_schedule_exits_0_with_run_tags_and_report(production, tmp_path):
     run = monitor_runs(production)[0]
     assert run.info.status == "FINISHED", run.info
     tags, metrics = run.data.tags, run.data.metrics
-    assert tags["monitor.model_name"] == "flight-delay" and tags["monitor.model_version"] == "1", tags
+    assert tags["monitor.model_name"] == MODEL_NAME and tags["monitor.model_version"] == "1", tags
     assert tags["monitor.model_run_id"] == production["train_run_id"], "the reference is the version's train run"
     assert tags["monitor.drift"] == "none", tags
     assert abs(metrics["adversarial_roc_auc"] - 0.5) < 0.1, metrics["adversarial_roc_auc"]
@@ -209,7 +208,7 @@ def test_same_schedule_exits_0_with_run_tags_and_report(production, tmp_path):
 
     assert artifacts(production, run.info.run_id) == {"report/report.md", "report/top_drift.png", "report/drift.json"}
     report = (tmp_path / "report" / "report.md").read_text()
-    assert "flight-delay version 1" in report and "no drift" in report and run.info.run_id in report, report
+    assert f"{MODEL_NAME} version 1" in report and "no drift" in report and run.info.run_id in report, report
     assert (tmp_path / "report" / "top_drift.png").stat().st_size > 1000, "the plot was drawn"
 
 

@@ -5,10 +5,9 @@ import subprocess
 import mlflow
 import pytest
 
-from steps.config import PROJECT_ROOT
-from tests.conftest import process_env
+from steps.config import MODEL_NAME, PROJECT_ROOT
+from steps.processes import mlflow_run_command, process_env
 from tests.factory import make_flights
-from tests.processes import mlflow_run_command
 
 pytestmark = [pytest.mark.slow]
 MAIN_TIMEOUT = 600
@@ -29,13 +28,13 @@ def test_main_registers_promotes_and_serves(tracking_store, flights_csv, serve_m
     done = mlflow_run("main", tracking_store, data_uri=flights_csv, n_estimators=40, cv_folds=2, **LOAD)
     assert done.returncode == 0, done.stderr[-4000:]
     client = mlflow.MlflowClient()
-    first = client.get_model_version_by_alias("flight-delay", "production")
+    first = client.get_model_version_by_alias(MODEL_NAME, "production")
     assert str(first.version) == "1" and first.current_stage == "Production"
     assert first.tags["gate.decision"] == "promoted" and first.tags["gate.production_version"] == "none"
     assert all(first.tags[f"acceptance.{c}"] == "passed" for c in ("smoke", "contract", "load", "quality"))
 
     flights = make_flights(days=3, seed=99)
-    server = serve_model("models:/flight-delay/Production", tracking_store)
+    server = serve_model(f"models:/{MODEL_NAME}/Production", tracking_store)
     records = flights.drop(columns=["Fecha-O"]).to_dict(orient="records")
     for payload in (
         {"dataframe_records": records},
@@ -51,13 +50,13 @@ def test_main_registers_promotes_and_serves(tracking_store, flights_csv, serve_m
     # under promote=auto that is an outcome, not a failure of main.
     done = mlflow_run("main", tracking_store, data_uri=flights_csv, n_estimators=1, max_depth=1, cv_folds=2, **LOAD)
     assert done.returncode == 0, done.stderr[-4000:]
-    second = client.get_model_version("flight-delay", "2")
+    second = client.get_model_version(MODEL_NAME, "2")
     assert second.tags["gate.decision"] == "not promoted", second.tags
     assert float(second.tags["gate.candidate_roc_auc"]) < float(second.tags["gate.production_roc_auc"])
     assert second.tags["acceptance.quality"].startswith("failed: the gate did not promote it"), second.tags
     assert second.tags["acceptance.smoke"] == "passed"
-    assert str(client.get_model_version_by_alias("flight-delay", "production").version) == "1"
-    assert client.get_model_version("flight-delay", "1").current_stage == "Production"
+    assert str(client.get_model_version_by_alias(MODEL_NAME, "production").version) == "1"
+    assert client.get_model_version(MODEL_NAME, "1").current_stage == "Production"
     assert second.current_stage == "Staging" and second.aliases == ["staging"]
 
 
@@ -72,13 +71,13 @@ def test_each_step_runs_alone_and_says_what_is_missing(tracking_store, flights_c
         done = mlflow_run(entry_point, tracking_store, **params)
         assert done.returncode == 0, f"{entry_point}: {done.stderr[-3000:]}"
     client = mlflow.MlflowClient()
-    assert str(client.get_model_version_by_alias("flight-delay", "staging").version) == "1"
+    assert str(client.get_model_version_by_alias(MODEL_NAME, "staging").version) == "1"
     done = mlflow_run("promote", tracking_store, version=1, **LOAD)
     assert done.returncode == 0, done.stderr[-3000:]
-    version = client.get_model_version_by_alias("flight-delay", "production")
+    version = client.get_model_version_by_alias(MODEL_NAME, "production")
     assert str(version.version) == "1" and version.current_stage == "Production"
     again = mlflow_run("register", tracking_store, promote="force")
     assert again.returncode == 0, again.stderr[-3000:]
-    versions = client.search_model_versions("name = 'flight-delay'")
+    versions = client.search_model_versions(f"name = '{MODEL_NAME}'")
     assert len(versions) == 1, "registering the same train run twice makes no second version"
     assert versions[0].current_stage == "Production", "a rerun of register does not pull Production back to Staging"

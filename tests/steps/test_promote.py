@@ -15,12 +15,12 @@ import pandas as pd
 import pytest
 
 from steps import config, etl, promote, register, registry, train
-from steps.processes import ServedModel, free_port, start_logged, stop_process_group, wait_for_http
-from tests.processes import process_env
+from steps.config import MODEL_NAME
+from steps.processes import ServedModel, free_port, process_env, start_logged, stop_process_group, wait_for_http
 from tests.steps.test_register import log_with_code
 
 pytestmark = [pytest.mark.slow]
-NAME = "flight-delay"
+NAME = MODEL_NAME
 HYPER = {"n_estimators": 20, "cv_folds": 2}
 LOAD = {"users": 2, "spawn_rate": 2.0, "duration": "3s", "p95_ms": 5000.0}
 
@@ -196,7 +196,7 @@ def test_promote_without_a_staging_version_says_what_to_run_first(tracking_store
         timeout=300,
     )
     assert done.returncode == 2, done.stderr[-2000:]
-    assert "no version of 'flight-delay' on the alias 'staging'" in done.stderr
+    assert f"no version of '{MODEL_NAME}' on the alias 'staging'" in done.stderr
     assert "run `mlflow run . -e register` (or `make pipeline`) first" in done.stderr
     rollback = subprocess.run(
         [sys.executable, "-m", "steps.promote", "--rollback"],

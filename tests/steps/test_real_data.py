@@ -5,6 +5,7 @@ import pytest
 
 from pyfunc.features import FEATURE_NAMES
 from steps import etl, evaluate, promote, register, train
+from steps.config import MODEL_NAME
 
 pytestmark = [pytest.mark.real_data, pytest.mark.slow]
 
@@ -17,7 +18,7 @@ def test_real_pipeline_beats_both_reference_models_month_ahead(tracking_store, r
         model_uri=train_result.model_uri, holdout_uri=f"{etl_result.processed_uri}/holdout.parquet"
     )
     assert registered.gate_passed and registered.version in ("1", 1) and registered.refit_run_id
-    promote.move_production(mlflow.MlflowClient(), "flight-delay", registered.version, "test set-up")
+    promote.move_production(mlflow.MlflowClient(), MODEL_NAME, registered.version, "test set-up")
     assert train_result.metrics["ece"] < 0.05, "Nov-Dec, calibrated on earlier months only"
     assert not {"day_of_month", "day_of_year"} & set(FEATURE_NAMES), "no feature memorises a date"
 

@@ -10,6 +10,7 @@ import pytest
 from pyfunc.model import BOOSTER_ARTIFACT, SPEC_ARTIFACT
 from pyfunc.schema import model_signature
 from steps import config, etl, promote, register, registry, train
+from steps.config import MODEL_NAME
 from tests.factory import make_flights
 
 
@@ -47,17 +48,17 @@ def test_gate_runs_each_model_on_its_own_code(tracking_store, flights_csv, tmp_p
     first = register.run(model_uri=constant_uri, holdout_uri=holdout_uri)
     assert first.gate_passed and first.candidate_roc_auc == 0.5, "the constant model's own code scored it"
     client = mlflow.MlflowClient()
-    assert client.get_model_version("flight-delay", first.version).current_stage == "Staging", "staged, not promoted"
-    assert registry.production_version(client, "flight-delay") is None, "register never moves production"
-    promote.move_production(client, "flight-delay", first.version, "test set-up")
+    assert client.get_model_version(MODEL_NAME, first.version).current_stage == "Staging", "staged, not promoted"
+    assert registry.production_version(client, MODEL_NAME) is None, "register never moves production"
+    promote.move_production(client, MODEL_NAME, first.version, "test set-up")
 
     candidate_uri = log_with_code(fitted, config.PROJECT_ROOT / "pyfunc", tmp_path)
     second = register.run(model_uri=candidate_uri, holdout_uri=holdout_uri)
     assert second.production_roc_auc == 0.5, "Production was scored with its bundled code, not the checkout's"
     assert second.candidate_roc_auc > 0.6 and second.gate_passed
-    staged = client.get_model_version_by_alias("flight-delay", "staging")
+    staged = client.get_model_version_by_alias(MODEL_NAME, "staging")
     assert str(staged.version) == str(second.version) and staged.current_stage == "Staging"
-    assert str(client.get_model_version_by_alias("flight-delay", "production").version) == str(first.version)
+    assert str(client.get_model_version_by_alias(MODEL_NAME, "production").version) == str(first.version)
 
 
 def pattern_flights(start: str, days: int, seed: int, reverse: bool) -> pd.DataFrame:
@@ -82,7 +83,7 @@ def test_the_gate_judges_on_the_latest_months_and_the_promoted_version_is_refitt
     # Production: trained on the old pattern (the file's first two months), registered by force.
     old = train.run(processed_uri=processed, **hyper)
     first = register.run(model_uri=old.model_uri, holdout_uri=f"{processed}/holdout.parquet", promote_mode="force")
-    promote.move_production(mlflow.MlflowClient(), "flight-delay", first.version, "test set-up")
+    promote.move_production(mlflow.MlflowClient(), MODEL_NAME, first.version, "test set-up")
     # The candidate: the same recipe trained on flights of the new pattern (another file's March).
     new_raw = pattern_flights("2016-03-01", 31, 3, reverse=True)
     new_raw.to_csv(tmp_path / "new.csv", index=False)
@@ -91,7 +92,7 @@ def test_the_gate_judges_on_the_latest_months_and_the_promoted_version_is_refitt
     second = register.run(model_uri=candidate.model_uri, holdout_uri=f"{processed}/holdout.parquet")
 
     client = mlflow.MlflowClient()
-    version = client.get_model_version("flight-delay", second.version)
+    version = client.get_model_version(MODEL_NAME, second.version)
     assert version.tags["gate.period"] == "2017-03-01 to 2017-03-31", "the holdout is the file's last month"
     assert second.gate_passed and version.tags["gate.decision"] == "promoted", version.tags
     assert float(version.tags["gate.candidate_roc_auc"]) > float(version.tags["gate.production_roc_auc"]) + 0.1
@@ -118,4 +119,4 @@ def test_a_failing_refit_leaves_no_version_behind(tracking_store, flights_csv, m
     monkeypatch.setattr(register, "log_fitted", broken)
     with pytest.raises(RuntimeError, match="mid-refit"):
         register.run(model_uri=trained.model_uri, holdout_uri=f"{processed}/holdout.parquet")
-    assert mlflow.MlflowClient().search_model_versions("name = 'flight-delay'") == []
+    assert mlflow.MlflowClient().search_model_versions(f"name = '{MODEL_NAME}'") == []

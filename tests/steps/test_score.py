@@ -19,9 +19,9 @@ import pytest
 
 from pyfunc.schema import OPTIONAL_COLUMNS, REQUIRED_COLUMNS, UNKNOWN_FIELDS
 from steps import score
-from steps.config import PROJECT_ROOT
+from steps.config import MODEL_NAME, PROJECT_ROOT
+from steps.processes import process_env
 from tests.factory import make_flights
-from tests.processes import process_env
 
 FLIGHT_COLUMNS = [*REQUIRED_COLUMNS, *OPTIONAL_COLUMNS]
 # Row -> (column, value) of flights the model never saw, and of rows that are not flights.
@@ -141,9 +141,9 @@ def test_run_logs_lineage_counts_and_summary(model_env, registered_model, schedu
     run = client.get_run(result.run_id)
     assert run.info.status == "FINISHED"
     assert run.data.tags["skyprophet.step"] == "score"
-    assert run.data.tags["skyprophet.model_name"] == "flight-delay"
+    assert run.data.tags["skyprophet.model_name"] == MODEL_NAME
     assert run.data.tags["skyprophet.model_version"] == registered_model["version"]
-    assert run.data.tags["skyprophet.model_uri"] == f"models:/flight-delay/{registered_model['version']}"
+    assert run.data.tags["skyprophet.model_uri"] == f"models:/{MODEL_NAME}/{registered_model['version']}"
     metrics = run.data.metrics
     assert metrics["rows"] == ROWS and metrics["scored_rows"] == ROWS - len(BAD)
     assert metrics["flagged_rows"] == len(UNSEEN) and metrics["rejected_rows"] == len(BAD)

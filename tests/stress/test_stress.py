@@ -8,13 +8,13 @@ from pathlib import Path
 import pytest
 
 from steps.config import PROJECT_ROOT
-from tests.conftest import process_env
+from steps.processes import process_env
 
 pytestmark = [pytest.mark.stress, pytest.mark.slow]
 
 
 def run_stress(registered_model: dict, report_dir: Path, *extra: str) -> subprocess.CompletedProcess:
-    command = [sys.executable, "-m", "tests.stress.run", "--model-uri", registered_model["model_uri"]]
+    command = [sys.executable, "-m", "bench.stress", "--model-uri", registered_model["model_uri"]]
     command += ["--users", "10", "--spawn-rate", "10", "--report-dir", str(report_dir), *extra]
     return subprocess.run(
         command,
