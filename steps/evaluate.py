@@ -25,7 +25,6 @@ training months (it changes nothing: copy the winner into the train defaults).
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 from dataclasses import dataclass, field
@@ -43,9 +42,8 @@ from steps import baselines, config, etl, metrics, tracking
 from steps.registry import production_version
 from steps.train import (
     CONTRIBUTION_PREFIX,
-    HYPER_DEFAULTS,
     OBJECTIVES,
-    effective_hyper,
+    Recipe,
     fit_model,
     fitting_label,
     load_processed,
@@ -176,14 +174,14 @@ def period_of(flights: pd.DataFrame) -> str:
     return f"{times.min():%Y-%m-%d} to {times.max():%Y-%m-%d}"
 
 
-def score_split(train: pd.DataFrame, test: pd.DataFrame, hyper: dict) -> Scored:
+def score_split(train: pd.DataFrame, test: pd.DataFrame, recipe: Recipe) -> Scored:
     """Fit the three models on ``train`` and score ``test``.
 
     Flights with a category the project's model never saw are left out for all three, so every
     model is measured on the same flights; the project's model scores them apart, as unseen.
     Baseline thresholds are F1-optimal on their own training predictions.
     """
-    fitted, _ = fit_model(train, hyper)
+    fitted, _ = fit_model(train, recipe)
     clean = clean_flights(test)
     probability = fitted.predict_clean(clean)
     unknown = ~scorable(clean, fitted.spec.features.vocabulary)
@@ -283,27 +281,26 @@ def by_month_figure(table: pd.DataFrame) -> plt.Figure:
     return fig
 
 
-def search(flights: pd.DataFrame, hyper: dict, trials: int, seed: int) -> pd.DataFrame:
+def search(flights: pd.DataFrame, recipe: Recipe, trials: int, seed: int) -> pd.DataFrame:
     """Month-ahead ROC AUC (the last SEARCH_MONTHS months, each from all before) of sampled recipes."""
-    features, target, _, _ = training_features(flights, hyper)
+    features, target, _, _ = training_features(flights, recipe)
     folds = month_ahead_folds(parse_scheduled_time(flights[SCHEDULED_TIME]), SEARCH_MONTHS)
     scored = np.concatenate([rows for _, rows in folds])
     rng = np.random.default_rng(seed)
-    candidates = [effective_hyper(hyper)]
-    seen = {json.dumps(candidates[0], sort_keys=True, default=float)}
+    candidates = [recipe.effective()]
+    seen = {candidates[0]}
     while len(candidates) < trials + 1 and len(seen) < 10_000:
-        candidate = effective_hyper({**hyper, **{k: v[rng.integers(len(v))] for k, v in SEARCH_SPACE.items()}})
-        key = json.dumps(candidate, sort_keys=True, default=float)
-        if key not in seen:
-            seen.add(key)
+        candidate = recipe.replace(**{k: v[rng.integers(len(v))] for k, v in SEARCH_SPACE.items()}).effective()
+        if candidate not in seen:
+            seen.add(candidate)
             candidates.append(candidate)
     rows = []
     for i, candidate in enumerate(candidates):
-        label = fitting_label(flights, candidate["objective"])
+        label = fitting_label(flights, candidate.objective)
         scores = out_of_fold_scores(features, label, folds, candidate)
         auc = float(roc_auc_score(target[scored], scores[scored]))
         logger.info("search %d/%d: month-ahead ROC AUC %.4f %s", i, len(candidates) - 1, auc, candidate)
-        rows.append({**{k: candidate[k] for k in SEARCH_SPACE}, "month_ahead_roc_auc": auc})
+        rows.append({**{k: getattr(candidate, k) for k in SEARCH_SPACE}, "month_ahead_roc_auc": auc})
     return pd.DataFrame(rows).sort_values("month_ahead_roc_auc", ascending=False).reset_index(drop=True)
 
 
@@ -358,15 +355,15 @@ def run(
         ):
             logger.info("evaluate: Production version %s was trained on other data; not describing it", version.version)
             version = None
-        hyper = recipe_of(version_run) if version is not None else dict(HYPER_DEFAULTS)
+        recipe = recipe_of(version_run) if version is not None else Recipe()
         tracking.log_params(
             {"processed_uri": processed_uri, "model_name": model_name, "search_trials": search_trials, "seed": seed}
         )
-        tracking.log_params({f"hyper.{k}": v for k, v in hyper.items()})
+        tracking.log_params({f"hyper.{k}": v for k, v in recipe.params().items()})
         rows, months = [], []
         for month, (train_part, test_part) in backtest_splits(flights).items():
             logger.info("backtest %s: %d training, %d test flights", month, len(train_part), len(test_part))
-            months.append(score_split(train_part, test_part, hyper))
+            months.append(score_split(train_part, test_part, recipe))
             rows += table_rows("backtest", month, months[-1])
             contribution = {
                 f"backtest.{month}.model.{CONTRIBUTION_PREFIX}.{k}": v for k, v in months[-1].contributions.items()
@@ -386,7 +383,7 @@ def run(
                 flights[test_rows].reset_index(drop=True),
             )
             logger.info("%s split: %d training, %d test flights", split, len(train_part), len(test_part))
-            splits[split] = score_split(train_part, test_part, hyper)
+            splits[split] = score_split(train_part, test_part, recipe)
             rows += table_rows(split, period, splits[split])
             contribution = splits[split].contributions.items()
             mlflow.log_metrics({f"{split}.model.{CONTRIBUTION_PREFIX}.{k}": v for k, v in contribution})
@@ -407,7 +404,7 @@ def run(
         mlflow.log_text(text, "evaluation.md")
         mlflow.log_table(table, "evaluation.json")
         if search_trials > 0:
-            results = search(flights, hyper, search_trials, seed)
+            results = search(flights, recipe, search_trials, seed)
             mlflow.log_table(results, "search.json")
             mlflow.log_metric("search.best_month_ahead_roc_auc", float(results["month_ahead_roc_auc"].iloc[0]))
             text += f"\n\nHyper-parameter search (month ahead on the last {SEARCH_MONTHS} months):\n\n"

@@ -22,7 +22,7 @@ import mlflow.projects
 from mlflow.projects import ExecutionException
 
 from steps import config, tracking
-from steps.train import HYPER_DEFAULTS, MODEL_URI_TAG, check_recipe
+from steps.train import MODEL_URI_TAG, Recipe
 
 logger = logging.getLogger("skyprophet.main")
 STEPS = ("etl", "train", "register", "promote")
@@ -83,7 +83,7 @@ def run(
     etl_params: dict, train_params: dict, register_params: dict, promote_params: dict | None = None
 ) -> dict[str, str]:
     """Chain the steps and record their run ids on the main run."""
-    check_recipe({**HYPER_DEFAULTS, **train_params})  # before etl runs, not after
+    Recipe.of(train_params).check()  # before etl runs, not after
     with tracking.step_run("main"):
         etl_run = run_step("etl", etl_params)
         processed_uri = f"runs:/{etl_run.info.run_id}/processed"

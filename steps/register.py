@@ -193,7 +193,7 @@ def refit_on_all_flights(candidate_run: mlflow.entities.Run, processed: Path) ->
         [pd.read_parquet(processed / "train.parquet"), pd.read_parquet(processed / "holdout.parquet")],
         ignore_index=True,
     )
-    hyper = recipe_of(candidate_run)
+    recipe = recipe_of(candidate_run)
     with mlflow.start_run(nested=True, run_name="refit") as refit:
         mlflow.set_tags({tracking.STEP_TAG: "refit", REFIT_OF_TAG: candidate_run.info.run_id})
         logger.info("refit: the candidate's recipe on all %d flights", len(flights))
@@ -203,7 +203,7 @@ def refit_on_all_flights(candidate_run: mlflow.entities.Run, processed: Path) ->
             flights.to_parquet(path, index=False)
             mlflow.log_artifact(str(path), REFIT_FOLDER)
         source = artifact_location(f"runs:/{refit.info.run_id}/{REFIT_FOLDER}/{REFIT_FLIGHTS}")
-        model_uri = log_fitted(flights, hyper, source=source)
+        model_uri = log_fitted(flights, recipe, source=source)
     return model_uri, refit.info.run_id
 
 

@@ -10,9 +10,11 @@ Threshold and calibration come from out-of-fold predictions over training days o
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import tempfile
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
 from importlib.metadata import version
 from pathlib import Path
 from urllib.parse import urlparse
@@ -58,8 +60,6 @@ MODEL_URI_TAG = "skyprophet.model_uri"
 HOLDOUT_URI_TAG = "skyprophet.holdout_uri"
 # The last scheduled time among a model's training flights (the gate asks whether it saw the holdout).
 TRAINED_THROUGH_TAG = "skyprophet.trained_through"
-# The fitting recipe: train's parameters without its input.
-HYPER_DEFAULTS = {k: v for k, v in config.DEFAULTS["train"].items() if k != "processed_uri"}
 # What the booster is fitted to (train's ``objective``); calibration turns either into P(delay).
 #   minutes_late: squared error on minutes late, early flights as 0 and capped at twice the delay
 #     line. A flight 14 minutes late teaches nearly what one 16 minutes late does, where the 0/1
@@ -77,6 +77,64 @@ MODEL_CODE = Path(model_code.__file__)
 
 class MissingInputError(FileNotFoundError):
     """A step's input is not there; the message says which step to run first."""
+
+
+_TRAIN = config.DEFAULTS["train"]
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How a model is fitted: train's parameters but its input, defaulted from ``config.DEFAULTS["train"]``.
+
+    Built with ``Recipe.of``/``replace``, which refuse a key that is not a parameter, naming it
+    (a misspelt key would otherwise fit today's default without a word). ``scale_pos_weight`` is
+    None where the objective ignores it (``effective``).
+    """
+
+    country: str = _TRAIN["country"]
+    objective: str = _TRAIN["objective"]
+    calibration: str = _TRAIN["calibration"]
+    n_estimators: int = _TRAIN["n_estimators"]
+    learning_rate: float = _TRAIN["learning_rate"]
+    max_depth: int = _TRAIN["max_depth"]
+    min_child_weight: float = _TRAIN["min_child_weight"]
+    subsample: float = _TRAIN["subsample"]
+    colsample_bytree: float = _TRAIN["colsample_bytree"]
+    scale_pos_weight: float | None = _TRAIN["scale_pos_weight"]
+    cv_folds: int = _TRAIN["cv_folds"]
+    seed: int = _TRAIN["seed"]
+
+    @classmethod
+    def of(cls, values: Mapping[str, object] | None = None, **changes: object) -> Recipe:
+        """Today's defaults with ``values`` and ``changes``; an unknown key is a ValueError naming it."""
+        return cls().replace(**{**(values or {}), **changes})
+
+    def replace(self, **changes: object) -> Recipe:
+        """The recipe with ``changes``; an unknown key is a ValueError naming it and the known ones."""
+        known = [f.name for f in fields(self)]
+        if unknown := sorted(set(changes) - set(known)):
+            raise ValueError(f"not a recipe parameter: {', '.join(unknown)} (the parameters: {', '.join(known)})")
+        return dataclasses.replace(self, **changes)
+
+    def params(self) -> dict[str, object]:
+        """The recipe as MLflow parameters (what ``recipe_of`` reads back)."""
+        return dataclasses.asdict(self)
+
+    def check(self) -> None:
+        """Refuse an unknown ``objective``, ``calibration`` or ``country`` before any run starts (train and main)."""
+        check_objective(self.objective)
+        if self.calibration not in CALIBRATIONS:
+            raise ValueError(f"calibration must be one of {', '.join(CALIBRATIONS)}, got {self.calibration!r}")
+        resolve_country(self.country, None)
+
+    def effective(self) -> Recipe:
+        """The recipe with what its objective ignores set to None (``scale_pos_weight`` unless ``delayed``).
+
+        So a search does not fit the same recipe twice, and its table shows no value that did nothing.
+        """
+        return dataclasses.replace(
+            self, scale_pos_weight=self.scale_pos_weight if self.objective == "delayed" else None
+        )
 
 
 @dataclass
@@ -147,19 +205,11 @@ def check_objective(objective: str) -> None:
         raise ValueError(f"objective must be one of {', '.join(OBJECTIVES)}, got {objective!r}")
 
 
-def check_recipe(hyper: dict) -> None:
-    """Refuse an unknown ``objective``, ``calibration`` or ``country`` before any run starts (train and main)."""
-    check_objective(hyper["objective"])
-    if hyper["calibration"] not in CALIBRATIONS:
-        raise ValueError(f"calibration must be one of {', '.join(CALIBRATIONS)}, got {hyper['calibration']!r}")
-    resolve_country(hyper["country"], None)
-
-
 # What train did before these parameters existed (runs of then did not log them).
 HYPER_BEFORE_IT_EXISTED = {"objective": "delayed", "country": "none", "calibration": "days"}
 
 
-def recipe_of(run: mlflow.entities.Run) -> dict:
+def recipe_of(run: mlflow.entities.Run) -> Recipe:
     """The hyper-parameters a train run used (so evaluate and the gate refit the same recipe).
 
     A parameter the run did not log takes the value train used before it existed, not today's
@@ -168,12 +218,12 @@ def recipe_of(run: mlflow.entities.Run) -> dict:
     # What the step resolved wins over what `mlflow run` logged: it logs an empty -P value as "''".
     resolved = {k.removeprefix("resolved."): v for k, v in run.data.tags.items() if k.startswith("resolved.")}
     params = {**run.data.params, **resolved}
-    recipe = {**HYPER_DEFAULTS, **HYPER_BEFORE_IT_EXISTED}
+    recipe = {**Recipe().params(), **HYPER_BEFORE_IT_EXISTED}
 
     def typed(value: str, default: object) -> object:
         return value if isinstance(default, str) else type(default)(float(value))
 
-    return {k: typed(params[k], default) if k in params else default for k, default in recipe.items()}
+    return Recipe.of({k: typed(params[k], default) if k in params else default for k, default in recipe.items()})
 
 
 def fitting_label(train_raw: pd.DataFrame, objective: str) -> np.ndarray:
@@ -187,35 +237,27 @@ def fitting_label(train_raw: pd.DataFrame, objective: str) -> np.ndarray:
     return minutes.clip(0, MINUTES_LATE_CAP).to_numpy()
 
 
-def effective_hyper(hyper: dict) -> dict:
-    """``hyper`` with what its objective ignores set to None (``scale_pos_weight`` unless ``delayed``).
-
-    So a search does not fit the same recipe twice, and its table shows no value that did nothing.
-    """
-    return {**hyper, "scale_pos_weight": hyper["scale_pos_weight"] if hyper["objective"] == "delayed" else None}
-
-
-def booster_params(hyper: dict) -> dict:
+def booster_params(recipe: Recipe) -> dict:
     """XGBoost parameters from the step's hyper-parameters (the objective was checked by ``fitting_label``)."""
-    if hyper["objective"] == "delayed":
-        loss = {"objective": "binary:logistic", "eval_metric": "logloss", "scale_pos_weight": hyper["scale_pos_weight"]}
+    if recipe.objective == "delayed":
+        loss = {"objective": "binary:logistic", "eval_metric": "logloss", "scale_pos_weight": recipe.scale_pos_weight}
     else:
         loss = {"objective": "reg:squarederror", "eval_metric": "rmse"}
     return {
         **loss,
         "tree_method": "hist",
         "max_cat_to_onehot": 1,
-        "eta": hyper["learning_rate"],
-        "max_depth": hyper["max_depth"],
-        "min_child_weight": hyper["min_child_weight"],
-        "subsample": hyper["subsample"],
-        "colsample_bytree": hyper["colsample_bytree"],
-        "seed": hyper["seed"],
+        "eta": recipe.learning_rate,
+        "max_depth": recipe.max_depth,
+        "min_child_weight": recipe.min_child_weight,
+        "subsample": recipe.subsample,
+        "colsample_bytree": recipe.colsample_bytree,
+        "seed": recipe.seed,
         "nthread": 2,
     }
 
 
-def fit_booster(features: np.ndarray, label: np.ndarray, hyper: dict) -> xgb.Booster:
+def fit_booster(features: np.ndarray, label: np.ndarray, recipe: Recipe) -> xgb.Booster:
     """One XGBoost fit to ``label`` (see ``fitting_label``) with categorical codes marked as such."""
     matrix = xgb.DMatrix(
         features,
@@ -224,7 +266,7 @@ def fit_booster(features: np.ndarray, label: np.ndarray, hyper: dict) -> xgb.Boo
         feature_types=list(FEATURE_TYPES),
         enable_categorical=True,
     )
-    return xgb.train(booster_params(hyper), matrix, num_boost_round=hyper["n_estimators"])
+    return xgb.train(booster_params(recipe), matrix, num_boost_round=recipe.n_estimators)
 
 
 Folds = list[tuple[np.ndarray, np.ndarray]]
@@ -266,13 +308,13 @@ def day_folds(times: pd.Series, blocks: int) -> Folds:
 CALIBRATIONS = {"forward": forward_folds, "days": day_folds}
 
 
-def training_features(train_raw: pd.DataFrame, hyper: dict) -> tuple[np.ndarray, np.ndarray, FeatureSpec, Folds]:
+def training_features(train_raw: pd.DataFrame, recipe: Recipe) -> tuple[np.ndarray, np.ndarray, FeatureSpec, Folds]:
     """Features, targets, feature spec and the calibration folds of the training flights."""
     clean = clean_flights(train_raw)
     target = train_raw[TARGET].to_numpy()
-    feature_spec = fit_feature_spec(clean, origins_of(train_raw), hyper["country"])
+    feature_spec = fit_feature_spec(clean, origins_of(train_raw), recipe.country)
     features = build_features(clean, feature_spec)
-    folds = CALIBRATIONS[hyper["calibration"]](clean[SCHEDULED_TIME], hyper["cv_folds"])
+    folds = CALIBRATIONS[recipe.calibration](clean[SCHEDULED_TIME], recipe.cv_folds)
     return features, target, feature_spec, folds
 
 
@@ -294,32 +336,32 @@ def centred_isotonic(scores: np.ndarray, target: np.ndarray) -> tuple[list[float
 
 
 def out_of_fold_scores(
-    features: np.ndarray, label: np.ndarray, folds: list[tuple[np.ndarray, np.ndarray]], hyper: dict
+    features: np.ndarray, label: np.ndarray, folds: list[tuple[np.ndarray, np.ndarray]], recipe: Recipe
 ) -> np.ndarray:
     """Raw booster scores of each flight from a booster fitted without its fold."""
     scores = np.zeros(len(label))
     for fit_rows, score_rows in folds:
-        booster = fit_booster(features[fit_rows], label[fit_rows], hyper)
+        booster = fit_booster(features[fit_rows], label[fit_rows], recipe)
         scores[score_rows] = booster.inplace_predict(features[score_rows])
     return scores
 
 
-def fit_model(train_raw: pd.DataFrame, hyper: dict) -> tuple[FittedModel, dict[str, float]]:
+def fit_model(train_raw: pd.DataFrame, recipe: Recipe) -> tuple[FittedModel, dict[str, float]]:
     """Fit features, booster, centred isotonic calibration and threshold; returns also the CV metrics.
 
     Out-of-fold scores of the training flights (see CALIBRATIONS) fit the calibration and the
     threshold, so the holdout is never looked at; the CV metrics are on those flights.
     """
-    features, target, feature_spec, folds = training_features(train_raw, hyper)
-    label = fitting_label(train_raw, hyper["objective"])
+    features, target, feature_spec, folds = training_features(train_raw, recipe)
+    label = fitting_label(train_raw, recipe.objective)
     scored = np.concatenate([rows for _, rows in folds])
-    out_of_fold = out_of_fold_scores(features, label, folds, hyper)[scored]
+    out_of_fold = out_of_fold_scores(features, label, folds, recipe)[scored]
     calibration_x, calibration_y = centred_isotonic(out_of_fold, target[scored])
     calibrated = np.interp(out_of_fold, calibration_x, calibration_y)
     threshold = metrics.best_f1_threshold(target[scored], calibrated)
     spec = ModelSpec(feature_spec, calibration_x, calibration_y, threshold)
     cv_metrics = metrics.classification_metrics(target[scored], calibrated, threshold)
-    return FittedModel(fit_booster(features, label, hyper), spec), cv_metrics
+    return FittedModel(fit_booster(features, label, recipe), spec), cv_metrics
 
 
 SERVING_REQUIREMENTS = tuple(f"{name}=={version(name)}" for name in ("uvloop", "httptools"))
@@ -370,29 +412,29 @@ def log_model(fitted: FittedModel, flights: pd.DataFrame) -> str:
     return info.model_uri
 
 
-def log_fitted(flights: pd.DataFrame, hyper: dict, source: str) -> str:
-    """Fit ``hyper`` on ``flights`` and log it in the active run (the gate's refit); the model URI."""
-    tracking.log_params(hyper)
+def log_fitted(flights: pd.DataFrame, recipe: Recipe, source: str) -> str:
+    """Fit ``recipe`` on ``flights`` and log it in the active run (the gate's refit); the model URI."""
+    tracking.log_params(recipe.params())
     log_training_flights(flights, source)
-    fitted, cv_metrics = fit_model(flights, hyper)
+    fitted, cv_metrics = fit_model(flights, recipe)
     mlflow.log_metrics({f"cv_{k}": v for k, v in cv_metrics.items()})
     return log_model(fitted, flights)
 
 
-def run(processed_uri: str = "", **hyper) -> TrainResult:
+def run(processed_uri: str = "", **recipe_values: object) -> TrainResult:
     """Fit, evaluate on the holdout and log the model inside one MLflow run."""
     processed_uri = processed_uri or str(config.datasets_dir() / "processed")
-    hyper = {**HYPER_DEFAULTS, **hyper}
-    check_recipe(hyper)
+    recipe = Recipe.of(recipe_values)
+    recipe.check()
     with tracking.step_run("train") as active:
-        tracking.log_params({"processed_uri": processed_uri, **hyper})
+        tracking.log_params({"processed_uri": processed_uri, **recipe.params()})
         train_raw, holdout_raw = load_processed(processed_uri)
         log_training_flights(train_raw, artifact_location(f"{processed_uri}/{TRAIN_DATASET}.parquet"))
         holdout_source = artifact_location(f"{processed_uri}/holdout.parquet")
         holdout_dataset = mlflow.data.from_pandas(holdout_raw, source=holdout_source, name="holdout", targets=TARGET)
         mlflow.log_input(holdout_dataset, context="evaluation")
-        logger.info("fit: %d flights, %d folds", len(train_raw), hyper["cv_folds"])
-        fitted, cv_metrics = fit_model(train_raw, hyper)
+        logger.info("fit: %d flights, %d folds", len(train_raw), recipe.cv_folds)
+        fitted, cv_metrics = fit_model(train_raw, recipe)
         mlflow.log_metrics({f"cv_{k}": v for k, v in cv_metrics.items()})
         logger.info("evaluate: holdout of %d flights", len(holdout_raw))
         clean = clean_flights(holdout_raw)

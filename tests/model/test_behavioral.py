@@ -18,7 +18,7 @@ from pyfunc.schema import OPERATED_COLUMNS, REQUIRED_COLUMNS, SCHEDULED_TIME, TA
 from steps import etl, train
 from tests.factory import make_flights
 
-HYPER = {**train.HYPER_DEFAULTS, "n_estimators": 80}
+HYPER = train.Recipe(n_estimators=80)
 
 
 def with_target(flights: pd.DataFrame) -> pd.DataFrame:
@@ -166,7 +166,7 @@ def test_records_and_dataframe_give_the_same_answer(trained):
 def test_training_is_deterministic_for_a_fixed_seed(trained):
     _, flights, unseen = trained
     small = flights.head(1500)
-    hyper = {**HYPER, "n_estimators": 30}
+    hyper = HYPER.replace(n_estimators=30)
     first, _ = train.fit_model(small, hyper)
     second, _ = train.fit_model(small, hyper)
     from pyfunc.schema import clean_flights

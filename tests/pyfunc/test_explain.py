@@ -39,7 +39,7 @@ def loaded(request, tmp_path_factory):
     mlflow.set_experiment("explain")
     flights = make_flights(days=60, seed=4)
     flights["delay"] = etl.delay_target(flights)
-    hyper = {**train.HYPER_DEFAULTS, "n_estimators": 30, "cv_folds": 3, "objective": request.param}
+    hyper = train.Recipe(n_estimators=30, cv_folds=3, objective=request.param)
     fitted, _ = train.fit_model(flights, hyper)
     with mlflow.start_run():
         info = train.log_pyfunc(fitted, flights[list(REQUIRED_COLUMNS)].head(5))

@@ -14,7 +14,7 @@ from pyfunc.schema import REQUIRED_COLUMNS, InvalidFlightsError, clean_flights, 
 from steps import etl, train
 from tests.factory import make_flights
 
-HYPER = {**train.HYPER_DEFAULTS, "n_estimators": 60}
+HYPER = train.Recipe(n_estimators=60)
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,7 @@ from steps import etl, train
 from tests.factory import make_flights
 from tests.pyfunc import oracle
 
-HYPER = {**train.HYPER_DEFAULTS, "n_estimators": 40}
+HYPER = train.Recipe(n_estimators=40)
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ from pyfunc.schema import OPERATED_TIME, SCHEDULED_TIME, TARGET
 from steps import etl, evaluate, main, train
 from tests.factory import make_flights
 
-HYPER = {**train.HYPER_DEFAULTS, "n_estimators": 60}
+HYPER = train.Recipe(n_estimators=60)
 
 
 def _flights_late_by(minutes: list[int]) -> pd.DataFrame:
@@ -54,7 +54,7 @@ def test_an_unknown_objective_is_refused_before_any_run_starts(tracking_store):
 def test_each_objective_fits_its_loss_and_gives_calibrated_probabilities(objective, xgboost_objective):
     flights = make_flights(days=120, seed=3)
     flights[TARGET] = etl.delay_target(flights)
-    fitted, cv_metrics = train.fit_model(flights, {**HYPER, "objective": objective})
+    fitted, cv_metrics = train.fit_model(flights, HYPER.replace(objective=objective))
     config = json.loads(fitted.booster.save_config())
     assert config["learner"]["objective"]["name"] == xgboost_objective
     unseen = make_flights(days=30, seed=11, start="2017-03-01")
@@ -69,25 +69,25 @@ def test_each_objective_fits_its_loss_and_gives_calibrated_probabilities(objecti
 def test_evaluate_refits_a_version_with_its_own_recipe(tracking_store):
     client = mlflow.MlflowClient()
     with mlflow.start_run() as run:
-        mlflow.log_params({**train.HYPER_DEFAULTS, "objective": "delayed", "country": "AR", "n_estimators": 300})
+        mlflow.log_params(train.Recipe(objective="delayed", country="AR", n_estimators=300).params())
     hyper = train.recipe_of(client.get_run(run.info.run_id))
-    assert (hyper["objective"], hyper["country"]) == ("delayed", "AR")
-    assert hyper["n_estimators"] == 300 and isinstance(hyper["n_estimators"], int)
-    assert hyper["max_depth"] == train.HYPER_DEFAULTS["max_depth"] and isinstance(hyper["max_depth"], int)
+    assert (hyper.objective, hyper.country) == ("delayed", "AR")
+    assert hyper.n_estimators == 300 and isinstance(hyper.n_estimators, int)
+    assert hyper.max_depth == train.Recipe().max_depth and isinstance(hyper.max_depth, int)
 
 
 def test_a_version_trained_before_objective_and_country_existed_is_refitted_as_it_was(tracking_store):
-    before = {k: v for k, v in train.HYPER_DEFAULTS.items() if k not in ("objective", "country")}
+    before = {k: v for k, v in train.Recipe().params().items() if k not in ("objective", "country")}
     with mlflow.start_run() as run:
         mlflow.log_params(before)
     hyper = train.recipe_of(mlflow.MlflowClient().get_run(run.info.run_id))
-    assert (hyper["objective"], hyper["country"]) == ("delayed", "none"), "then: logistic loss, no holidays"
+    assert (hyper.objective, hyper.country) == ("delayed", "none"), "then: logistic loss, no holidays"
 
 
 def test_search_never_fits_a_recipe_twice_for_a_parameter_its_objective_ignores(tracking_store):
     flights = make_flights(days=60, seed=2)
     flights[TARGET] = etl.delay_target(flights)
-    hyper = {**train.HYPER_DEFAULTS, "n_estimators": 20, "cv_folds": 2}
+    hyper = train.Recipe(n_estimators=20, cv_folds=2)
     results = evaluate.search(flights, hyper, trials=12, seed=0)
     recipes = results.drop(columns="month_ahead_roc_auc").astype(str)
     assert not recipes.duplicated().any()
@@ -108,3 +108,13 @@ def test_an_unknown_country_is_refused_before_any_run_starts(tracking_store):
     with pytest.raises(ValueError, match="country 'Narnia' is not an ISO code"):
         train.run(processed_uri="/nowhere", country="Narnia")
     assert mlflow.search_runs(search_all_experiments=True).empty, "no run may be left behind"
+
+
+def test_a_misspelt_recipe_key_is_refused_naming_it_before_any_run(tracking_store):
+    with pytest.raises(ValueError, match=r"not a recipe parameter: n_estimator \(the parameters: country, "):
+        train.run(processed_uri="/nowhere", n_estimator=5)
+    with pytest.raises(ValueError, match="not a recipe parameter: max_dept"):
+        train.Recipe().replace(max_dept=3)
+    assert mlflow.search_runs(search_all_experiments=True).empty, "nothing was logged"
+    assert train.Recipe.of({"max_depth": 3}).max_depth == 3
+    assert train.Recipe().max_depth == train.config.DEFAULTS["train"]["max_depth"], "defaults from config"

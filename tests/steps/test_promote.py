@@ -46,7 +46,7 @@ def broken_code(tmp_path, old: str, new: str):
 
 def fitted_on(processed: str) -> train.FittedModel:
     local = mlflow.artifacts.download_artifacts(processed)
-    fitted, _ = train.fit_model(pd.read_parquet(f"{local}/train.parquet"), {**config.DEFAULTS["train"], **HYPER})
+    fitted, _ = train.fit_model(pd.read_parquet(f"{local}/train.parquet"), train.Recipe.of(HYPER))
     return fitted
 
 

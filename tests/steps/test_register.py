@@ -41,9 +41,7 @@ def test_gate_runs_each_model_on_its_own_code(tracking_store, flights_csv, tmp_p
     assert scoring in source
     model_py.write_text(source.replace(scoring, "probability = 0.5 + 0 * score"))
     local = mlflow.artifacts.download_artifacts(processed)
-    fitted, _ = train.fit_model(
-        pd.read_parquet(f"{local}/train.parquet"), {**train.config.DEFAULTS["train"], "n_estimators": 30, "cv_folds": 2}
-    )
+    fitted, _ = train.fit_model(pd.read_parquet(f"{local}/train.parquet"), train.Recipe(n_estimators=30, cv_folds=2))
     constant_uri = log_with_code(fitted, constant, tmp_path)
     first = register.run(model_uri=constant_uri, holdout_uri=holdout_uri)
     assert first.gate_passed and first.candidate_roc_auc == 0.5, "the constant model's own code scored it"
