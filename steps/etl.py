@@ -8,7 +8,6 @@ and logs the processed folder, the rejects and the datasets' lineage to the MLfl
 from __future__ import annotations
 
 import logging
-import warnings
 from dataclasses import dataclass
 
 import mlflow
@@ -182,10 +181,9 @@ def run(
         splits = {"train": flights[~in_holdout], "holdout": flights[in_holdout]}
         for name, frame in splits.items():
             frame.to_parquet(processed / f"{name}.parquet", index=False)
-            with warnings.catch_warnings():  # MLflow's hints on integer columns and source guessing
-                warnings.simplefilter("ignore", UserWarning)
-                dataset = mlflow.data.from_pandas(frame, source=data_uri, name=name, targets=TARGET)
-            mlflow.log_input(dataset, context=name)
+            source = tracking.dataset_source(data_uri)
+            dataset = mlflow.data.from_pandas(frame, source=source, name=name, targets=TARGET)
+            tracking.log_input(dataset, context=name)
             mlflow.log_metrics({f"{name}_rows": len(frame), f"{name}_delay_rate": float(frame[TARGET].mean())})
         mlflow.log_artifacts(str(processed), "processed")
         run_id = active.info.run_id

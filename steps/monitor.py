@@ -199,7 +199,9 @@ def load_reference(dataset_input: DatasetInput) -> tuple[pd.DataFrame, mlflow.da
         frame = pd.read_parquet(local)
     except (MlflowException, OSError, ValueError) as err:
         raise ReferenceDataError(f"cannot load the training data {source_uri}: {err}") from err
-    dataset = mlflow.data.from_pandas(frame, source=source_uri, name=TRAIN_DATASET, targets=TARGET)
+    dataset = mlflow.data.from_pandas(
+        frame, source=tracking.dataset_source(source_uri), name=TRAIN_DATASET, targets=TARGET
+    )
     if dataset.digest != logged.digest:
         raise ReferenceDataError(
             f"the training data at {source_uri} changed since training (digest {dataset.digest}, "
@@ -465,8 +467,9 @@ def run(
             "reference_digest": reference_dataset.digest,
         }
         mlflow.set_tags({f"monitor.{k}": v for k, v in context.items() if k not in ("run_id", "data")})
-        mlflow.log_input(reference_dataset, context="reference")
-        mlflow.log_input(mlflow.data.from_pandas(raw, source=data, name="monitored"), context="monitored")
+        tracking.log_input(reference_dataset, context="reference")
+        monitored = mlflow.data.from_pandas(raw, source=tracking.dataset_source(data), name="monitored")
+        tracking.log_input(monitored, context="monitored")
         report = detect_drift(
             clean_flights(reference_raw), new, spec, cv_folds, seed, max_rows, exclude_features=excluded
         )

@@ -30,7 +30,7 @@ import pandas as pd
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
-from steps import acceptance, config, tracking
+from steps import acceptance, config, registry, tracking
 from steps.processes import ServedModel
 from steps.registry import PRODUCTION_ALIAS, PRODUCTION_STAGE, STAGING_ALIAS, STAGING_STAGE, production_version
 from steps.train import resolve_local
@@ -151,7 +151,7 @@ def move_production(client: mlflow.MlflowClient, name: str, version: str, reason
     with tracking.refusals_explained(
         f"moving {PRODUCTION_ALIAS} of {name!r} to version {version}", MANAGE.format(name=name)
     ):
-        client.transition_model_version_stage(name, version, PRODUCTION_STAGE, archive_existing_versions=True)
+        registry.transition_stage(client, name, version, PRODUCTION_STAGE)
         client.set_registered_model_alias(name, PRODUCTION_ALIAS, version)
         try:
             staging = client.get_model_version_by_alias(name, STAGING_ALIAS)
@@ -260,7 +260,7 @@ def rollback(model_name: str = PROMOTE["model_name"]) -> PromoteResult:
         with tracking.refusals_explained(
             f"moving {PRODUCTION_ALIAS} of {model_name!r} back to version {target}", MANAGE.format(name=model_name)
         ):
-            client.transition_model_version_stage(model_name, target, PRODUCTION_STAGE, archive_existing_versions=True)
+            registry.transition_stage(client, model_name, target, PRODUCTION_STAGE)
             client.set_registered_model_alias(model_name, PRODUCTION_ALIAS, target)
             now = datetime.now(UTC).isoformat()
             client.set_model_version_tag(model_name, str(current.version), "promotion.rolled_back_at", now)

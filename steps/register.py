@@ -29,7 +29,7 @@ from sklearn.metrics import average_precision_score, roc_auc_score
 
 from pyfunc.schema import SCHEDULED_TIME, TARGET, parse_scheduled_time
 from steps import config, metrics, tracking
-from steps.registry import STAGING_ALIAS, STAGING_STAGE, production_version
+from steps.registry import STAGING_ALIAS, STAGING_STAGE, production_version, transition_stage
 from steps.train import (
     HOLDOUT_URI_TAG,
     MODEL_URI_TAG,
@@ -178,7 +178,7 @@ def stage(client: mlflow.MlflowClient, name: str, version: ModelVersion) -> bool
     if current not in ("None", STAGING_STAGE):
         logger.info("register: version %s is in %s already; staging left as it is", version.version, current)
         return False
-    client.transition_model_version_stage(name, version.version, STAGING_STAGE, archive_existing_versions=True)
+    transition_stage(client, name, version.version, STAGING_STAGE)
     client.set_registered_model_alias(name, STAGING_ALIAS, version.version)
     return True
 

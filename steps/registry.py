@@ -7,6 +7,8 @@ answers for both.
 
 from __future__ import annotations
 
+import warnings
+
 import mlflow
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
@@ -33,3 +35,19 @@ def require_production(client: mlflow.MlflowClient, name: str) -> ModelVersion:
     if version is None:
         raise NoProductionVersionError(f"model {name} has no Production version: run `mlflow run . -e main` first")
     return version
+
+
+def transition_stage(client: mlflow.MlflowClient, name: str, version: str, stage: str) -> None:
+    """Stage ``stage`` on ``version``, the version in it before archived (what the alias of that name says).
+
+    MLflow warns (FutureWarning) on every call that stages are deprecated; SkyProphet keeps them on
+    purpose (see above), so the warning would repeat on each register, promote and rollback while
+    asking for nothing that can be done here. It is ignored for this call only.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings(
+            "ignore",
+            message=r"``mlflow\.tracking\.client\.MlflowClient\.transition_model_version_stage``",
+            category=FutureWarning,
+        )
+        client.transition_model_version_stage(name, version, stage, archive_existing_versions=True)

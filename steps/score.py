@@ -32,7 +32,6 @@ import sys
 import tempfile
 import time
 import uuid
-import warnings
 import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -760,15 +759,12 @@ def _annotate_batches(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]
 
 def log_dataset(data: str, uris: list[str], columns: list[str]) -> str:
     """The schedule as the run's input dataset (its source URI, a digest of the files' bytes, the flight columns)."""
-    from mlflow.data.dataset_source_registry import resolve_dataset_source
     from mlflow.data.meta_dataset import MetaDataset
     from mlflow.types import ColSpec, Schema
 
     local = not _is_gs(data)
     digest = content_digest(str(_local_path(data)) if local else data, uris)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        source = resolve_dataset_source(str(_local_path(data).resolve()) if local else data)
+    source = tracking.dataset_source(str(_local_path(data).resolve()) if local else data)
     name = Path(urlparse(data).path.rstrip("/")).name or "schedule"
     schema = Schema([ColSpec("string", c) for c in columns])
     mlflow.log_input(MetaDataset(source=source, name=name, digest=digest, schema=schema), context="scoring")

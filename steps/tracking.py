@@ -6,13 +6,14 @@ import contextlib
 import logging
 import os
 import uuid
+import warnings
 from collections.abc import Iterator
 from urllib.parse import urlparse
 
 import mlflow
 import requests
 from mlflow.data.dataset_source import DatasetSource
-from mlflow.data.dataset_source_registry import get_registered_sources, register_dataset_source
+from mlflow.data.dataset_source_registry import get_registered_sources, register_dataset_source, resolve_dataset_source
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
@@ -232,6 +233,30 @@ class ProxiedArtifactSource(DatasetSource):
     def from_dict(cls, source_dict: dict) -> ProxiedArtifactSource:
         """Inverse of ``to_dict``."""
         return cls(source_dict["uri"])
+
+
+def dataset_source(uri: str) -> DatasetSource:
+    """The lineage source of a dataset at ``uri`` (a path, ``file://``, ``gs://`` or ``mlflow-artifacts:/`` URI).
+
+    A local one is named outright: MLflow registers two local sources (for the schemes "" and
+    "file"), so resolving a path warns that it "can be interpreted in multiple ways" and picks the
+    last, the one ``mlflow.data.sources`` names.
+    """
+    if urlparse(uri).scheme in ("", "file"):
+        return mlflow.data.sources.LocalArtifactDatasetSource(uri)
+    return resolve_dataset_source(uri)
+
+
+def log_input(dataset: mlflow.data.Dataset, context: str) -> None:
+    """``mlflow.log_input`` without MLflow's hint on integer columns, which is about model signatures.
+
+    The hint warns that an integer model input cannot be missing at inference; a logged dataset's
+    schema is lineage, never enforced, and its integer column is the 0/1 target. Casting the target
+    would change the datasets' digests, which evaluate and monitor compare with what runs logged.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer column", category=UserWarning)
+        mlflow.log_input(dataset, context=context)
 
 
 def configure() -> MlflowClient:

@@ -399,8 +399,9 @@ def log_pyfunc(fitted: FittedModel, input_example: pd.DataFrame) -> mlflow.model
 
 def log_training_flights(flights: pd.DataFrame, source: str) -> None:
     """The model's training flights as the run's ``train`` input (monitor's drift reference)."""
-    dataset = mlflow.data.from_pandas(flights, source=source, name=TRAIN_DATASET, targets=TARGET)
-    mlflow.log_input(dataset, context=TRAIN_CONTEXT)
+    lineage = tracking.dataset_source(source)
+    dataset = mlflow.data.from_pandas(flights, source=lineage, name=TRAIN_DATASET, targets=TARGET)
+    tracking.log_input(dataset, context=TRAIN_CONTEXT)
 
 
 def log_model(fitted: FittedModel, flights: pd.DataFrame) -> str:
@@ -430,9 +431,9 @@ def run(processed_uri: str = "", **recipe_values: object) -> TrainResult:
         tracking.log_params({"processed_uri": processed_uri, **recipe.params()})
         train_raw, holdout_raw = load_processed(processed_uri)
         log_training_flights(train_raw, artifact_location(f"{processed_uri}/{TRAIN_DATASET}.parquet"))
-        holdout_source = artifact_location(f"{processed_uri}/holdout.parquet")
+        holdout_source = tracking.dataset_source(artifact_location(f"{processed_uri}/holdout.parquet"))
         holdout_dataset = mlflow.data.from_pandas(holdout_raw, source=holdout_source, name="holdout", targets=TARGET)
-        mlflow.log_input(holdout_dataset, context="evaluation")
+        tracking.log_input(holdout_dataset, context="evaluation")
         logger.info("fit: %d flights, %d folds", len(train_raw), recipe.cv_folds)
         fitted, cv_metrics = fit_model(train_raw, recipe)
         mlflow.log_metrics({f"cv_{k}": v for k, v in cv_metrics.items()})
