@@ -15,7 +15,7 @@ From them ``write_config`` writes the ini MLflow reads (``MLFLOW_AUTH_CONFIG_PAT
 temporary file; the admin password stays in the environment, where MLflow reads it.
 
 What MLflow 3.17.2's basic-auth enforces by itself (checked on a real server, see
-tests/integration/test_tracking_auth.py): every API call needs a known user and password (401
+tests/integration/test_auth.py): every API call needs a known user and password (401
 otherwise); READ lets a user read; creating a model version needs EDIT on the registered model,
 and **so does setting an alias or transitioning a stage**, so an identity that may register
 versions may also move ``production``. MLflow cannot tell the two apart, so the server runs with
