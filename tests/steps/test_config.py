@@ -3,7 +3,7 @@
 import pytest
 import yaml
 
-from steps.config import DEFAULTS, MODEL_NAME, PROJECT_ROOT
+from steps.config import DEFAULTS, MODEL_NAME, PROJECT_ROOT, argument_parser
 
 MLPROJECT = yaml.safe_load((PROJECT_ROOT / "MLproject").read_text())
 
@@ -25,3 +25,16 @@ def test_main_takes_every_step_parameter_it_does_not_hand_over():
 def test_the_makefile_names_the_same_model_as_config():
     makefile = (PROJECT_ROOT / "Makefile").read_text()
     assert f"\nMODEL_NAME ?= {MODEL_NAME}\n" in makefile, "Makefile's MODEL_NAME default differs from steps.config"
+
+
+@pytest.mark.parametrize("step", sorted(DEFAULTS))
+def test_every_command_line_is_built_from_its_defaults(step):
+    assert vars(argument_parser(step, None).parse_args([])) == DEFAULTS[step]
+
+
+def test_a_boolean_option_alone_means_true_and_takes_a_value_from_mlflow_run():
+    parser = argument_parser("score", None)
+    assert parser.parse_args(["--overwrite"]).overwrite is True
+    assert parser.parse_args(["--overwrite", "false"]).overwrite is False
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--overwrite", "maybe"])
