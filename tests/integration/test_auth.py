@@ -22,6 +22,7 @@ import psycopg2
 import pytest
 import requests
 
+from steps import registry
 from steps.config import MODEL_NAME, PROJECT_ROOT
 from steps.processes import free_port, mlflow_run_command, process_env
 from tests.conftest import POSTGRES_URL, TrackingServer, postgres_admin
@@ -327,7 +328,7 @@ def test_only_the_promoter_moves_production(auth_server, pipeline_run, monkeypat
     for key, value in promoter.env.items():
         monkeypatch.setenv(key, value)
     client = mlflow.MlflowClient(auth_server.url)
-    client.transition_model_version_stage(MODEL, "1", "Production", archive_existing_versions=True)
+    registry.transition_stage(client, MODEL, "1", "Production")
     client.set_registered_model_alias(MODEL, "production", "1")
     state = registry_state(auth_server.tracking_db)
     assert state["versions"] == [(1, "Production")] and ("production", 1) in state["aliases"], state
