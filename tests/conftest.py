@@ -100,6 +100,14 @@ def serve_model(tmp_path: Path):
         server.stop()
 
 
+@pytest.fixture(scope="module")
+def server(registered_model, tmp_path_factory):
+    """One real model server of the session's Production model, shared by a test module's tests."""
+    log = tmp_path_factory.mktemp("serve") / "serve.log"
+    with ServedModel(registered_model["model_uri"], log, registered_model["env"], timeout=90) as started:
+        yield started
+
+
 @pytest.fixture(scope="session")
 def registered_model(tmp_path_factory: pytest.TempPathFactory) -> dict:
     """Train once per session with ``mlflow run . -e main``: ``MODEL_NAME`` version 1, alias + stage Production.

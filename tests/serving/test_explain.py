@@ -29,15 +29,6 @@ SUM_TOLERANCE = 1e-4
 
 
 @pytest.fixture(scope="module")
-def server(registered_model, tmp_path_factory):
-    """One real model server of the Production stage, shared by the module's tests."""
-    log = tmp_path_factory.mktemp("serve-explain") / "serve.log"
-    started = ServedModel(registered_model["model_uri"], log, registered_model["env"], timeout=90)
-    yield started
-    started.stop()
-
-
-@pytest.fixture(scope="module")
 def training_flights(registered_model) -> pd.DataFrame:
     """The flights the registered model was trained on (etl's train part), labelled."""
     path = Path(registered_model["env"]["SKYPROPHET_DATASETS_DIR"]) / "processed" / "train.parquet"

@@ -43,15 +43,6 @@ def post(server: ServedModel, body: str, content_type: str = "application/json")
     )
 
 
-@pytest.fixture(scope="module")
-def server(registered_model, tmp_path_factory):
-    """One real model server of the Production stage, shared by the module's tests."""
-    log = tmp_path_factory.mktemp("serve") / "serve.log"
-    started = ServedModel(registered_model["model_uri"], log, registered_model["env"], timeout=90)
-    yield started
-    started.stop()
-
-
 def assert_still_serving(server: ServedModel) -> None:
     assert server.process.poll() is None, "the model server process must survive bad input"
     answer = post(server, json.dumps(records()))
