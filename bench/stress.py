@@ -65,7 +65,7 @@ def main() -> int:
     parser.add_argument(
         "--data-uri",
         default=os.environ.get("DATA_URI", str(SCL_DATA_PATH)),
-        help="flights to train on when there is no Production model yet (generated flights if absent)",
+        help="flights to train on when there is no Production model yet (required then)",
     )
     parser.add_argument("--users", type=int, default=100)
     parser.add_argument("--spawn-rate", type=float, default=10)
