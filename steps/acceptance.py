@@ -14,8 +14,10 @@ The checks (each a ``CheckResult``; the CLI prints one line per check, exit 1 wh
    request still scores after them;
 3. ``load``: a short headless locust run (``--users``, ``--duration``) with no failed request and a
    95th percentile under ``--p95-ms``;
-4. ``quality`` (registry only, not against a URL): the gate's comparison recorded on the version
-   holds (``gate.decision`` = promoted), or the promotion is forced;
+4. ``quality`` (registry only, not against a URL): ``promote`` scores the candidate and the
+   current Production itself on the gate's holdout period (isolated, no credentials); the
+   candidate's ROC AUC is at least Production's, or the promotion is forced. The pipeline's
+   ``gate.*`` tags are only a hint;
 5. ``health`` (only with ``--health-url``): the sidecar's ``/health`` answers 200.
 """
 
@@ -214,23 +216,26 @@ def load(
         return CheckResult("load", True, summary)
 
 
-def quality(tags: dict[str, str], mode: str) -> CheckResult:
-    """The gate's comparison with Production on the latest period, as register recorded it."""
-    decision = tags.get("gate.decision")
-    if decision is None:
-        return CheckResult("quality", False, "no gate comparison on the version: run `mlflow run . -e register`")
-    production = tags.get("gate.production_version", "none")
-    against = (
-        "no Production yet"
-        if production == "none"
-        else f"Production v{production} {tags.get('gate.production_roc_auc')}"
-    )
-    figures = f"ROC AUC {tags.get('gate.candidate_roc_auc', '?')} vs {against} on {tags.get('gate.period', '?')}"
-    if decision == "promoted":
-        return CheckResult("quality", True, f"gate: {figures}")
+def quality(
+    figures: dict[str, dict[str, float]], period: str, production: str, mode: str, gate_hint: str = ""
+) -> CheckResult:
+    """The candidate against Production on the holdout period, as ``promote`` scored them itself.
+
+    ``figures``: ``register.gate_metrics`` of ``candidate`` (and ``production`` when there is one,
+    labelled ``production``, e.g. ``v3``). The pipeline's ``gate.decision`` tag is only a hint
+    shown in the reason (``gate_hint``); it decides nothing. ``force`` passes a candidate that lost.
+    """
+    candidate = figures["candidate"]["roc_auc"]
+    hint = f"; the gate recorded: {gate_hint}" if gate_hint else ""
+    if "production" not in figures:
+        return CheckResult("quality", True, f"ROC AUC {candidate:.4f} on {period}, no Production to beat{hint}")
+    current = figures["production"]["roc_auc"]
+    compared = f"ROC AUC {candidate:.4f} vs Production {production} {current:.4f} on {period}{hint}"
+    if candidate >= current:
+        return CheckResult("quality", True, compared)
     if mode == "force":
-        return CheckResult("quality", True, f"gate lost ({figures}), promotion forced (promote=force)")
-    return CheckResult("quality", False, f"the gate did not promote it ({figures})")
+        return CheckResult("quality", True, f"lost ({compared}), promotion forced (promote=force)")
+    return CheckResult("quality", False, f"below Production ({compared})")
 
 
 def health(url: str, id_token: str = "") -> CheckResult:

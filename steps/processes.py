@@ -29,6 +29,28 @@ def process_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     return {**env, **(extra or {}), "PATH": f"{BIN}{os.pathsep}{env.get('PATH', '')}"}
 
 
+# What a model server of a candidate version may see (``isolated_env``): allow-listed, never
+# credentials. Names with one of SECRET_WORDS are dropped even when their prefix is allowed.
+ISOLATED_NAMES = ("PATH", "LANG", "TZ", "TMPDIR", "PYTHONPATH", "VIRTUAL_ENV", "MLFLOW_ALLOW_PICKLE_DESERIALIZATION")
+ISOLATED_PREFIXES = ("LC_", "SKYPROPHET_", "UVICORN_", "MLFLOW_SCORING_SERVER_", "MLFLOW_MODELS_")
+SECRET_WORDS = ("TOKEN", "PASSWORD", "SECRET", "CREDENTIAL", "USERNAME", "KEY", "AUTH")
+
+
+def isolated_env(home: Path, extra: dict[str, str] | None = None) -> dict[str, str]:
+    """An allow-listed environment for code we did not write (a candidate version's ``model.py``).
+
+    No tracking URI or credentials (``MLFLOW_TRACKING_*``, ``*TOKEN*``, ``GOOGLE_*``, ``AWS_*``,
+    ``STORAGE_EMULATOR_HOST``, ``MLFLOW_AUTH*``): the model is served from a local copy and needs
+    none. ``HOME`` is ``home`` (an empty folder), so no ``~/.mlflow/credentials`` or gcloud config either.
+    """
+    allowed = {
+        key: value
+        for key, value in os.environ.items()
+        if (key in ISOLATED_NAMES or key.startswith(ISOLATED_PREFIXES)) and not any(w in key for w in SECRET_WORDS)
+    }
+    return {**allowed, **(extra or {}), "HOME": str(home), "PATH": f"{BIN}{os.pathsep}{allowed.get('PATH', '')}"}
+
+
 def free_port() -> int:
     """A TCP port nobody listens on right now."""
     with socket.socket() as sock:
@@ -65,19 +87,23 @@ def stop_process_group(process: subprocess.Popen) -> None:
         process.wait()
 
 
-def start_logged(command: list[str], env: dict[str, str], log_path: Path | None, mode: str = "w") -> subprocess.Popen:
+def start_logged(
+    command: list[str], env: dict[str, str], log_path: Path | None, mode: str = "w", isolated: bool = False
+) -> subprocess.Popen:
     """``command`` from the checkout in its own session (stopping it stops its workers), output to ``log_path``.
 
     The log file is closed here at once: the child keeps its own handle. ``log_path`` None: the
-    child writes to this process's own stdout and stderr (``make serve``).
+    child writes to this process's own stdout and stderr (``make serve``). ``isolated``: ``env``
+    is the whole environment (``isolated_env``), nothing of ours is added.
     """
+    full_env = env if isolated else process_env(env)
     if log_path is None:
-        return subprocess.Popen(command, cwd=PROJECT_ROOT, env=process_env(env), start_new_session=True)
+        return subprocess.Popen(command, cwd=PROJECT_ROOT, env=full_env, start_new_session=True)
     with open(log_path, mode, encoding="utf-8") as log:
         return subprocess.Popen(
             command,
             cwd=PROJECT_ROOT,
-            env=process_env(env),
+            env=full_env,
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
@@ -120,6 +146,8 @@ class ServedModel:
     the stress run, the tests). Usable as a context manager. ``port`` None: a free port.
     ``wait``: block until the first ``/ping`` 200 (``timeout`` seconds); on failure the server is
     stopped and the error carries the log's tail. ``log_path`` None: output to this terminal.
+    ``isolated``: ``env`` is the server's whole environment (``isolated_env``: a candidate's code
+    runs in it), not added to ours.
     """
 
     def __init__(
@@ -132,6 +160,7 @@ class ServedModel:
         host: str = "127.0.0.1",
         port: int | None = None,
         wait: bool = True,
+        isolated: bool = False,
     ) -> None:
         self.model_uri = model_uri
         self.log_path = log_path
@@ -139,7 +168,9 @@ class ServedModel:
         self.port = port or free_port()
         self.url = f"http://{host}:{self.port}"
         self.started = time.monotonic()
-        self.process = start_logged(model_serve_command(model_uri, self.port, workers, host), env or {}, log_path)
+        self.process = start_logged(
+            model_serve_command(model_uri, self.port, workers, host), env or {}, log_path, isolated=isolated
+        )
         if wait:
             self.wait_ready(timeout)
 

@@ -6,8 +6,9 @@ and the holdout flights. Writes: a model version with the gate's comparison as t
 description, on the alias ``staging`` and the stage ``Staging`` (kept in step; the previous
 Staging version archived). It never moves ``production``: ``steps.promote`` does, after the
 acceptance checks. The candidate and the current Production are scored on the same holdout
-flights before anything is written; a failure after the version exists deletes it again, so
-nothing is half-registered.
+flights before anything is written, and the version is created with every gate tag in one call;
+a failure after the version exists deletes it again where allowed (under auth deleting needs
+MANAGE; the version then keeps its tags and a rerun reuses it), so nothing is half-registered.
 """
 
 from __future__ import annotations
@@ -96,12 +97,17 @@ pd.DataFrame({"delay_probability": scores}).to_parquet(sys.argv[3])
 """
 
 
-def score_isolated(model_uri: str, holdout_path: Path) -> np.ndarray:
-    """Delay probabilities of ``model_uri`` on the holdout, NaN for flights it cannot score."""
+def score_isolated(model_uri: str, holdout_path: Path, env: dict[str, str] | None = None) -> np.ndarray:
+    """Delay probabilities of ``model_uri`` on the holdout, NaN for flights it cannot score.
+
+    ``env``: the whole environment of the scoring process (``promote`` scores a local copy with
+    ``processes.isolated_env``); by default ours, with the tracking URI, minus PYTHONPATH.
+    """
     with tempfile.TemporaryDirectory() as tmp:
         output = Path(tmp) / "scores.parquet"
-        env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "MLFLOW_RUN_ID")}
-        env["MLFLOW_TRACKING_URI"] = mlflow.get_tracking_uri()
+        if env is None:
+            env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "MLFLOW_RUN_ID")}
+            env["MLFLOW_TRACKING_URI"] = mlflow.get_tracking_uri()
         done = subprocess.run(
             [sys.executable, "-P", "-c", _SCORE_SCRIPT, model_uri, str(holdout_path), str(output)],
             env=env,
@@ -334,34 +340,42 @@ def run(
         mlflow.log_metrics({f"gate_{k}_{m}": v for k, figures in gate.figures.items() for m, v in figures.items()})
         version = find_existing_version(client, model_name, model_uri)
         created, refit_run = version is None, ""
+        tags = gate.tags(holdout_uri, promote_mode)
         if created:
             source_uri = model_uri
             source = candidate_run(client, model_uri)
             may_serve = gate.passed or promote_mode == "force"
             if may_serve and source is not None and source.data.tags.get(tracking.STEP_TAG) == "train":
                 source_uri, refit_run = refit_on_all_flights(source, processed)
+                tags[REFIT_RUN_TAG] = refit_run
+            served = candidate_run(client, source_uri)
+            if served is not None and (through := served.data.tags.get(TRAINED_THROUGH_TAG)):
+                tags[TRAINED_THROUGH_TAG] = through
+            threshold = model_threshold(source_uri)
+            tags["model.threshold"] = "unknown" if threshold is None else f"{threshold:.5f}"
             logger.info("register: new version of %s from %s", model_name, source_uri)
+            # One call with every tag: under auth the pipeline cannot delete a version (that needs
+            # MANAGE), so a version must never exist without its gate tags.
             with tracking.refusals_explained(
                 f"registering a version of {model_name!r}",
                 f"EDIT on registered model {model_name!r} (the pipeline's grant)",
             ):
                 version = mlflow.register_model(
-                    source_uri, model_name, tags={CANDIDATE_URI_TAG: model_uri, MODEL_URI_TAG: source_uri}
+                    source_uri,
+                    model_name,
+                    tags={**tags, CANDIDATE_URI_TAG: model_uri, MODEL_URI_TAG: source_uri},
                 )
         else:
             logger.info("register: %s is already version %s", model_uri, version.version)
         try:
-            tags = gate.tags(holdout_uri, promote_mode)
-            if refit_run:
-                tags[REFIT_RUN_TAG] = refit_run
-            if version.run_id and (through := client.get_run(version.run_id).data.tags.get(TRAINED_THROUGH_TAG)):
-                tags[TRAINED_THROUGH_TAG] = through
-            for key, value in tags.items():
-                client.set_model_version_tag(model_name, version.version, key, value)
+            if not created:
+                if version.run_id and (through := client.get_run(version.run_id).data.tags.get(TRAINED_THROUGH_TAG)):
+                    tags[TRAINED_THROUGH_TAG] = through
+                threshold = model_threshold(f"models:/{model_name}/{version.version}")
+                tags["model.threshold"] = "unknown" if threshold is None else f"{threshold:.5f}"
+                for key, value in tags.items():
+                    client.set_model_version_tag(model_name, version.version, key, value)
             decision = tags["gate.decision"] + (f"; refitted on all flights in run {refit_run}" if refit_run else "")
-            threshold = model_threshold(f"models:/{model_name}/{version.version}")
-            tags["model.threshold"] = "unknown" if threshold is None else f"{threshold:.5f}"
-            client.set_model_version_tag(model_name, version.version, "model.threshold", tags["model.threshold"])
             client.update_model_version(
                 model_name,
                 version.version,
@@ -383,13 +397,16 @@ def run(
                     tags["gate.decision"],
                 )
         except Exception:
-            if created:
+            if created:  # it carries its gate tags already; a rerun finds it by its candidate tag and reuses it
                 logger.error("register: failed after creating version %s; deleting it", version.version)
                 try:
                     client.delete_model_version(model_name, version.version)
-                except MlflowException as err:  # the server went away: a rerun finds the version by its tag
+                except MlflowException as err:  # no MANAGE (under auth), or the server went away
                     logger.error(
-                        "register: could not delete version %s (%s); rerunning register reuses it", version.version, err
+                        "register: could not delete version %s (%s); it keeps its gate tags and rerunning register "
+                        "reuses it",
+                        version.version,
+                        err,
                     )
             raise
         mlflow.set_tags(

@@ -56,8 +56,9 @@ from pyfunc.schema import (
     normalise_category,
     parse_times,
 )
-from steps import config, tracking
+from steps import config, registry, tracking
 from steps.config import PROJECT_ROOT
+from steps.digest import ArtifactDigestError
 from steps.storage import DataSourceError, fetch, gcs_client, split_gs_uri
 
 logger = logging.getLogger("skyprophet.score")
@@ -812,7 +813,7 @@ def run(
             }
         )
         uri, name, version = resolve_model(model_uri)
-        _MODEL["uri"] = uri
+        _MODEL["uri"] = registry.verified_copy(uri, workdir)  # Production: refused if changed since acceptance
         mlflow.set_tags(
             {"skyprophet.model_uri": uri, "skyprophet.model_name": name, "skyprophet.model_version": version}
         )
@@ -882,7 +883,7 @@ def main(argv: list[str] | None = None, exit: Callable[[int], None] = sys.exit) 
     tracking.setup_logging()
     try:
         run(**vars(args))
-    except (ScoreInputError, TooManyRejectsError) as err:
+    except (ScoreInputError, TooManyRejectsError, ArtifactDigestError) as err:
         logger.error("score failed: %s", err)
         exit(2)
 

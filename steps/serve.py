@@ -6,16 +6,21 @@ The curl's body is the model version's own input example, so it always matches t
 
 from __future__ import annotations
 
+import atexit
 import importlib.util
 import json
 import os
+import shutil
 import signal
 import sys
+import tempfile
+from pathlib import Path
 
 import mlflow
 from mlflow.models import Model
 
-from steps import config, tracking
+from steps import config, registry, tracking
+from steps.digest import ArtifactDigestError
 from steps.processes import ServedModel
 
 
@@ -64,8 +69,14 @@ def main() -> None:
     env = server_env(args.workers)  # before anything else: a missing uvloop stops here
     os.environ["MLFLOW_TRACKING_URI"] = tracking.tracking_uri()
     tracking.configure()
+    copy = Path(tempfile.mkdtemp(prefix="skyprophet-serve-"))  # the Production version: its verified local copy
+    atexit.register(shutil.rmtree, copy, True)
+    try:
+        model = registry.verified_copy(args.model_uri, copy)
+    except ArtifactDigestError as err:
+        raise SystemExit(f"serve: {err}") from None
     sys.stdout.write(f"\nServing {args.model_uri} on http://{args.host}:{args.port} (Ctrl-C stops it). Try:\n\n")
-    sys.stdout.write(example_curl(args.model_uri, args.host, args.port) + "\n\n")
+    sys.stdout.write(example_curl(model, args.host, args.port) + "\n\n")
     sys.stdout.flush()
     # Own session: Ctrl-C reaches only this process, which then stops the server with SIGTERM
     # (uvicorn's graceful shutdown) instead of both getting SIGINT and printing tracebacks. The
@@ -74,7 +85,7 @@ def main() -> None:
     # shell that starts us in the background would otherwise have us ignore it.
     for stop_signal in STOP_SIGNALS:
         signal.signal(stop_signal, _raise_stop)
-    server = ServedModel(args.model_uri, None, env, workers=args.workers, host=args.host, port=args.port, wait=False)
+    server = ServedModel(model, None, env, workers=args.workers, host=args.host, port=args.port, wait=False)
     try:
         sys.exit(server.process.wait())
     except StopServing:

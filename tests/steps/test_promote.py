@@ -9,14 +9,17 @@ import re
 import shutil
 import subprocess
 import sys
+from pathlib import Path
+from urllib.parse import unquote, urlparse
 
 import mlflow
 import pandas as pd
 import pytest
 
-from steps import config, etl, promote, register, registry, train
+from steps import config, digest, etl, promote, register, registry, score, train
 from steps.config import MODEL_NAME
 from steps.processes import ServedModel, free_port, process_env, start_logged, stop_process_group, wait_for_http
+from tests.factory import write_flights
 from tests.steps.test_register import log_with_code
 
 pytestmark = [pytest.mark.slow]
@@ -77,7 +80,11 @@ def test_register_stages_and_a_good_version_moves_then_rollback_restores(staged,
     assert first.current_stage == "Production" and first.aliases == ["production"], "staging left with the stage"
     for check in ("smoke", "contract", "load", "quality"):
         assert first.tags[f"acceptance.{check}"] == "passed", first.tags
+    assert first.tags["acceptance.verdict"] == "passed"
+    local = registry.download_version(NAME, "1", tmp_path / "v1")
+    assert first.tags["acceptance.artifact_digest"] == digest.artifact_digest(local), "the digest of what was served"
     assert "### Acceptance checks" in first.description and "- load: passed" in first.description
+    assert "**All checks passed: promoted to Production.**" in first.description, "recorded after the move"
 
     # A second version, through the gate by force (acceptance still runs every check).
     trained = train.run(processed_uri=staged["processed"], seed=7, **HYPER)
@@ -140,7 +147,8 @@ def test_a_version_whose_code_refuses_valid_flights_stays_in_staging(staged, tmp
     assert tags["acceptance.smoke"].startswith("failed: HTTP"), tags
     assert "valid flights" in tags["acceptance.smoke"]
     assert tags["acceptance.load"].startswith("failed: "), tags
-    assert tags["acceptance.quality"] == "passed"
+    assert tags["acceptance.quality"].startswith("failed: the candidate did not score the holdout"), tags
+    assert tags["acceptance.verdict"] == "failed: smoke, load, quality", "the verdict the server checks"
     assert client.get_model_version(NAME, broken).current_stage == "Staging"
     assert "Failed: smoke" in client.get_model_version(NAME, broken).description
     assert production_version(client) == "1" and client.get_model_version(NAME, "1").current_stage == "Production"
@@ -182,6 +190,7 @@ def test_a_version_that_scores_bad_requests_fails_the_contract(staged, tmp_path)
         tags["acceptance.contract"].startswith("failed: ")
         and "unknown airline: HTTP 200" in tags["acceptance.contract"]
     )
+    assert tags["acceptance.verdict"] == "failed: contract"
     assert client.get_model_version(NAME, broken).current_stage == "Staging"
     assert production_version(client) == "1"
 
@@ -237,3 +246,152 @@ def rendered_version_page(tmp_path, version: str) -> str:
         return subprocess.run([browser, *flags, "--dump-dom", url], **run).stdout
     finally:
         stop_process_group(server)
+
+
+# --- trust: the promotion lock, crashes between the writes, changed artifacts, the candidate's environment ---
+
+PUBLISH = """
+import sys
+from pathlib import Path
+import mlflow
+from steps import acceptance, digest, promote, registry
+name, number, folder = sys.argv[1:4]
+client = mlflow.MlflowClient()
+results = [acceptance.CheckResult(check, True, "passed in the test's set-up") for check in acceptance.CHECKS]
+with promote.promotion_lock(client, name, f"publish version {number}"):
+    registry.sync(client, name)
+    local = registry.download_version(name, number, Path(folder))
+    promote.publish(client, client.get_model_version(name, number), results, "auto", digest.artifact_digest(local))
+"""
+
+
+def publish(version: str, folder: Path, crash_after: str = "") -> subprocess.CompletedProcess:
+    """promote's write half (lock, sync, tags + digest + verdict, alias, stage, records) in a real process."""
+    env = process_env({promote.CRASH_ENV: crash_after} if crash_after else {})
+    return subprocess.run(
+        [sys.executable, "-c", PUBLISH, NAME, version, str(folder)],
+        cwd=config.PROJECT_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def pointers(client: mlflow.MlflowClient) -> tuple[str, list[str]]:
+    """(version under the alias production, versions in the stage Production)."""
+    in_stage = [
+        str(v.version) for v in client.search_model_versions(f"name = '{NAME}'") if v.current_stage == "Production"
+    ]
+    return production_version(client), in_stage
+
+
+def lock_is_free(client: mlflow.MlflowClient) -> bool:
+    return not client.search_registered_models(f"name = '{NAME}{promote.LOCK_SUFFIX}'")
+
+
+def rollback_cli() -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "steps.promote", "--rollback"],
+        cwd=config.PROJECT_ROOT,
+        env=process_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def test_a_held_promotion_lock_refuses_a_second_promotion_and_a_dead_holders_lock_is_taken_over(tracking_store):
+    client = mlflow.MlflowClient()
+    with promote.promotion_lock(client, NAME, "promote version 7"):
+        refused = rollback_cli()
+        assert refused.returncode == 3, refused.stderr[-2000:]
+        assert f"holds the lock '{NAME}.promotion-lock'" in refused.stderr
+        assert f"(pid {os.getpid()} on " in refused.stderr and "promote version 7" in refused.stderr, "names the holder"
+        assert not lock_is_free(client), "the refused run left the holder's lock alone"
+    assert lock_is_free(client), "released at the end"
+
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead = {**promote.lock_holder(), "pid": gone.stdout.strip(), "action": "promote version 3"}
+    client.create_registered_model(f"{NAME}{promote.LOCK_SUFFIX}", tags=dead)
+    taken_over = rollback_cli()
+    assert taken_over.returncode == 2, taken_over.stderr[-2000:]
+    assert "taking over the stale promotion lock" in taken_over.stderr
+    assert f"no {registry.PRODUCTION_ALIAS} version to roll back" in taken_over.stderr
+    assert lock_is_free(client)
+
+
+def tamper(version: mlflow.entities.model_registry.ModelVersion) -> Path:
+    """Append a byte to the version's spec.json in the (local) artifact store, as a writer with EDIT could."""
+    model_id = version.source.removeprefix("models:/")
+    store = Path(unquote(urlparse(mlflow.get_logged_model(model_id).artifact_location).path))
+    (spec,) = store.rglob("spec.json")
+    spec.write_text(spec.read_text() + " ")
+    return spec
+
+
+def test_a_crash_between_any_two_writes_leaves_an_accepted_version_serving_and_the_next_run_agrees(staged, tmp_path):
+    client = mlflow.MlflowClient()
+    first = publish("1", tmp_path / "v1")
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert pointers(client) == ("1", ["1"])
+    second = mlflow.register_model(client.get_model_version(NAME, "1").source, NAME).version
+    for crash_after in ("tags", "alias", "stage"):
+        crashed = publish(str(second), tmp_path / f"crash-{crash_after}", crash_after)
+        assert crashed.returncode == 1 and f"{promote.CRASH_ENV}={crash_after}" in crashed.stderr, crashed.stderr
+        alias, in_stage = pointers(client)
+        serving = client.get_model_version(NAME, alias)
+        assert serving.tags["acceptance.verdict"] == "passed", f"after {crash_after}: alias on an unaccepted version"
+        assert serving.tags["acceptance.artifact_digest"].startswith("sha256:")
+        expected = {"tags": ("1", ["1"]), "alias": (str(second), ["1"]), "stage": (str(second), [str(second)])}
+        assert (alias, in_stage) == expected[crash_after], f"crash after {crash_after}"
+        assert not lock_is_free(client), "os._exit left the lock behind"
+
+        again = publish(str(second), tmp_path / f"again-{crash_after}")  # the next promote: takes over, repairs
+        assert again.returncode == 0, again.stderr[-3000:]
+        assert pointers(client) == (str(second), [str(second)]), f"after the crash at {crash_after} and a rerun"
+        assert client.get_model_version(NAME, str(second)).tags[promote.PREVIOUS_TAG] == "1"
+        assert client.get_registered_model(NAME).tags[promote.HISTORY_TAG] == f"1,{second}"
+        assert lock_is_free(client)
+        back = rollback_cli()
+        assert back.returncode == 0, back.stderr[-3000:]
+        assert pointers(client) == ("1", ["1"])
+        assert client.get_registered_model(NAME).tags[promote.HISTORY_TAG] == "1"
+
+    # A rollback that stops after its alias move: production already back on 2's predecessor, the stage repaired next.
+    assert publish(str(second), tmp_path / "last").returncode == 0
+    crashed = subprocess.run(
+        [sys.executable, "-m", "steps.promote", "--rollback"],
+        cwd=config.PROJECT_ROOT,
+        env=process_env({promote.CRASH_ENV: "alias"}),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert crashed.returncode == 1 and pointers(client) == ("1", [str(second)])
+    done = subprocess.run(
+        [sys.executable, "-m", "steps.registry", "sync"],
+        cwd=config.PROJECT_ROOT,
+        env=process_env(),
+        text=True,
+        capture_output=True,
+        timeout=300,
+    )
+    assert done.returncode == 0 and "both on version 1" in done.stdout, done.stderr[-2000:]
+    assert pointers(client) == ("1", ["1"])
+
+    # Artifacts changed in the store after acceptance: serve and score refuse, naming the version.
+    tamper(client.get_model_version(NAME, "1"))
+    serve = subprocess.run(
+        [sys.executable, "-m", "steps.serve", "--model-uri", f"models:/{NAME}@production", "--port", str(free_port())],
+        cwd=config.PROJECT_ROOT,
+        env=process_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert serve.returncode != 0
+    assert f"version 1 of '{NAME}': its artifacts changed after acceptance" in serve.stderr, serve.stderr[-2000:]
+    with pytest.raises(digest.ArtifactDigestError, match=f"version 1 of '{NAME}': its artifacts changed"):
+        score.run(data=str(write_flights(tmp_path / "day.csv", days=1)), output=str(tmp_path / "scores.parquet"))
+    assert not (tmp_path / "scores.parquet").exists()
