@@ -16,7 +16,7 @@ import mlflow
 import pandas as pd
 import pytest
 
-from steps import config, digest, etl, promote, register, registry, score, train
+from steps import acceptance, config, digest, etl, promote, register, registry, score, train
 from steps.config import MODEL_NAME
 from steps.processes import ServedModel, free_port, process_env, start_logged, stop_process_group, wait_for_http
 from tests.factory import write_flights
@@ -265,17 +265,30 @@ with promote.promotion_lock(client, name, f"publish version {number}"):
 """
 
 
-def publish(version: str, folder: Path, crash_after: str = "") -> subprocess.CompletedProcess:
-    """promote's write half (lock, sync, tags + digest + verdict, alias, stage, records) in a real process."""
-    env = process_env({promote.CRASH_ENV: crash_after} if crash_after else {})
-    return subprocess.run(
+def publish(version: str, folder: Path, crash_after: str = "") -> None:
+    """promote's write half (lock, sync, tags + digest + verdict, alias, stage, records), as ``PUBLISH`` runs it.
+
+    With ``crash_after``: in a real process that the hook stops dead after that write.
+    """
+    if not crash_after:
+        client = mlflow.MlflowClient()
+        results = [acceptance.CheckResult(check, True, "passed in the test's set-up") for check in acceptance.CHECKS]
+        with promote.promotion_lock(client, NAME, f"publish version {version}"):
+            registry.sync(client, NAME)
+            local = registry.download_version(NAME, version, folder)
+            promote.publish(
+                client, client.get_model_version(NAME, version), results, "auto", digest.artifact_digest(local)
+            )
+        return
+    crashed = subprocess.run(
         [sys.executable, "-c", PUBLISH, NAME, version, str(folder)],
         cwd=config.PROJECT_ROOT,
-        env=env,
+        env=process_env({promote.CRASH_ENV: crash_after}),
         capture_output=True,
         text=True,
         timeout=300,
     )
+    assert crashed.returncode == 1 and f"{promote.CRASH_ENV}={crash_after}" in crashed.stderr, crashed.stderr[-3000:]
 
 
 def pointers(client: mlflow.MlflowClient) -> tuple[str, list[str]]:
@@ -332,34 +345,27 @@ def tamper(version: mlflow.entities.model_registry.ModelVersion) -> Path:
 
 def test_a_crash_between_any_two_writes_leaves_an_accepted_version_serving_and_the_next_run_agrees(staged, tmp_path):
     client = mlflow.MlflowClient()
-    first = publish("1", tmp_path / "v1")
-    assert first.returncode == 0, first.stderr[-3000:]
+    publish("1", tmp_path / "v1")
     assert pointers(client) == ("1", ["1"])
-    second = mlflow.register_model(client.get_model_version(NAME, "1").source, NAME).version
-    for crash_after in ("tags", "alias", "stage"):
-        crashed = publish(str(second), tmp_path / f"crash-{crash_after}", crash_after)
-        assert crashed.returncode == 1 and f"{promote.CRASH_ENV}={crash_after}" in crashed.stderr, crashed.stderr
+    second = str(mlflow.register_model(client.get_model_version(NAME, "1").source, NAME).version)
+    # Each crash moves production from `before` to `after`: the other version each time.
+    for crash_after, before, after in (("tags", "1", second), ("alias", second, "1"), ("stage", "1", second)):
+        publish(after, tmp_path / f"crash-{crash_after}", crash_after)
         alias, in_stage = pointers(client)
         serving = client.get_model_version(NAME, alias)
         assert serving.tags["acceptance.verdict"] == "passed", f"after {crash_after}: alias on an unaccepted version"
         assert serving.tags["acceptance.artifact_digest"].startswith("sha256:")
-        expected = {"tags": ("1", ["1"]), "alias": (str(second), ["1"]), "stage": (str(second), [str(second)])}
+        expected = {"tags": (before, [before]), "alias": (after, [before]), "stage": (after, [after])}
         assert (alias, in_stage) == expected[crash_after], f"crash after {crash_after}"
         assert not lock_is_free(client), "os._exit left the lock behind"
 
-        again = publish(str(second), tmp_path / f"again-{crash_after}")  # the next promote: takes over, repairs
-        assert again.returncode == 0, again.stderr[-3000:]
-        assert pointers(client) == (str(second), [str(second)]), f"after the crash at {crash_after} and a rerun"
-        assert client.get_model_version(NAME, str(second)).tags[promote.PREVIOUS_TAG] == "1"
-        assert client.get_registered_model(NAME).tags[promote.HISTORY_TAG] == f"1,{second}"
+        publish(after, tmp_path / f"again-{crash_after}")  # the next promote: takes the lock over, repairs, moves
+        assert pointers(client) == (after, [after]), f"after the crash at {crash_after} and a rerun"
+        assert client.get_model_version(NAME, after).tags[promote.PREVIOUS_TAG] == before
+        assert client.get_registered_model(NAME).tags[promote.HISTORY_TAG].endswith(f"{before},{after}")
         assert lock_is_free(client)
-        back = rollback_cli()
-        assert back.returncode == 0, back.stderr[-3000:]
-        assert pointers(client) == ("1", ["1"])
-        assert client.get_registered_model(NAME).tags[promote.HISTORY_TAG] == "1"
 
-    # A rollback that stops after its alias move: production already back on 2's predecessor, the stage repaired next.
-    assert publish(str(second), tmp_path / "last").returncode == 0
+    # A rollback stopped after its alias move: production is back on 1, the stage follows at the next sync.
     crashed = subprocess.run(
         [sys.executable, "-m", "steps.promote", "--rollback"],
         cwd=config.PROJECT_ROOT,
@@ -368,17 +374,8 @@ def test_a_crash_between_any_two_writes_leaves_an_accepted_version_serving_and_t
         text=True,
         timeout=300,
     )
-    assert crashed.returncode == 1 and pointers(client) == ("1", [str(second)])
-    done = subprocess.run(
-        [sys.executable, "-m", "steps.registry", "sync"],
-        cwd=config.PROJECT_ROOT,
-        env=process_env(),
-        text=True,
-        capture_output=True,
-        timeout=300,
-    )
-    assert done.returncode == 0 and "both on version 1" in done.stdout, done.stderr[-2000:]
-    assert pointers(client) == ("1", ["1"])
+    assert crashed.returncode == 1 and pointers(client) == ("1", [second]), crashed.stderr[-3000:]
+    assert registry.sync(client, NAME) == "1" and pointers(client) == ("1", ["1"])
 
     # Artifacts changed in the store after acceptance: serve and score refuse, naming the version.
     tamper(client.get_model_version(NAME, "1"))
@@ -395,3 +392,59 @@ def test_a_crash_between_any_two_writes_leaves_an_accepted_version_serving_and_t
     with pytest.raises(digest.ArtifactDigestError, match=f"version 1 of '{NAME}': its artifacts changed"):
         score.run(data=str(write_flights(tmp_path / "day.csv", days=1)), output=str(tmp_path / "scores.parquet"))
     assert not (tmp_path / "scores.parquet").exists()
+
+
+SECRETS = {
+    "MLFLOW_TRACKING_USERNAME": "pipeline-user-xq7",
+    "MLFLOW_TRACKING_PASSWORD": "password-xq7",
+    "MLFLOW_TRACKING_TOKEN": "token-xq7",
+    "GOOGLE_APPLICATION_CREDENTIALS": "/nonexistent/credentials-xq7.json",
+}
+
+
+def test_two_concurrent_promotes_of_a_version_that_records_its_environment_end_consistent_and_leak_nothing(
+    tracking_store, flights_csv, tmp_path
+):
+    processed = etl.run(data_uri=str(flights_csv)).processed_uri
+    seen = tmp_path / "environment-seen-by-the-model.txt"
+    # What a pipeline identity could register: a model.py that records os.environ whenever it is loaded.
+    code = broken_code(
+        tmp_path,
+        '"""Load the booster (XGBoost\'s own UBJ format) and the JSON spec."""',
+        f'with open({str(seen)!r}, "a") as seen:\n            seen.write(repr(dict(os.environ)) + "\\n")',
+    )
+    model_uri = log_with_code(fitted_on(processed), code, tmp_path)
+    first = register.run(model_uri=model_uri, holdout_uri=f"{processed}/holdout.parquet").version
+    client = mlflow.MlflowClient()
+    second = stage_by_hand(client, model_uri, gate_of=str(first))
+    assert seen.is_file(), "the gate loaded the model's own code"
+    seen.unlink()  # what register's gate saw is not promote's business
+
+    load = ["--users", "2", "--spawn-rate", "2", "--duration", "3s", "--p95-ms", "5000"]
+    processes, logs = [], []
+    for version in (str(first), second):
+        logs.append(tmp_path / f"promote-{version}.log")
+        command = [sys.executable, "-m", "steps.promote", "--version", version, *load]
+        processes.append(start_logged(command, SECRETS, logs[-1]))
+    codes = [process.wait(timeout=900) for process in processes]
+    outputs = [log.read_text() for log in logs]
+    assert sorted(codes) in ([0, 0], [0, 3]), outputs
+    for process, code, output in zip(processes, codes, outputs, strict=True):
+        if code == 3:  # refused while the other held the lock, naming it
+            other = next(p for p in processes if p is not process)
+            assert f"holds the lock '{NAME}.promotion-lock'" in output and f"(pid {other.pid} on " in output, output
+
+    alias, in_stage = pointers(client)
+    assert in_stage == [alias], "stage and alias agree"
+    assert client.get_model_version(NAME, alias).tags["acceptance.verdict"] == "passed"
+    assert client.get_registered_model(NAME).tags[promote.HISTORY_TAG].endswith(alias)
+    assert lock_is_free(client)
+
+    lines = seen.read_text().splitlines()
+    assert len(lines) >= 2, "the candidate's code ran under promote (served, and scored for the quality check)"
+    for line in lines:
+        environment = eval(line)  # noqa: S307 - the repr of a dict of strings written by the test's own model
+        assert "PATH" in environment and "MLFLOW_TRACKING_URI" not in environment
+        leaked = [key for key in environment if key in SECRETS or key.startswith(("MLFLOW_TRACKING", "GOOGLE_"))]
+        assert not leaked, f"the candidate saw {leaked}"
+        assert not [v for v in SECRETS.values() if v in line], "a credential's value reached the candidate"
