@@ -12,7 +12,7 @@ HOST ?= 127.0.0.1
 PORT ?= 5001
 # The registered model (steps/config.py MODEL_NAME; a test checks they agree).
 MODEL_NAME ?= flight-delay
-MODEL_URI ?= models:/$(MODEL_NAME)/Production
+MODEL_URI ?= models:/$(MODEL_NAME)@production
 PYTEST_ARGS ?=
 # mlflow models serve workers: one per core on the 2-core machines.
 WORKERS ?= 2

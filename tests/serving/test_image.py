@@ -203,5 +203,5 @@ def test_make_image_builds_both_images_from_the_registry():
     done = subprocess.run(["make", "-n", "image"], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     commands = done.stdout.splitlines()
-    assert "mlflow models build-docker -m models:/flight-delay/Production -n skyprophet-model" in commands, done.stdout
+    assert "mlflow models build-docker -m models:/flight-delay@production -n skyprophet-model" in commands, done.stdout
     assert "docker build --target sidecar -t skyprophet-sidecar ." in commands, done.stdout

@@ -32,9 +32,12 @@ def test_main_registers_promotes_and_serves(tracking_store, flights_csv, serve_m
     assert str(first.version) == "1" and first.current_stage == "Production"
     assert first.tags["gate.decision"] == "promoted" and first.tags["gate.production_version"] == "none"
     assert all(first.tags[f"acceptance.{c}"] == "passed" for c in ("smoke", "contract", "load", "quality"))
+    assert first.tags["acceptance.verdict"] == "passed" and first.tags["acceptance.artifact_digest"].startswith(
+        "sha256:"
+    )
 
     flights = make_flights(days=3, seed=99)
-    server = serve_model(f"models:/{MODEL_NAME}/Production", tracking_store)
+    server = serve_model(f"models:/{MODEL_NAME}@production", tracking_store)
     records = flights.drop(columns=["Fecha-O"]).to_dict(orient="records")
     for payload in (
         {"dataframe_records": records},
@@ -53,7 +56,11 @@ def test_main_registers_promotes_and_serves(tracking_store, flights_csv, serve_m
     second = client.get_model_version(MODEL_NAME, "2")
     assert second.tags["gate.decision"] == "not promoted", second.tags
     assert float(second.tags["gate.candidate_roc_auc"]) < float(second.tags["gate.production_roc_auc"])
-    assert second.tags["acceptance.quality"].startswith("failed: the gate did not promote it"), second.tags
+    # promote scored both itself (the gate's tags are only a hint, quoted in the reason).
+    quality = second.tags["acceptance.quality"]
+    assert quality.startswith("failed: below Production (ROC AUC ") and "vs Production v1 " in quality, quality
+    assert quality.endswith("the gate recorded: not promoted)"), quality
+    assert second.tags["acceptance.verdict"] == "failed: quality"
     assert second.tags["acceptance.smoke"] == "passed"
     assert str(client.get_model_version_by_alias(MODEL_NAME, "production").version) == "1"
     assert client.get_model_version(MODEL_NAME, "1").current_stage == "Production"

@@ -118,3 +118,29 @@ def test_a_failing_refit_leaves_no_version_behind(tracking_store, flights_csv, m
     with pytest.raises(RuntimeError, match="mid-refit"):
         register.run(model_uri=trained.model_uri, holdout_uri=f"{processed}/holdout.parquet")
     assert mlflow.MlflowClient().search_model_versions(f"name = '{MODEL_NAME}'") == []
+
+
+def test_a_version_is_created_with_its_gate_tags_so_a_failure_after_leaves_none_untagged(
+    tracking_store, flights_csv, monkeypatch
+):
+    """Under auth the pipeline may not delete a version (MANAGE): it must never exist without its gate tags."""
+    processed = etl.run(data_uri=str(flights_csv), holdout_months=1).processed_uri
+    trained = train.run(processed_uri=processed, n_estimators=20, cv_folds=2)
+    holdout = f"{processed}/holdout.parquet"
+
+    def refused(*args, **kwargs):
+        raise mlflow.exceptions.MlflowException("Permission denied", error_code="PERMISSION_DENIED")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(register, "stage", refused)  # a 403 on the staging alias, after the version exists
+        patch.setattr(mlflow.MlflowClient, "delete_model_version", refused)  # and no MANAGE to clean up
+        with pytest.raises(mlflow.exceptions.MlflowException, match="Permission denied"):
+            register.run(model_uri=trained.model_uri, holdout_uri=holdout)
+    client = mlflow.MlflowClient()
+    (left,) = client.search_model_versions(f"name = '{MODEL_NAME}'")
+    for tag in ("gate.decision", "gate.candidate_roc_auc", "gate.holdout_uri", "model.threshold"):
+        assert tag in left.tags, f"{tag} missing on the version left behind"
+    assert left.tags[register.CANDIDATE_URI_TAG] == trained.model_uri
+    again = register.run(model_uri=trained.model_uri, holdout_uri=holdout)
+    assert again.version == left.version, "the rerun reuses it"
+    assert client.get_model_version(MODEL_NAME, left.version).aliases == ["staging"]
