@@ -813,7 +813,7 @@ def run(
             }
         )
         uri, name, version = resolve_model(model_uri)
-        _MODEL["uri"] = registry.verified_copy(uri, workdir)  # Production: refused if changed since acceptance
+        _MODEL["uri"] = registry.verified_copy(uri, workdir / "model")  # Production: refused if changed since accepted
         mlflow.set_tags(
             {"skyprophet.model_uri": uri, "skyprophet.model_name": name, "skyprophet.model_version": version}
         )

@@ -148,7 +148,7 @@ def test_a_version_whose_code_refuses_valid_flights_stays_in_staging(staged, tmp
     assert "valid flights" in tags["acceptance.smoke"]
     assert tags["acceptance.load"].startswith("failed: "), tags
     assert tags["acceptance.quality"].startswith("failed: the candidate did not score the holdout"), tags
-    assert tags["acceptance.verdict"] == "failed: smoke, load, quality", "the verdict the server checks"
+    assert tags["acceptance.verdict"] == "failed: smoke, contract, load, quality", "the verdict the server checks"
     assert client.get_model_version(NAME, broken).current_stage == "Staging"
     assert "Failed: smoke" in client.get_model_version(NAME, broken).description
     assert production_version(client) == "1" and client.get_model_version(NAME, "1").current_stage == "Production"
