@@ -21,6 +21,7 @@ import mlflow
 import psycopg2
 import pytest
 import requests
+from mlflow.exceptions import MlflowException
 
 from steps import registry
 from steps.config import MODEL_NAME, PROJECT_ROOT
@@ -167,9 +168,35 @@ def pipeline_run(auth_server) -> subprocess.CompletedProcess:
     return run_command(command, env)[0]
 
 
-def api(server: AuthServer, method: str, path: str, user: User | None, **kwargs) -> requests.Response:
+def api(
+    server: AuthServer, method: str, path: str, user: User | None, prefix: str = "api", **kwargs
+) -> requests.Response:
+    """A REST call (``prefix="ajax-api"``: the route the UI uses) as ``user``."""
     auth = (user.name, user.password) if user else None
-    return requests.request(method, f"{server.url}/api/2.0/mlflow/{path}", auth=auth, timeout=30, **kwargs)
+    return requests.request(method, f"{server.url}/{prefix}/2.0/mlflow/{path}", auth=auth, timeout=30, **kwargs)
+
+
+def trusted_tags(database: str) -> dict[str, list[tuple]]:
+    """The ``acceptance.*`` / ``promotion.*`` tags of the versions and of the registered model, read from PostgreSQL."""
+    trusted = "(key like 'acceptance.%%' or key like 'promotion.%%')"
+    return {
+        "versions": rows(
+            database,
+            f"select version, key, value from model_version_tags where name = %s and {trusted} order by 1, 2",
+            MODEL,
+        ),
+        "model": rows(
+            database, f"select key, value from registered_model_tags where name = %s and {trusted} order by 1", MODEL
+        ),
+    }
+
+
+def not_accepted(version: str, state: str, move: str) -> str:
+    """The server's answer to moving production to a version without acceptance.verdict=passed."""
+    return (
+        f"[production-needs-acceptance] version {version} of {MODEL!r} has not passed the acceptance checks "
+        f"(acceptance.verdict {state}), so {move}: run `make promote VERSION={version}`"
+    )
 
 
 def test_the_server_refuses_to_start_without_an_admin_password(tmp_path):
@@ -290,8 +317,8 @@ def test_only_the_promoter_moves_production(auth_server, pipeline_run, monkeypat
     )
     assert answer.status_code == 403, answer.text
     assert answer.text == (
-        f"Permission denied: moving the alias 'production' of registered model {MODEL!r} needs MANAGE on it "
-        f"(the promoter's grant); user {pipeline.name!r} has EDIT"
+        f"Permission denied [production-needs-manage]: moving the alias 'production' of registered model "
+        f"{MODEL!r} needs MANAGE on it (the promoter's grant); user {pipeline.name!r} has EDIT"
     )
     answer = api(
         auth_server,
@@ -311,23 +338,46 @@ def test_only_the_promoter_moves_production(auth_server, pipeline_run, monkeypat
     )
     assert answer.status_code == 200, answer.text
 
-    # promote as the pipeline: the checks run (and are recorded), the move is refused, named, and
-    # Production does not move.
+    # promote as the pipeline: the checks run, then the server refuses its record (acceptance.* tags
+    # are the promoter's) or its move, naming the grant; none of it is written, Production does not move.
     load = ("--users", "1", "--spawn-rate", "1", "--duration", "2s", "--p95-ms", "10000")
     done, _ = step("promote", auth_server.env(pipeline), "--model-name", MODEL, "--promote", "force", *load)
     assert done.returncode != 0
-    expected = (
-        f"refused moving production of {MODEL!r} to version 1 to user {pipeline.name!r} (MLFLOW_TRACKING_USERNAME) "
-        f"(HTTP 403 Forbidden): it lacks MANAGE on registered model {MODEL!r} (the promoter's grant)"
-    )
-    assert expected in done.stderr, done.stderr[-3000:]
+    refusal = f"of registered model {MODEL!r} needs MANAGE on it (the promoter's grant)"
+    assert refusal in done.stderr and f"user {pipeline.name!r} has EDIT" in done.stderr, done.stderr[-3000:]
     state = registry_state(auth_server.tracking_db)
     assert state["versions"] == [(1, "Staging")] and state["aliases"] == [("staging", 1)], state
+    assert trusted_tags(auth_server.tracking_db) == {"versions": [], "model": []}, "no acceptance.*/promotion.* tag"
 
-    # The promoter moves production (stage and alias, as `promote` does).
+    # The promoter cannot move production to a version that has not passed the acceptance checks: not
+    # by the alias, not by the stage, not by the UI's ajax-api routes; not the admin either.
+    alias = {"name": MODEL, "alias": "production", "version": "1"}
+    stage = {"name": MODEL, "version": "1", "stage": "Production", "archive_existing_versions": True}
+    to_alias, to_stage = "the alias 'production' cannot name it", "it cannot move to stage 'Production'"
+    for user, prefix, path, body, move in (
+        (promoter, "api", "registered-models/alias", alias, to_alias),
+        (promoter, "ajax-api", "registered-models/alias", alias, to_alias),
+        (promoter, "api", "model-versions/transition-stage", stage, to_stage),
+        (promoter, "ajax-api", "model-versions/transition-stage", stage, to_stage),
+        (auth_server.admin, "api", "registered-models/alias", alias, to_alias),
+    ):
+        answer = api(auth_server, "POST", path, user, prefix=prefix, json=body)
+        assert answer.status_code == 400, (user.name, prefix, path, answer.text)
+        assert answer.json()["message"] == not_accepted("1", "is missing", move), answer.text
     for key, value in promoter.env.items():
         monkeypatch.setenv(key, value)
     client = mlflow.MlflowClient(auth_server.url)
+    with pytest.raises(MlflowException, match=r"run `make promote VERSION=1`"):
+        client.set_registered_model_alias(MODEL, "production", "1")  # what promote, rollback and the CLI call
+    client.set_model_version_tag(MODEL, "1", "acceptance.verdict", "failed: smoke")
+    answer = api(auth_server, "POST", "registered-models/alias", promoter, json=alias)
+    assert answer.json()["message"] == not_accepted("1", "is 'failed: smoke'", to_alias), answer.text
+    state = registry_state(auth_server.tracking_db)
+    assert state["versions"] == [(1, "Staging")] and state["aliases"] == [("staging", 1)], state
+
+    # With acceptance.verdict = passed the promoter moves production (stage and alias, as `promote` does).
+    # The verdict is written by hand here: promote writes it itself once every check passed.
+    client.set_model_version_tag(MODEL, "1", "acceptance.verdict", "passed")
     registry.transition_stage(client, MODEL, "1", "Production")
     client.set_registered_model_alias(MODEL, "production", "1")
     state = registry_state(auth_server.tracking_db)
@@ -347,3 +397,168 @@ def test_only_the_promoter_moves_production(auth_server, pipeline_run, monkeypat
     )
     assert answer.status_code == 403 and "version 1 out of stage 'Production'" in answer.text, answer.text
     assert registry_state(auth_server.tracking_db) == state, "Production unchanged"
+
+
+def protected(what: str, name: str, user: User) -> str:
+    """The server's answer to a non-admin creating, renaming or deleting (versions of) a protected model."""
+    return (
+        f"Permission denied [protected-model]: {what} is the admin's only: {name!r} is a protected model "
+        f"(SKYPROPHET_PROTECTED_MODELS: {MODEL}); user {user.name!r} is not an admin"
+    )
+
+
+def test_nobody_but_the_admin_renames_deletes_or_recreates_the_protected_model(auth_server, pipeline_run):
+    assert pipeline_run.returncode == 0, pipeline_run.stderr[-2000:]
+    pipeline, promoter, admin = auth_server.pipeline, auth_server.promoter, auth_server.admin
+    before = registry_state(auth_server.tracking_db)
+    assert MODEL in [name for (name,) in before["models"]] and before["versions"], before
+
+    # Rename flight-delay away (then create a new one, whose creator would get MANAGE): refused, in
+    # both spellings MLflow's parser accepts, on both prefixes, to the pipeline and to the promoter.
+    for user in (pipeline, promoter):
+        for prefix, body in (("api", {"new_name": "mine"}), ("ajax-api", {"newName": "mine"})):
+            answer = api(auth_server, "POST", "registered-models/rename", user, prefix, json={"name": MODEL, **body})
+            assert (answer.status_code, answer.text) == (
+                403,
+                protected(f"renaming registered model {MODEL!r} to 'mine'", MODEL, user),
+            )
+        answer = api(auth_server, "DELETE", "registered-models/delete", user, json={"name": MODEL})
+        assert (answer.status_code, answer.text) == (
+            403,
+            protected(f"deleting registered model {MODEL!r}", MODEL, user),
+        )
+        answer = api(auth_server, "DELETE", "model-versions/delete", user, json={"name": MODEL, "version": "1"})
+        what = f"deleting version 1 of registered model {MODEL!r}"
+        assert (answer.status_code, answer.text) == (403, protected(what, MODEL, user))
+
+    # A model of its own is the pipeline's (MLflow lets any user create one), but not renamed onto the name.
+    shadow = f"{MODEL}-shadow"
+    assert api(auth_server, "POST", "registered-models/create", pipeline, json={"name": shadow}).status_code == 200
+    for new_name in (MODEL, MODEL.upper()):
+        answer = api(
+            auth_server, "POST", "registered-models/rename", pipeline, json={"name": shadow, "new_name": new_name}
+        )
+        what = f"renaming registered model {shadow!r} to {new_name!r}"
+        assert (answer.status_code, answer.text) == (403, protected(what, new_name, pipeline))
+    assert registry_state(auth_server.tracking_db)["models"] == sorted([*before["models"], (shadow,)])
+
+    # Had the name become free (the admin moves the model away for this check), only the admin may
+    # create a model under it: `make auth-roles` creates it as the admin.
+    moved = f"{MODEL}-moved"
+    answer = api(auth_server, "POST", "registered-models/rename", admin, json={"name": MODEL, "new_name": moved})
+    assert answer.status_code == 200, answer.text
+    try:
+        for user in (pipeline, promoter):
+            answer = api(auth_server, "POST", "registered-models/create", user, json={"name": MODEL})
+            assert (answer.status_code, answer.text) == (
+                403,
+                protected(f"creating registered model {MODEL!r}", MODEL, user),
+            )
+        names = [name for (name,) in registry_state(auth_server.tracking_db)["models"]]
+        assert MODEL not in names and moved in names, names
+    finally:
+        answer = api(auth_server, "POST", "registered-models/rename", admin, json={"name": moved, "new_name": MODEL})
+        assert answer.status_code == 200, answer.text
+    assert api(auth_server, "DELETE", "registered-models/delete", admin, json={"name": shadow}).status_code == 200
+    assert registry_state(auth_server.tracking_db) == before, "nothing renamed, deleted or created"
+
+
+def test_only_the_promoter_writes_the_tags_promotion_and_readers_trust(auth_server, pipeline_run):
+    assert pipeline_run.returncode == 0, pipeline_run.stderr[-2000:]
+    pipeline, promoter = auth_server.pipeline, auth_server.promoter
+    before, tags_before = registry_state(auth_server.tracking_db), trusted_tags(auth_server.tracking_db)
+    why = "acceptance.* and promotion.* tags are the promoter's record"
+
+    def refused(what: str) -> str:
+        return (
+            f"Permission denied [trusted-tags]: {what} of registered model {MODEL!r} needs MANAGE on it "
+            f"(the promoter's grant): {why}; user {pipeline.name!r} has EDIT"
+        )
+
+    def without_value(body: dict) -> dict:
+        return {k: v for k, v in body.items() if k != "value"}
+
+    verdict = {"name": MODEL, "version": "1", "key": "acceptance.verdict", "value": "passed"}
+    history = {"name": MODEL, "key": "promotion.history", "value": "1"}
+    for method, path, body, what in (
+        ("POST", "model-versions/set-tag", verdict, "setting the tag 'acceptance.verdict' of version 1"),
+        (
+            "POST",
+            "model-versions/set-tag",
+            {**verdict, "key": "Acceptance.Digest"},
+            "setting the tag 'Acceptance.Digest' of version 1",
+        ),
+        (
+            "DELETE",
+            "model-versions/delete-tag",
+            without_value(verdict),
+            "deleting the tag 'acceptance.verdict' of version 1",
+        ),
+        ("POST", "registered-models/set-tag", history, "setting the tag 'promotion.history'"),
+        ("DELETE", "registered-models/delete-tag", without_value(history), "deleting the tag 'promotion.history'"),
+    ):
+        for prefix in ("api", "ajax-api"):
+            answer = api(auth_server, method, path, pipeline, prefix, json=body)
+            assert (answer.status_code, answer.text) == (403, refused(what)), (prefix, path)
+
+    # Nor a new version born with them (it would be "accepted" without a check).
+    source = rows(auth_server.tracking_db, "select source, run_id from model_versions where name = %s", MODEL)[0]
+    model_id = source[0].removeprefix("models:/")
+    tagged = {"name": MODEL, "source": source[0], "run_id": source[1], "model_id": model_id, "tags": [verdict]}
+    answer = api(auth_server, "POST", "model-versions/create", pipeline, json=tagged)
+    assert (answer.status_code, answer.text) == (403, refused("creating a version with the tags acceptance.verdict"))
+    assert registry_state(auth_server.tracking_db) == before and trusted_tags(auth_server.tracking_db) == tags_before
+
+    # gate.* stays the pipeline's (register writes it); the promoter writes promotion.* tags.
+    gate = {"name": MODEL, "version": "1", "key": "gate.note", "value": "written by the pipeline"}
+    assert api(auth_server, "POST", "model-versions/set-tag", pipeline, json=gate).status_code == 200
+    note = {"name": MODEL, "key": "promotion.note", "value": "written by the promoter"}
+    assert api(auth_server, "POST", "registered-models/set-tag", promoter, json=note).status_code == 200
+    assert ("promotion.note", "written by the promoter") in trusted_tags(auth_server.tracking_db)["model"]
+    assert api(auth_server, "DELETE", "registered-models/delete-tag", promoter, json=note).status_code == 200
+
+
+def test_artifacts_a_version_serves_are_write_once_through_the_proxy(auth_server, pipeline_run):
+    assert pipeline_run.returncode == 0, pipeline_run.stderr[-2000:]  # the pipeline logged everything under the rule
+    pipeline = auth_server.pipeline
+    (source,) = rows(
+        auth_server.tracking_db, "select source from model_versions where name = %s and version = 1", MODEL
+    )[0]
+    model_id = source.removeprefix("models:/")
+    (location,) = rows(
+        auth_server.tracking_db, "select artifact_location from logged_models where model_id = %s", model_id
+    )[0]
+    folder = location.removeprefix("mlflow-artifacts:").lstrip("/")
+    mlmodel = auth_server.root / "artifacts" / folder / "MLmodel"
+    original = mlmodel.read_bytes()
+
+    def proxy(method: str, prefix: str, path: str, **kwargs) -> requests.Response:
+        url = f"{auth_server.url}/{prefix}/2.0/mlflow-artifacts/artifacts/{folder}/{path}"
+        return requests.request(method, url, auth=(pipeline.name, pipeline.password), timeout=30, **kwargs)
+
+    for prefix in ("api", "ajax-api"):
+        answer = proxy("PUT", prefix, "MLmodel", data=b"loader_module: evil\n")
+        assert answer.status_code == 409, answer.text
+        assert answer.text.startswith(
+            f"Conflict [write-once-artifacts]: the artifact '{folder}/MLmodel' already exists"
+        )
+        answer = proxy("DELETE", prefix, "MLmodel")
+        assert answer.status_code == 403, answer.text
+        assert answer.text.startswith(
+            f"Permission denied [write-once-artifacts]: deleting the artifact '{folder}/MLmodel'"
+        )
+        for extra in ("code/xgboost.py", "./code//pandas.py"):  # a new module beside the model's code
+            answer = proxy("PUT", prefix, extra, data=b"import os\n")
+            assert answer.status_code == 409, answer.text
+            assert f"[write-once-artifacts]: logged model {model_id} is finalized (READY)" in answer.text
+    answer = requests.post(
+        f"{auth_server.url}/api/2.0/mlflow-artifacts/mpu/create/{folder}/MLmodel",
+        json={"path": f"{folder}/MLmodel", "num_parts": 1},
+        auth=(pipeline.name, pipeline.password),
+        timeout=30,
+    )
+    assert answer.status_code == 409 and "[write-once-artifacts]" in answer.text, answer.text
+    assert mlmodel.read_bytes() == original, "MLmodel unchanged"
+    assert (
+        not (mlmodel.parent / "code" / "xgboost.py").exists() and not (mlmodel.parent / "code" / "pandas.py").exists()
+    )
