@@ -38,7 +38,7 @@ USER 10001
 ENV SIDECAR_HOST=0.0.0.0 \
     SIDECAR_PORT=8081 \
     MODEL_SERVER_URL=http://127.0.0.1:8080 \
-    MODEL_URI=models:/flight-delay/Production
+    MODEL_URI=models:/flight-delay@production
 EXPOSE 8081
 HEALTHCHECK --interval=10s --timeout=3s --start-period=10s --retries=3 \
     CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:' + os.environ.get('SIDECAR_PORT', '8081') + '/ping', timeout=2)"]

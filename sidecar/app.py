@@ -6,20 +6,28 @@ answers *and* a canary prediction on the model's own serving input example succe
 background thread checks every ``SIDECAR_POLL_SECONDS`` (1 s), so a dead model server shows as
 503 within about a second; ``/health`` itself never waits on the model server.
 
+``/health`` also reports the version the alias ``production`` names now (read from the registry
+every ``SIDECAR_REGISTRY_POLL_SECONDS``) beside the version this server serves, and
+``serves_production: false`` with a ``warning`` when they differ: a server left behind by a
+promotion is visible. That alone does not make it 503: a staged Cloud Run revision serves the
+candidate before ``production`` moves, and its startup probe is this ``/health``.
+
 Configuration (environment):
 
-==============================  ======================================  =========================================
-variable                        default                                 meaning
-==============================  ======================================  =========================================
-``MODEL_SERVER_URL``            ``http://127.0.0.1:8080``               the model server to check
-``MODEL_URI``                   ``models:/flight-delay/Production``     the registry URI it serves (for /health)
-``MLFLOW_TRACKING_URI``         (MLflow's default)                      registry to read version, run, threshold
-``SIDECAR_HOST``                ``0.0.0.0``                             address the sidecar listens on
-``SIDECAR_PORT``                ``8081``                                port the sidecar listens on
-``SIDECAR_POLL_SECONDS``        ``1.0``                                 time between two checks
-``SIDECAR_PING_TIMEOUT``        ``1.0``                                 seconds to wait for the model's /ping
-``SIDECAR_CANARY_TIMEOUT``      ``5.0``                                 seconds to wait for the canary prediction
-==============================  ======================================  =========================================
+==================================  ======================================  =========================================
+variable                            default                                 meaning
+==================================  ======================================  =========================================
+``MODEL_SERVER_URL``                ``http://127.0.0.1:8080``               the model server to check
+``MODEL_URI``                       ``models:/flight-delay@production``     the registry URI it serves (for /health)
+``MLFLOW_TRACKING_URI``             (MLflow's default)                      registry to read version, run, threshold
+``SIDECAR_HOST``                    ``0.0.0.0``                             address the sidecar listens on
+``SIDECAR_PORT``                    ``8081``                                port the sidecar listens on
+``SIDECAR_POLL_SECONDS``            ``1.0``                                 time between two checks
+``SIDECAR_PING_TIMEOUT``            ``1.0``                                 seconds to wait for the model's /ping
+``SIDECAR_CANARY_TIMEOUT``          ``5.0``                                 seconds to wait for the canary prediction
+``SIDECAR_PRODUCTION_ALIAS``        ``production``                          the alias whose version is compared
+``SIDECAR_REGISTRY_POLL_SECONDS``   ``30.0``                                time between two reads of that alias
+==================================  ======================================  =========================================
 """
 
 from __future__ import annotations
@@ -36,7 +44,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import requests
 
-from sidecar.registry import ModelInfo, load_model_info
+from sidecar.registry import ModelInfo, alias_version, load_model_info
 
 logger = logging.getLogger("skyprophet.sidecar")
 
@@ -46,12 +54,14 @@ class Config:
     """The sidecar's settings, all from the environment (see the module docstring)."""
 
     model_server_url: str = "http://127.0.0.1:8080"
-    model_uri: str = "models:/flight-delay/Production"
+    model_uri: str = "models:/flight-delay@production"
     host: str = "0.0.0.0"  # noqa: S104 - a container's sidecar listens on all interfaces
     port: int = 8081
     poll_seconds: float = 1.0
     ping_timeout: float = 1.0
     canary_timeout: float = 5.0
+    production_alias: str = "production"
+    registry_poll_seconds: float = 30.0
 
     @classmethod
     def from_env(cls) -> Config:
@@ -66,6 +76,8 @@ class Config:
                 poll_seconds=float(env.get("SIDECAR_POLL_SECONDS", cls.poll_seconds)),
                 ping_timeout=float(env.get("SIDECAR_PING_TIMEOUT", cls.ping_timeout)),
                 canary_timeout=float(env.get("SIDECAR_CANARY_TIMEOUT", cls.canary_timeout)),
+                production_alias=env.get("SIDECAR_PRODUCTION_ALIAS", cls.production_alias),
+                registry_poll_seconds=float(env.get("SIDECAR_REGISTRY_POLL_SECONDS", cls.registry_poll_seconds)),
             )
         except ValueError as err:
             raise SystemExit(f"sidecar: a SIDECAR_* variable is not a number ({err})") from err
@@ -92,6 +104,22 @@ class Monitor:
         self.was_ready = False
         self.stop = threading.Event()
         self.session = requests.Session()
+        self.production: dict = {"alias": config.production_alias, "version": None, "checked_at": None}
+        self.production_read_at = 0.0
+
+    def read_production(self, now: float) -> None:
+        """Which version the alias names now (every ``registry_poll_seconds``); a failure is reported, not fatal."""
+        if self.info is None or now - self.production_read_at < self.config.registry_poll_seconds:
+            return
+        self.production_read_at = now
+        entry = {"alias": self.config.production_alias, "version": None, "checked_at": iso(now)}
+        try:
+            entry["version"] = alias_version(self.info.name, self.config.production_alias)
+        except Exception as err:  # noqa: BLE001 - the registry may be down or the alias unset: say so in /health
+            entry["error"] = f"{type(err).__name__}: {str(err)[:300]}"
+        if entry["version"] != self.production.get("version"):
+            logger.info("alias %s names version %s (serving %s)", entry["alias"], entry["version"], self.info.version)
+        self.production = entry
 
     def load_registry(self) -> bool:
         """Read the model's registry information; on failure keep the reason and try again later."""
@@ -109,6 +137,7 @@ class Monitor:
         now, url = time.time(), self.config.model_server_url
         if self.info is None and not self.load_registry():
             return Status(False, self.registry_error, now)
+        self.read_production(now)
         not_up = "down" if self.was_ready else "starting"
         try:
             ping = self.session.get(f"{url}/ping", timeout=self.config.ping_timeout)
@@ -154,11 +183,28 @@ class Monitor:
             "status": "ready" if ready else "unavailable",
             "reason": reason,
             "model_server": self.config.model_server_url,
-            "checked_at": datetime.fromtimestamp(status.checked_at, UTC).isoformat(),
+            "checked_at": iso(status.checked_at),
             "canary_ms": status.canary_ms,
             "model": self.info.report() if self.info else {"model_uri": self.config.model_uri},
+            "production": dict(self.production),
+            "serves_production": None,
         }
+        production = self.production.get("version")
+        if self.info is not None and (production is not None or "error" in self.production):
+            body["serves_production"] = production == self.info.version
+            if production is None:
+                body["warning"] = f"cannot tell which version {self.production['alias']} names"
+            elif production != self.info.version:
+                body["warning"] = (
+                    f"serving version {self.info.version} but {self.production['alias']} names version "
+                    f"{production}: this server is stale (or a staged candidate not promoted yet)"
+                )
         return (200 if ready else 503), body
+
+
+def iso(timestamp: float) -> str:
+    """A Unix time as ISO 8601 in UTC."""
+    return datetime.fromtimestamp(timestamp, UTC).isoformat()
 
 
 def error_message(answer: requests.Response) -> str:

@@ -70,6 +70,11 @@ def find_version(client: mlflow.MlflowClient, model_uri: str) -> ModelVersion:
     return client.get_model_version(name, newest.version)  # search results carry no aliases
 
 
+def alias_version(name: str, alias: str) -> str:
+    """The version ``alias`` of registered model ``name`` names now (MLflow's error when none)."""
+    return str(mlflow.MlflowClient().get_model_version_by_alias(name, alias).version)
+
+
 def read_model_files(model_dir: Path) -> tuple[dict, float | None]:
     """The serving input example and the threshold from a downloaded model directory."""
     mlmodel = yaml.safe_load((model_dir / "MLmodel").read_text(encoding="utf-8"))

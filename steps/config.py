@@ -22,7 +22,7 @@ LOAD_CHECK = {"users": 4, "spawn_rate": 4.0, "duration": "5s", "p95_ms": 1000.0}
 DEFAULTS: dict[str, dict[str, object]] = {
     "etl": {
         "data_uri": "",  # "" = $SKYPROPHET_DATA_URI, else the SCL file beside the checkout
-        "sha256": "",  # "" = no checksum check
+        "sha256": "",  # "" = the SCL 2017 digest (SCL_SHA256); "none" = no check (recorded on the run)
         # The holdout that gates a version: "latest" = the file's last holdout_months calendar months
         # (time-forward, what users meet); "day" = random whole days (holdout_fraction, split_seed), a
         # secondary view that lets a model memorise the training year's weather.

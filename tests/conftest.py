@@ -23,6 +23,7 @@ from steps.processes import (
     stop_process_group,
     wait_for_http,
 )
+from steps.storage import sha256_of
 from tests.factory import make_flights, write_flights
 
 REAL_DATA = Path(os.environ.get("SKYPROPHET_REAL_DATA", SCL_DATA_PATH))
@@ -128,7 +129,9 @@ def registered_model(tmp_path_factory: pytest.TempPathFactory) -> dict:
         env["MLFLOW_EXPERIMENT_NAME"], artifact_location=(root / "artifacts").as_uri()
     )
     flights = write_flights(root / "flights.csv")
-    command = mlflow_run_command("main", env["MLFLOW_EXPERIMENT_NAME"], data_uri=flights, n_estimators=40, cv_folds=3)
+    command = mlflow_run_command(
+        "main", env["MLFLOW_EXPERIMENT_NAME"], data_uri=flights, sha256=sha256_of(flights), n_estimators=40, cv_folds=3
+    )
     done = subprocess.run(
         command,
         cwd=PROJECT_ROOT,

@@ -26,6 +26,7 @@ from mlflow.exceptions import MlflowException
 from steps import registry
 from steps.config import MODEL_NAME, PROJECT_ROOT
 from steps.processes import free_port, mlflow_run_command, process_env
+from steps.storage import sha256_of
 from tests.conftest import POSTGRES_URL, TrackingServer, postgres_admin
 from tests.factory import write_flights
 
@@ -164,7 +165,9 @@ def pipeline_run(auth_server) -> subprocess.CompletedProcess:
     """The pipeline identity runs etl -> train -> register (`mlflow run . -e main`, promote=never: staging only)."""
     flights = write_flights(auth_server.root / "flights.csv")
     env = auth_server.env(auth_server.pipeline)
-    command = mlflow_run_command("main", EXPERIMENT, data_uri=flights, n_estimators=20, cv_folds=2, promote="never")
+    command = mlflow_run_command(
+        "main", EXPERIMENT, data_uri=flights, sha256=sha256_of(flights), n_estimators=20, cv_folds=2, promote="never"
+    )
     return run_command(command, env)[0]
 
 

@@ -21,6 +21,7 @@ import pytest
 
 from steps.config import MODEL_NAME, PROJECT_ROOT
 from steps.processes import BIN, free_port, mlflow_run_command, process_env
+from steps.storage import sha256_of
 from tests.conftest import GcsEmulator, TrackingServer
 from tests.factory import make_flights, write_flights
 
@@ -41,6 +42,7 @@ class Topology:
     server: TrackingServer
     data_uri: str
     datasets: Path
+    data_sha256: str
 
     def env(self, experiment: str) -> dict[str, str]:
         """A client process's environment: the server, an experiment, and the emulator for gs:// raw data."""
@@ -57,9 +59,8 @@ def topology(postgres_database, gcs_emulator, tracking_server, tmp_path_factory)
     root = tmp_path_factory.mktemp("topology")
     gcs = gcs_emulator.client()
     gcs.create_bucket(ARTIFACT_BUCKET)
-    gcs.create_bucket(DATA_BUCKET).blob("raw/flights.csv").upload_from_filename(
-        str(write_flights(root / "flights.csv"))
-    )
+    flights = write_flights(root / "flights.csv")
+    gcs.create_bucket(DATA_BUCKET).blob("raw/flights.csv").upload_from_filename(str(flights))
     server = tracking_server(
         {
             "MLFLOW_BACKEND_STORE_URI": postgres_database,
@@ -67,7 +68,8 @@ def topology(postgres_database, gcs_emulator, tracking_server, tmp_path_factory)
             **gcs_emulator.env,
         }
     )
-    return Topology(postgres_database, gcs_emulator, server, f"gs://{DATA_BUCKET}/raw/flights.csv", root / "datasets")
+    data_uri = f"gs://{DATA_BUCKET}/raw/flights.csv"
+    return Topology(postgres_database, gcs_emulator, server, data_uri, root / "datasets", sha256_of(flights))
 
 
 def run_command(command: list[str], env: dict[str, str]) -> tuple[subprocess.CompletedProcess, float]:
@@ -141,7 +143,7 @@ def restart_postgres() -> None:
 
 def test_pipeline_registers_and_serves_on_postgres_and_gcs_and_survives_a_postgres_restart(topology, serve_model):
     env, model = topology.env("pipeline"), MODEL_NAME
-    done = mlflow_run("main", env, data_uri=topology.data_uri, n_estimators=40, cv_folds=3)
+    done = mlflow_run("main", env, data_uri=topology.data_uri, sha256=topology.data_sha256, n_estimators=40, cv_folds=3)
     assert done.returncode == 0, done.stderr[-4000:]
 
     first_runs = step_runs(topology.database, "pipeline")
@@ -169,7 +171,9 @@ def test_pipeline_registers_and_serves_on_postgres_and_gcs_and_survives_a_postgr
 
     restart_postgres()
 
-    done = mlflow_run("main", env, data_uri=topology.data_uri, n_estimators=1, max_depth=1, cv_folds=2)
+    done = mlflow_run(
+        "main", env, data_uri=topology.data_uri, sha256=topology.data_sha256, n_estimators=1, max_depth=1, cv_folds=2
+    )
     assert done.returncode == 0, f"second run after the PostgreSQL restart: {done.stderr[-4000:]}"
     all_runs = step_runs(topology.database, "pipeline")
     assert first_runs.items() <= all_runs.items(), "every run of the first pipeline is still there"
@@ -208,7 +212,10 @@ def test_step_fails_at_once_naming_the_uri_when_no_tracking_server_answers(tmp_p
 
 def test_register_fails_cleanly_while_the_server_is_down_and_a_rerun_registers_one_version(topology):
     env, model = topology.env("outage"), "flight-delay-outage"
-    for entry_point, params in (("etl", {"data_uri": topology.data_uri}), ("train", {"n_estimators": 20})):
+    for entry_point, params in (
+        ("etl", {"data_uri": topology.data_uri, "sha256": topology.data_sha256}),
+        ("train", {"n_estimators": 20}),
+    ):
         done = mlflow_run(entry_point, env, **params)
         assert done.returncode == 0, f"{entry_point}: {done.stderr[-3000:]}"
     before = step_runs(topology.database, "outage")
@@ -238,7 +245,7 @@ def test_missing_bucket_fails_before_training(topology, tracking_server, tmp_pat
     server = tracking_server({**topology.server.env, "MLFLOW_ARTIFACTS_DESTINATION": f"gs://{doomed}/{PREFIX}"})
     topology.emulator.client().bucket(doomed).delete(force=True)  # the bucket goes away while the server runs
     env = {**topology.env("doomed"), "MLFLOW_TRACKING_URI": server.url}
-    done = mlflow_run("main", env, data_uri=topology.data_uri, n_estimators=20, cv_folds=2)
+    done = mlflow_run("main", env, data_uri=topology.data_uri, sha256=topology.data_sha256, n_estimators=20, cv_folds=2)
     assert done.returncode != 0, "no pipeline without an artifact store"
     expected = f"the tracking server at {server.url} cannot write to its artifact destination"
     assert expected in done.stderr, done.stderr[-3000:]

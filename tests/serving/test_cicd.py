@@ -4,7 +4,10 @@ Nothing here talks to GitHub or Google Cloud; the checks are that the files pars
 and say what the pipeline promises (ruff, tests, stress test, reports; build-docker from the
 registry's Staging version, two images, one Cloud Run service probed on the sidecar's /health, a
 new revision with no traffic and the tag `staging`, the acceptance checks against the tag's URL,
-traffic moved only after them).
+traffic moved only after them), and what keeps delivery trustworthy: only this repository's own pushes
+to main deploy, every action is pinned by commit, the service runs as its own service account, the
+model image as a non-root user, and every credential comes from Secret Manager (read-only where a
+step only reads).
 """
 
 import json
@@ -98,7 +101,6 @@ def test_ci_installs_lints_tests_stresses_and_uploads_reports():
     assert all(step.get("if") == "always()" for step in uses(ci) if "upload-artifact" in step["uses"])
     postgres = ci["jobs"]["test"]["services"]["postgres"]
     assert postgres["env"]["POSTGRES_HOST_AUTH_METHOD"] == "trust" and "5432:5432" in postgres["ports"]
-    assert all(re.search(r"@v\d+$", step["uses"]) for step in uses(ci)), "actions pinned to a major version"
 
 
 def test_cd_submits_cloudbuild_on_main_after_ci():
@@ -108,8 +110,65 @@ def test_cd_submits_cloudbuild_on_main_after_ci():
     job = cd["jobs"]["deploy"]
     assert "conclusion == 'success'" in job["if"], "deploy only what passed CI"
     assert "gcloud builds submit" in run_lines(cd) and "--config cloudbuild.yaml" in run_lines(cd)
-    assert cd["permissions"]["id-token"] == "write", "keyless auth (Workload Identity Federation)"
+    assert cd["permissions"] == {}, "nothing granted workflow-wide"
+    assert job["permissions"] == {"contents": "read", "id-token": "write"}, "keyless auth (WIF), read-only code"
     assert any(step["uses"].startswith("google-github-actions/auth@") for step in uses(cd))
+    submit = run_lines(cd)
+    assert '--service-account "projects/$GCP_PROJECT_ID/serviceAccounts/$GCP_BUILD_SERVICE_ACCOUNT"' in submit
+    assert "_RUNTIME_SERVICE_ACCOUNT=$GCP_RUNTIME_SERVICE_ACCOUNT" in submit, "the service's own identity"
+
+
+def github_expression(expression: str, context: dict[str, object]) -> bool:
+    """Evaluate a GitHub Actions ``if:`` of ``==``, ``&&``, ``||``, parentheses and ``github.*`` (no more)."""
+    names = set(re.findall(r"\bgithub(?:\.\w+)+", expression))
+    assert names <= set(context), f"the condition reads {names - set(context)}, which the test does not model"
+    python = re.sub(r"\bgithub(?:\.\w+)+", lambda m: f"ctx[{m.group(0)!r}]", expression)
+    python = python.replace("&&", " and ").replace("||", " or ").replace("\n", " ")
+    assert re.fullmatch(r"[\w\s\[\]'()./=-]*", python.replace(" and ", " ").replace(" or ", " ")), python
+    return bool(eval(python, {"__builtins__": {}}, {"ctx": context}))  # noqa: S307 - checked to comparisons only
+
+
+def cd_context(event_name: str = "workflow_run", **run: str) -> dict[str, object]:
+    """The ``github`` context of a cd run; ``run`` overrides the triggering ci run (a push on our main)."""
+    ci_run = {"conclusion": "success", "event": "push", "head_branch": "main", "head": "skyprophet/skyprophet"}
+    ci_run.update(run)
+    return {
+        "github.event_name": event_name,
+        "github.ref": "refs/heads/main",
+        "github.repository": "skyprophet/skyprophet",
+        "github.event.workflow_run.conclusion": ci_run["conclusion"],
+        "github.event.workflow_run.event": ci_run["event"],
+        "github.event.workflow_run.head_branch": ci_run["head_branch"],
+        "github.event.workflow_run.head_repository.full_name": ci_run["head"],
+    }
+
+
+def test_cd_deploys_only_this_repositorys_own_pushes_to_main():
+    """A fork's pull request from a branch named main passes the ``branches`` filter; the job refuses it."""
+    condition = load(WORKFLOWS / "cd.yml")["jobs"]["deploy"]["if"]
+    assert github_expression(condition, cd_context()), "a passing push to our main deploys"
+    refused = {
+        "a fork's pull request from its branch main": cd_context(event="pull_request", head="mallory/skyprophet"),
+        "a push to a fork's main": cd_context(head="mallory/skyprophet"),
+        "our own pull request from main": cd_context(event="pull_request"),
+        "a push to another branch": cd_context(head_branch="feature"),
+        "a failed ci": cd_context(conclusion="failure"),
+    }
+    for what, context in refused.items():
+        assert not github_expression(condition, context), f"{what} must not deploy"
+    manual = cd_context("workflow_dispatch")
+    assert github_expression(condition, manual), "a manual run on main deploys"
+    assert not github_expression(condition, {**manual, "github.ref": "refs/heads/feature"}), "not from a branch"
+
+
+def test_every_action_is_pinned_by_full_commit_sha_with_its_tag():
+    for path in sorted(WORKFLOWS.glob("*.yml")):
+        lines = [line for line in path.read_text().splitlines() if re.match(r"\s*(- )?uses:", line)]
+        assert lines, f"{path.name} uses no action?"
+        for line in lines:
+            assert re.search(r"uses: [\w.-]+/[\w./-]+@[0-9a-f]{40} # v\d+\.\d+\.\d+$", line), (
+                f"{path.name}: {line.strip()!r} is not pinned by a full commit SHA with its tag in a comment"
+            )
 
 
 def render(text: str, substitutions: dict[str, str]) -> str:
@@ -136,10 +195,16 @@ def test_cloudbuild_builds_both_images_and_deploys_a_staging_revision_probed_on_
     ]
     secret = build["availableSecrets"]["secretManager"][0]
     assert secret["env"] == "MLFLOW_TRACKING_URI" and "mlflow-tracking-uri" in secret["versionName"]
-    for step_id in ("resolve-model-version", "build-model-image"):
-        assert steps[step_id]["secretEnv"] == ["MLFLOW_TRACKING_URI"], f"{step_id} reads the registry"
+    reader = ["MLFLOW_TRACKING_URI", "MLFLOW_READER_USERNAME", "MLFLOW_READER_PASSWORD"]
+    assert steps["resolve-model-version"]["secretEnv"] == reader, "it reads the registry as the reader"
+    assert "download_artifacts(" in steps["resolve-model-version"]["args"][-1], "and downloads the version"
+    assert "secretEnv" not in steps["build-model-image"], "the step installing the version's requirements: no secret"
     script = steps["build-model-image"]["args"][-1]
-    assert 'mlflow models build-docker -m "models:/${_MODEL_NAME}/$${VERSION}"' in script, script
+    assert 'mlflow models build-docker -m "$$(cat /workspace/model_dir)" -n "${_MODEL_IMAGE}:${_TAG}-root"' in script
+    assert (
+        '--build-arg MODEL_IMAGE="${_MODEL_IMAGE}:${_TAG}-root" -t "${_MODEL_IMAGE}:${_TAG}" - < Dockerfile.model'
+        in (script)
+    ), "the pushed model image is the non-root layer"
     assert build["substitutions"]["_MODEL_ALIAS"] == "staging", "CD rolls out the Staging version"
     assert (
         'get_model_version_by_alias("${_MODEL_NAME}", "${_MODEL_ALIAS}")' in steps["resolve-model-version"]["args"][-1]
@@ -166,17 +231,24 @@ def test_cloudbuild_builds_both_images_and_deploys_a_staging_revision_probed_on_
     assert sidecar_env["MODEL_SERVER_URL"] == "http://127.0.0.1:8000"
     assert sidecar_env["MODEL_URI"] == "models:/flight-delay/7", "the sidecar describes the version in the image"
     assert sidecar_env["MLFLOW_TRACKING_URI"]["secretKeyRef"]["name"] == "mlflow-tracking-uri"
+    assert sidecar_env["MLFLOW_TRACKING_USERNAME"]["secretKeyRef"]["name"] == "mlflow-reader-username"
+    assert sidecar_env["MLFLOW_TRACKING_PASSWORD"]["secretKeyRef"]["name"] == "mlflow-reader-password"
     for probe in ("startupProbe", "livenessProbe"):
         assert sidecar[probe]["httpGet"] == {"path": "/health", "port": 8081}, f"sidecar {probe} on /health"
     dependencies = json.loads(template["metadata"]["annotations"]["run.googleapis.com/container-dependencies"])
     assert dependencies == {"sidecar": ["model"]}, "the sidecar starts after the model container"
 
 
-def deploy_script(workspace: Path, invokers: str, step_id: str = "deploy-staging") -> str:
+RUNTIME_ACCOUNT = "skyprophet-run@proj.iam.gserviceaccount.com"
+
+
+def deploy_script(
+    workspace: Path, invokers: str, step_id: str = "deploy-staging", runtime_account: str = RUNTIME_ACCOUNT
+) -> str:
     """A step as Cloud Build hands it to bash, with /workspace moved to a temporary folder."""
     build = load(PROJECT_ROOT / "cloudbuild.yaml")
     script = next(step for step in build["steps"] if step["id"] == step_id)["args"][-1]
-    substitutions = {**build["substitutions"], "_INVOKERS": invokers}
+    substitutions = {**build["substitutions"], "_INVOKERS": invokers, "_RUNTIME_SERVICE_ACCOUNT": runtime_account}
     for _ in range(2):  # the images' defaults name ${_REGION} and ${PROJECT_ID} themselves
         for key, value in substitutions.items():
             script = script.replace("${" + key + "}", value)
@@ -211,6 +283,7 @@ def run_step(
     step_id: str = "deploy-staging",
     serving: list[dict] | None = None,
     ready: str = "True",
+    runtime_account: str = RUNTIME_ACCOUNT,
 ) -> tuple[subprocess.CompletedProcess, list[list[str]]]:
     """A rendered step run by bash against FAKE_GCLOUD; ``serving``: the traffic before (None: no service)."""
     workspace, bin_dir = tmp_path / "workspace", tmp_path / "bin"
@@ -226,7 +299,7 @@ def run_step(
     recorder.write_text(FAKE_GCLOUD.format(python=sys.executable, state=tmp_path))
     recorder.chmod(0o755)
     done = subprocess.run(
-        ["bash", "-c", deploy_script(workspace, invokers, step_id)],
+        ["bash", "-c", deploy_script(workspace, invokers, step_id, runtime_account)],
         env={"PATH": f"{bin_dir}:/usr/bin:/bin"},
         capture_output=True,
         text=True,
@@ -315,9 +388,11 @@ def test_the_staging_revision_gets_no_traffic_and_its_tag_url_is_checked_before_
     assert '--id-token "$$(cat /workspace/id_token)"' in check and "set -euo pipefail" in check
     assert steps["acceptance-and-promote"]["secretEnv"] == [
         "MLFLOW_TRACKING_URI",
-        "MLFLOW_TRACKING_USERNAME",
-        "MLFLOW_TRACKING_PASSWORD",
+        "MLFLOW_PROMOTER_USERNAME",
+        "MLFLOW_PROMOTER_PASSWORD",
     ], "it moves production in the registry as the promoter"
+    assert 'export MLFLOW_TRACKING_USERNAME="$$MLFLOW_PROMOTER_USERNAME"' in check
+    assert '--promote "${_PROMOTE}"' in check and build["substitutions"]["_PROMOTE"] == "auto"
     assert "print-identity-token" in steps["staging-id-token"]["args"][-1]
 
     done, calls = run_step(tmp_path, ACCOUNTS, step_id="move-traffic")
@@ -345,3 +420,63 @@ def test_the_first_deploy_serves_the_new_revision_and_a_revision_not_ready_fails
     assert done.returncode != 0 and "revision not Ready" in done.stderr, done.stderr
     assert not (tmp_path / "unready" / "workspace" / "staging_url").exists(), "no checks, no traffic"
     assert all(call[:3] != ["run", "services", "update-traffic"] for call in calls)
+
+
+def test_the_service_runs_as_its_own_service_account_never_the_default_compute_one(tmp_path):
+    done, calls = run_deploy(tmp_path / "own", ACCOUNTS)
+    assert done.returncode == 0, done.stderr
+    manifest = yaml.safe_load((tmp_path / "own" / "workspace" / "service.yaml").read_text())
+    assert manifest["spec"]["template"]["spec"]["serviceAccountName"] == RUNTIME_ACCOUNT
+    refused = {
+        "": "set _RUNTIME_SERVICE_ACCOUNT",
+        "123456789-compute@developer.gserviceaccount.com": "the default compute service account is refused",
+        "someone@example.com": "is not a service-account e-mail",
+    }
+    for account, message in refused.items():
+        done, calls = run_deploy(tmp_path / f"refused-{len(message)}", ACCOUNTS, runtime_account=account)
+        assert done.returncode != 0 and message in done.stderr, (account, done.stderr)
+        assert calls == [], "nothing deployed without the service's own service account"
+    operations = (PROJECT_ROOT / "docs" / "operations.md").read_text()
+    assert "_RUNTIME_SERVICE_ACCOUNT" in operations and "roles/secretmanager.secretAccessor" in operations
+
+
+def test_every_credential_comes_from_secret_manager_read_only_where_a_step_only_reads():
+    build = load(PROJECT_ROOT / "cloudbuild.yaml")
+    secrets = {s["env"]: s["versionName"] for s in build["availableSecrets"]["secretManager"]}
+    for version_name in secrets.values():
+        assert re.fullmatch(r"projects/\$\{PROJECT_ID\}/secrets/[a-z-]+/versions/latest", version_name), version_name
+    assert set(secrets) == {
+        "MLFLOW_TRACKING_URI",
+        "MLFLOW_READER_USERNAME",
+        "MLFLOW_READER_PASSWORD",
+        "MLFLOW_PROMOTER_USERNAME",
+        "MLFLOW_PROMOTER_PASSWORD",
+    }
+    promoter = {"MLFLOW_PROMOTER_USERNAME", "MLFLOW_PROMOTER_PASSWORD"}
+    holders = {step["id"] for step in build["steps"] if promoter & set(step.get("secretEnv", []))}
+    assert holders == {"acceptance-and-promote"}, "only the step that moves production holds the promoter"
+    text = (PROJECT_ROOT / "cloudbuild.yaml").read_text() + (WORKFLOWS / "cd.yml").read_text()
+    literal = re.search(r"(?i)(PASSWORD|TOKEN)\s*[:=]\s*['\"]?(?![$'\"{])\w{6,}", text)
+    assert literal is None, f"a literal secret: {literal}"
+    for step in build["steps"]:
+        script = " ".join(map(str, step.get("args", [])))
+        used = set(re.findall(r"\$\$(MLFLOW_\w+)", script)) & set(secrets)
+        assert used <= set(step.get("secretEnv", [])), f"{step['id']} reads {used} without secretEnv"
+
+
+def test_every_image_runs_as_a_non_root_user():
+    by_stage = {}
+    stage = None
+    for line in re.sub(r"\\\n", " ", (PROJECT_ROOT / "Dockerfile").read_text()).splitlines():
+        if line.startswith("FROM "):
+            stage = line.split()[-1]
+            by_stage[stage] = []
+        elif stage and line.strip():
+            by_stage[stage].append(line.split(None, 1))
+    for name in ("gcs-emulator", "tracking", "sidecar"):
+        users = [args for keyword, *args in by_stage[name] if keyword == "USER"]
+        assert users and users[-1] not in (["root"], ["0"]), f"Dockerfile stage {name} runs as {users or 'root'}"
+    model = (PROJECT_ROOT / "Dockerfile.model").read_text()
+    assert re.search(r"^FROM \$\{MODEL_IMAGE\}$", model, re.M), "a layer on top of build-docker's image"
+    assert re.findall(r"^USER (\S+)$", model, re.M) == ["10001"], "the served model runs as uid 10001"
+    assert "DISABLE_NGINX=true" in model, "nginx needs root; uvicorn alone serves on 8000"

@@ -1,7 +1,8 @@
 """The /ping and /health sidecar as a real process beside a real `mlflow models serve`.
 
 The model server is started late, killed, and replaced by one whose model refuses the canary:
-/health follows each within a couple of seconds; /ping stays 200 throughout.
+/health follows each within a couple of seconds; /ping stays 200 throughout. /health names the
+version the alias ``production`` points at beside the served one, and flags a stale server.
 """
 
 import json
@@ -30,7 +31,9 @@ pytestmark = [pytest.mark.slow]
 class Sidecar:
     """``python -m sidecar.app`` on a free port, watching ``model_server_url``."""
 
-    def __init__(self, env: dict[str, str], model_server_url: str, log_path: Path, model_uri: str) -> None:
+    def __init__(
+        self, env: dict[str, str], model_server_url: str, log_path: Path, model_uri: str, extra: dict | None = None
+    ) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
@@ -41,6 +44,7 @@ class Sidecar:
             "SIDECAR_HOST": "127.0.0.1",
             "SIDECAR_PORT": str(self.port),
             "SIDECAR_POLL_SECONDS": "0.5",
+            **(extra or {}),
         }
         self.process = start_logged([str(BIN / "python"), "-m", "sidecar.app"], sidecar_env, log_path)
         wait_for_http(f"{self.url}/ping", timeout=30, process=self.process)
@@ -87,9 +91,9 @@ def registry(registered_model, monkeypatch) -> dict:
 def sidecars(registered_model, tmp_path):
     started: list[Sidecar] = []
 
-    def start(model_server_url: str, model_uri: str = registered_model["model_uri"]) -> Sidecar:
+    def start(model_server_url: str, model_uri: str = registered_model["model_uri"], **extra: str) -> Sidecar:
         sidecar = Sidecar(
-            registered_model["env"], model_server_url, tmp_path / f"sidecar-{len(started)}.log", model_uri
+            registered_model["env"], model_server_url, tmp_path / f"sidecar-{len(started)}.log", model_uri, extra
         )
         started.append(sidecar)
         return sidecar
@@ -126,6 +130,8 @@ def test_health_follows_the_model_server_from_start_to_death(registry, sidecars,
         assert model["threshold"] == pytest.approx(threshold), "the threshold shipped in the model"
         assert model["canary_rows"] >= 1 and body["canary_ms"] is not None, body
         assert body["status"] == "ready", body
+        assert body["production"]["version"] == str(version.version), "the alias production, read beside"
+        assert body["serves_production"] is True and "warning" not in body, body
         os.killpg(server.process.pid, signal.SIGKILL)  # a crash, not a clean stop
         server.process.wait()
     finally:
@@ -165,3 +171,42 @@ def test_health_is_503_naming_the_registry_problem_and_other_paths_are_404(sidec
     assert ping(sidecar) == 200
     answer = requests.get(f"{sidecar.url}/nope", timeout=2)
     assert answer.status_code == 404 and "/health" in answer.json()["error"], answer.text
+
+
+def test_health_flags_a_server_whose_version_is_not_the_one_production_names(registry, sidecars):
+    """Two versions of a model of its own (this store's flight-delay stays as it is); production moves."""
+    client = mlflow.MlflowClient(registry["env"]["MLFLOW_TRACKING_URI"])
+    source = client.get_model_version(registry["model_name"], registry["version"])
+    name = "sidecar-stale-check"
+    client.create_registered_model(name)
+    served, promoted = (client.create_model_version(name, source.source, run_id=source.run_id) for _ in range(2))
+    client.set_registered_model_alias(name, "production", promoted.version)
+    # No model server needed: the registry part of /health is there in a 503 too.
+    sidecar = sidecars(
+        f"http://127.0.0.1:{free_port()}",
+        model_uri=f"models:/{name}/{served.version}",
+        SIDECAR_REGISTRY_POLL_SECONDS="0.5",
+    )
+
+    def wait_for_production(version: str | None) -> dict:
+        deadline = time.monotonic() + 30
+        body = sidecar.health().json()
+        while body.get("production", {}).get("version") != version and time.monotonic() < deadline:
+            time.sleep(0.2)
+            body = sidecar.health().json()
+        assert body["production"]["version"] == version, f"/health never saw production at {version}: {body}"
+        return body
+
+    body = wait_for_production(str(promoted.version))
+    assert body["model"]["version"] == str(served.version) and body["serves_production"] is False, body
+    expected = f"serving version {served.version} but production names version {promoted.version}"
+    assert expected in body["warning"], body
+
+    client.set_registered_model_alias(name, "production", served.version)
+    body = wait_for_production(str(served.version))
+    assert body["serves_production"] is True and "warning" not in body, body
+
+    client.delete_registered_model_alias(name, "production")
+    body = wait_for_production(None)
+    assert body["serves_production"] is False and "production" in body["production"]["error"], body
+    assert body["warning"] == "cannot tell which version production names", body

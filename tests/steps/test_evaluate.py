@@ -9,6 +9,7 @@ import pytest
 from pyfunc.features import FEATURE_NAMES
 from steps import etl, evaluate, promote, register, train
 from steps.config import MODEL_NAME
+from steps.storage import sha256_of
 from tests.factory import make_flights
 
 HYPER = {"n_estimators": 60}
@@ -32,7 +33,7 @@ def test_forward_split_falls_back_to_the_last_days_of_a_shorter_file():
 
 @pytest.mark.slow
 def test_evaluate_logs_the_table_and_describes_production(tracking_store, flights_csv):
-    etl_result = etl.run(data_uri=str(flights_csv))
+    etl_result = etl.run(data_uri=str(flights_csv), sha256=sha256_of(flights_csv))
     trained = train.run(processed_uri=etl_result.processed_uri, **HYPER)
     registered = register.run(model_uri=trained.model_uri, holdout_uri=f"{etl_result.processed_uri}/holdout.parquet")
     assert registered.gate_passed
@@ -84,10 +85,12 @@ def test_evaluate_logs_the_table_and_describes_production(tracking_store, flight
 def test_evaluate_leaves_a_version_trained_on_other_data_alone(tracking_store, tmp_path):
     from tests.factory import write_flights
 
-    first = etl.run(data_uri=str(write_flights(tmp_path / "a.csv", days=59, seed=1)), holdout_months=1)
+    first_csv = write_flights(tmp_path / "a.csv", days=59, seed=1)
+    first = etl.run(data_uri=str(first_csv), sha256=sha256_of(first_csv), holdout_months=1)
     trained = train.run(processed_uri=first.processed_uri, **HYPER)
     registered = register.run(model_uri=trained.model_uri, holdout_uri=f"{first.processed_uri}/holdout.parquet")
-    second = etl.run(data_uri=str(write_flights(tmp_path / "b.csv", days=59, seed=2)), holdout_months=1)
+    second_csv = write_flights(tmp_path / "b.csv", days=59, seed=2)
+    second = etl.run(data_uri=str(second_csv), sha256=sha256_of(second_csv), holdout_months=1)
 
     result = evaluate.run(processed_uri=second.processed_uri)
 

@@ -7,6 +7,7 @@ import pytest
 
 from steps.config import MODEL_NAME, PROJECT_ROOT
 from steps.processes import mlflow_run_command, process_env
+from steps.storage import sha256_of
 from tests.factory import make_flights
 
 pytestmark = [pytest.mark.slow]
@@ -25,7 +26,9 @@ LOAD = {"users": 2, "spawn_rate": 2, "duration": "3s", "p95_ms": 5000}
 
 
 def test_main_registers_promotes_and_serves(tracking_store, flights_csv, serve_model):
-    done = mlflow_run("main", tracking_store, data_uri=flights_csv, n_estimators=40, cv_folds=2, **LOAD)
+    done = mlflow_run(
+        "main", tracking_store, data_uri=flights_csv, sha256=sha256_of(flights_csv), n_estimators=40, cv_folds=2, **LOAD
+    )
     assert done.returncode == 0, done.stderr[-4000:]
     client = mlflow.MlflowClient()
     first = client.get_model_version_by_alias(MODEL_NAME, "production")
@@ -51,7 +54,16 @@ def test_main_registers_promotes_and_serves(tracking_store, flights_csv, serve_m
 
     # A deliberately weak model: version 2 stays in Staging (quality failed), Production stays at version 1;
     # under promote=auto that is an outcome, not a failure of main.
-    done = mlflow_run("main", tracking_store, data_uri=flights_csv, n_estimators=1, max_depth=1, cv_folds=2, **LOAD)
+    done = mlflow_run(
+        "main",
+        tracking_store,
+        data_uri=flights_csv,
+        sha256=sha256_of(flights_csv),
+        n_estimators=1,
+        max_depth=1,
+        cv_folds=2,
+        **LOAD,
+    )
     assert done.returncode == 0, done.stderr[-4000:]
     second = client.get_model_version(MODEL_NAME, "2")
     assert second.tags["gate.decision"] == "not promoted", second.tags
@@ -73,7 +85,11 @@ def test_each_step_runs_alone_and_says_what_is_missing(tracking_store, flights_c
     assert "mlflow run . -e etl" in missing.stderr, "train without etl output says to run etl first"
     nothing = mlflow_run("promote", tracking_store)
     assert nothing.returncode != 0 and "run `mlflow run . -e register`" in nothing.stderr
-    steps = (("etl", {"data_uri": flights_csv}), ("train", {"n_estimators": 30, "cv_folds": 2}), ("register", {}))
+    steps = (
+        ("etl", {"data_uri": flights_csv, "sha256": sha256_of(flights_csv)}),
+        ("train", {"n_estimators": 30, "cv_folds": 2}),
+        ("register", {}),
+    )
     for entry_point, params in steps:
         done = mlflow_run(entry_point, tracking_store, **params)
         assert done.returncode == 0, f"{entry_point}: {done.stderr[-3000:]}"

@@ -21,6 +21,7 @@ from pyfunc.schema import REQUIRED_COLUMNS, SCHEDULED_TIME, clean_flights
 from steps import config, etl, monitor, promote, register, registry, train
 from steps.config import MODEL_NAME, PROJECT_ROOT
 from steps.processes import BIN, MLFLOW_RUN_STATE, process_env
+from steps.storage import sha256_of
 from tests.factory import make_flights, write_flights
 
 # Real-data checks with the step's own defaults (every flight, 5 folds).
@@ -127,7 +128,8 @@ def production(tmp_path_factory: pytest.TempPathFactory):
             patch.delenv(key, raising=False)
         mlflow.set_tracking_uri(env["MLFLOW_TRACKING_URI"])
         experiment_here(env, root)
-        etl_result = etl.run(data_uri=str(write_flights(root / "flights.csv")))
+        flights_csv = write_flights(root / "flights.csv")
+        etl_result = etl.run(data_uri=str(flights_csv), sha256=sha256_of(flights_csv))
         trained = train.run(processed_uri=etl_result.processed_uri, n_estimators=20, cv_folds=2)
         registered = register.run(
             model_uri=trained.model_uri, holdout_uri=f"{etl_result.processed_uri}/holdout.parquet"

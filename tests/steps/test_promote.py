@@ -19,6 +19,7 @@ import pytest
 from steps import acceptance, config, digest, etl, promote, register, registry, score, train
 from steps.config import MODEL_NAME
 from steps.processes import ServedModel, free_port, process_env, start_logged, stop_process_group, wait_for_http
+from steps.storage import sha256_of
 from tests.factory import write_flights
 from tests.steps.test_register import log_with_code
 
@@ -31,7 +32,7 @@ LOAD = {"users": 2, "spawn_rate": 2.0, "duration": "3s", "p95_ms": 5000.0}
 @pytest.fixture
 def staged(tracking_store, flights_csv):
     """etl -> train -> register on generated flights: version 1 on staging, nothing in Production."""
-    processed = etl.run(data_uri=str(flights_csv)).processed_uri
+    processed = etl.run(data_uri=str(flights_csv), sha256=sha256_of(flights_csv)).processed_uri
     trained = train.run(processed_uri=processed, **HYPER)
     registered = register.run(model_uri=trained.model_uri, holdout_uri=f"{processed}/holdout.parquet")
     return {"processed": processed, "registered": registered}

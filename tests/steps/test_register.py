@@ -11,6 +11,7 @@ from pyfunc.model import BOOSTER_ARTIFACT, SPEC_ARTIFACT
 from pyfunc.schema import model_signature
 from steps import config, etl, promote, register, registry, train
 from steps.config import MODEL_NAME
+from steps.storage import sha256_of
 from tests.factory import make_flights
 
 
@@ -30,7 +31,7 @@ def log_with_code(fitted: train.FittedModel, code_dir, tmp_path) -> str:
 
 
 def test_gate_runs_each_model_on_its_own_code(tracking_store, flights_csv, tmp_path):
-    processed = etl.run(data_uri=str(flights_csv)).processed_uri
+    processed = etl.run(data_uri=str(flights_csv), sha256=sha256_of(flights_csv)).processed_uri
     holdout_uri = f"{processed}/holdout.parquet"
     # Production: a model whose bundled code answers 0.5 for every flight (ROC AUC exactly 0.5).
     constant = tmp_path / "constant" / "pyfunc"
@@ -76,7 +77,9 @@ def test_the_gate_judges_on_the_latest_months_and_the_promoted_version_is_refitt
         ignore_index=True,
     )
     raw.to_csv(tmp_path / "raw.csv", index=False)
-    processed = etl.run(data_uri=str(tmp_path / "raw.csv"), holdout_months=1).processed_uri
+    processed = etl.run(
+        data_uri=str(tmp_path / "raw.csv"), sha256=sha256_of(tmp_path / "raw.csv"), holdout_months=1
+    ).processed_uri
     hyper = {"n_estimators": 40, "cv_folds": 2}
     # Production: trained on the old pattern (the file's first two months), registered by force.
     old = train.run(processed_uri=processed, **hyper)
@@ -85,7 +88,9 @@ def test_the_gate_judges_on_the_latest_months_and_the_promoted_version_is_refitt
     # The candidate: the same recipe trained on flights of the new pattern (another file's March).
     new_raw = pattern_flights("2016-03-01", 31, 3, reverse=True)
     new_raw.to_csv(tmp_path / "new.csv", index=False)
-    new_processed = etl.run(data_uri=str(tmp_path / "new.csv"), split="day").processed_uri
+    new_processed = etl.run(
+        data_uri=str(tmp_path / "new.csv"), sha256=sha256_of(tmp_path / "new.csv"), split="day"
+    ).processed_uri
     candidate = train.run(processed_uri=new_processed, **hyper)
     second = register.run(model_uri=candidate.model_uri, holdout_uri=f"{processed}/holdout.parquet")
 
@@ -108,7 +113,7 @@ def test_the_gate_judges_on_the_latest_months_and_the_promoted_version_is_refitt
 
 
 def test_a_failing_refit_leaves_no_version_behind(tracking_store, flights_csv, monkeypatch):
-    processed = etl.run(data_uri=str(flights_csv), holdout_months=1).processed_uri
+    processed = etl.run(data_uri=str(flights_csv), sha256=sha256_of(flights_csv), holdout_months=1).processed_uri
     trained = train.run(processed_uri=processed, n_estimators=20, cv_folds=2)
 
     def broken(*args, **kwargs):
