@@ -247,6 +247,8 @@ def as_frame(data: object) -> object:
             return pd.DataFrame(data)
     if isinstance(data, list) and data and all(isinstance(r, dict) for r in data):
         return pd.DataFrame.from_records([{k: scalar(v) for k, v in r.items()} for r in data])
+    if isinstance(data, list | np.ndarray) and len(data) == 0:
+        return pd.DataFrame()  # "inputs": []: an empty batch
     return data
 
 
@@ -256,6 +258,11 @@ def check_batch(frame: pd.DataFrame) -> None:
         raise InvalidFlightsError("input", f"expected a table of flights, got {type(frame).__name__}")
     if len(frame) == 0:
         raise InvalidFlightsError("input", "the batch is empty; send at least one flight")
+    duplicated = frame.columns[frame.columns.duplicated()].tolist()
+    if duplicated:
+        name = str(duplicated[0])
+        name = name if len(name) <= ECHO_CHARS else shown(name)
+        raise InvalidFlightsError(name, f"duplicate column {name}; send each column once")
     if len(frame) > MAX_BATCH_ROWS:
         raise InvalidFlightsError("input", f"{len(frame)} flights exceed the limit of {MAX_BATCH_ROWS} per request")
 
