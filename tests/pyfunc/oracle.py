@@ -12,7 +12,11 @@ import pandas as pd
 
 from pyfunc.schema import (
     CATEGORY_COLUMNS,
+    FIELD_CAPS,
     FLIGHT_NUMBER,
+    FLIGHT_NUMBER_FORM,
+    MAX_FLIGHT_NUMBER,
+    MAX_FLIGHT_NUMBER_CHARS,
     MAX_YEAR,
     MIN_YEAR,
     REQUIRED_COLUMNS,
@@ -22,13 +26,14 @@ from pyfunc.schema import (
     normalise_category,
     normalise_flight_number,
     parse_scheduled_time,
+    shown,
 )
 
 
 def _example_rows(mask: pd.Series, values: pd.Series, limit: int = 3) -> str:
-    shown = [f"row {i}: {values[i]!r}" for i in mask[mask].index[:limit]]
-    more = int(mask.sum()) - len(shown)
-    return "; ".join(shown) + (f" (and {more} more)" if more > 0 else "")
+    rows = [f"row {i}: {shown(values[i])}" for i in mask[mask].index[:limit]]
+    more = int(mask.sum()) - len(rows)
+    return "; ".join(rows) + (f" (and {more} more)" if more > 0 else "")
 
 
 def _describe_known(known: list[str]) -> str:
@@ -80,6 +85,12 @@ def clean_flights(frame: pd.DataFrame) -> pd.DataFrame:
     if missing:
         raise InvalidFlightsError(missing[0], f"required column missing (missing: {missing})")
     frame = frame.reset_index(drop=True)
+    for column, (name, cap) in FIELD_CAPS.items():
+        long = frame[column].map(lambda v, cap=cap: isinstance(v, str) and len(v) > cap).astype(bool)
+        if long.any():
+            raise InvalidFlightsError(
+                column, f"longer than {name}={cap} characters ({_example_rows(long, frame[column])})"
+            )
     for column in REQUIRED_COLUMNS:
         values = frame[column]
         blank = values.isna() | (values.astype("string").str.strip() == "")
@@ -93,6 +104,13 @@ def clean_flights(frame: pd.DataFrame) -> pd.DataFrame:
         frame[FLIGHT_NUMBER], FLIGHT_NUMBER_KINDS, FLIGHT_NUMBER_TYPES, "a flight number (text or number)"
     )
     _check_whole_numbers(frame[FLIGHT_NUMBER])
+    numbers = frame[FLIGHT_NUMBER].map(lambda v: not isinstance(v, str) and not 0 <= v <= MAX_FLIGHT_NUMBER)
+    if numbers.astype(bool).any():
+        raise InvalidFlightsError(
+            FLIGHT_NUMBER,
+            f"expected a flight number of at most MAX_FLIGHT_NUMBER_CHARS={MAX_FLIGHT_NUMBER_CHARS} digits "
+            f"({_example_rows(numbers.astype(bool), frame[FLIGHT_NUMBER])})",
+        )
     times = parse_scheduled_time(frame[SCHEDULED_TIME])
     if times.isna().any():
         raise InvalidFlightsError(
@@ -107,6 +125,12 @@ def clean_flights(frame: pd.DataFrame) -> pd.DataFrame:
         )
     clean = pd.DataFrame({SCHEDULED_TIME: times})
     clean[FLIGHT_NUMBER] = normalise_flight_number(frame[FLIGHT_NUMBER])
+    odd = ~clean[FLIGHT_NUMBER].str.fullmatch(FLIGHT_NUMBER_FORM.pattern).astype(bool)
+    if odd.any():
+        raise InvalidFlightsError(
+            FLIGHT_NUMBER,
+            f"expected a flight number of letters and digits ({_example_rows(odd, frame[FLIGHT_NUMBER])})",
+        )
     for column in CATEGORY_COLUMNS:
         clean[column] = normalise_category(frame[column])
     return clean

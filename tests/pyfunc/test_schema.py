@@ -43,9 +43,16 @@ def test_category_normalisation_rule(raw, expected):
     assert normalise_category(pd.Series([raw]))[0] == expected, f"{raw!r} should normalise to {expected!r}"
 
 
-@pytest.mark.parametrize("raw", ["226", " 226 ", "0226", "226.0", 226])
+@pytest.mark.parametrize(
+    "raw", ["226", " 226 ", "0226", "226.0", 226, 226.0, "２２６", "\u0662\u0662\u0666", "\u00a0226"]
+)
 def test_flight_number_formats_are_one_flight(raw):
-    assert normalise_flight_number(pd.Series([raw]))[0] == "226", f"{raw!r} should be flight 226"
+    assert normalise_flight_number(pd.Series([raw], dtype=object))[0] == "226", f"{raw!r} should be flight 226"
+
+
+@pytest.mark.parametrize("raw", ["203", "1020", "2000", 203, 1020])
+def test_inner_zeros_are_kept(raw):
+    assert normalise_flight_number(pd.Series([raw], dtype=object))[0] == str(raw), "only leading zeros go"
 
 
 def test_alphanumeric_flight_numbers_are_kept():

@@ -1,6 +1,7 @@
 """``schema.clean_columns`` against the pandas oracle: same cleaned flights, same errors, every form."""
 
 import json
+import sys
 
 import mlflow
 import numpy as np
@@ -52,6 +53,7 @@ def number_forms(frame: pd.DataFrame) -> dict[str, pd.DataFrame]:
     mixed.iloc[::2] = numbers.iloc[::2].tolist()
     return {
         "text": frame,
+        "datetime64 times": frame.assign(**{SCHEDULED_TIME: pd.to_datetime(frame[SCHEDULED_TIME].str.strip())}),
         "int64 column": frame.assign(**{FLIGHT_NUMBER: numbers}),
         "float64 column": frame.assign(**{FLIGHT_NUMBER: numbers.astype(float)}),
         "ints in an object column": frame.assign(**{FLIGHT_NUMBER: numbers.astype(object)}),
@@ -116,6 +118,12 @@ BAD_VALUES = {
         "2017-01-01 10:00",
         "2017-01-01 10:00:00.5",
         "\n2017-01-01 10:00:00\n",
+        "２０１７-０３-０３ ２３:５９:００",  # full-width digits: NFKC reads them as the plain time
+        "2017-03-03 23:59:60",  # a leap second is no scheduled time (pandas reads it as the next day)
+        pd.Timestamp("2017-03-03 10:00:00"),
+        pd.Timestamp("2017-03-03 10:00:00.5"),
+        pd.Timestamp("2017-03-03 10:00:00", tz="UTC"),
+        " " * 20 + "2017-03-03 10:00:00",  # over MAX_TIME_CHARS
         20170101,
         True,
         ["2017-01-01 10:00:00"],
@@ -135,9 +143,18 @@ BAD_VALUES = {
         True,
         [1],
         {"n": 1},
+        "２２６",
+        "\u0662\u0662\u0666",
+        "\u200b226",
+        "226.5",
+        "1e20",
+        1e20,
+        10**20,
+        -5,
+        "12345678901",  # over MAX_FLIGHT_NUMBER_CHARS
     ],
     "Emp-I": [None, "", " ", "ZZZ", "AA A", 7, 7.5, False, "AAA\u200b", ["AAA"]],
-    "Des-I": [None, "nowhere", "ZZ AA", {"a": 1}],
+    "Des-I": [None, "nowhere", "ZZ AA", {"a": 1}, "Z" * 65, "Z" * 5_000_000],
     "TIPOVUELO": [None, "X", "n", 1],
     "OPERA": [None, "Nobody Air", "alpha  air"],
     "SIGLADES": [None, "Atlantis", "\u3000borealis\u3000"],
@@ -181,6 +198,104 @@ def test_unknown_categories_are_scored_as_unseen_and_named_per_flight(spec, requ
     assert codes[1] == len(spec.vocabulary["Emp-I"]), "an unseen airline gets the 'never seen' code"
     with pytest.raises(InvalidFlightsError, match="unknown_categories.*refuse, score"):
         schema.validate_request(frame, spec.vocabulary, "maybe")
+
+
+# (field, a look-alike, the plain form): the same flight, whatever the memos saw first.
+SAME_FLIGHT = [
+    (FLIGHT_NUMBER, "２２６", "226"),  # full-width digits
+    (FLIGHT_NUMBER, "\u0662\u0662\u0666", "226"),  # Arabic-Indic digits
+    (FLIGHT_NUMBER, "0226", "226"),
+    (FLIGHT_NUMBER, "226.0", "226"),
+    (FLIGHT_NUMBER, 226, "226"),
+    (FLIGHT_NUMBER, 226.0, "226"),
+    (FLIGHT_NUMBER, np.int64(226), "226"),
+    (FLIGHT_NUMBER, "\u00a0226\u3000", "226"),  # no-break and ideographic spaces
+    (FLIGHT_NUMBER, "989p", "989P"),
+    (SCHEDULED_TIME, "２０１７-０３-０３ ２３:５９:００", "2017-03-03 23:59:00"),
+    (SCHEDULED_TIME, pd.Timestamp("2017-03-03 23:59:00"), "2017-03-03 23:59:00"),
+    (SCHEDULED_TIME, " 2017-03-03 23:59:00\n", "2017-03-03 23:59:00"),
+    ("OPERA", "ｓｋｙ\u00a0ａｉｒｌｉｎｅ", "Sky Airline"),
+    ("Emp-I", " sky ", "SKY"),
+]
+# (field, a look-alike, words of the error): refused, never read as another flight.
+REFUSED = [
+    (SCHEDULED_TIME, "2017-03-03 23:59:60", "YYYY-MM-DD HH:MM:SS"),
+    (SCHEDULED_TIME, pd.Timestamp("2017-03-03 23:59:00.5"), "YYYY-MM-DD HH:MM:SS"),
+    (SCHEDULED_TIME, pd.Timestamp("2017-03-03 23:59:00", tz="America/Santiago"), "YYYY-MM-DD HH:MM:SS"),
+    (FLIGHT_NUMBER, 1e20, "MAX_FLIGHT_NUMBER_CHARS=10 digits"),
+    (FLIGHT_NUMBER, 10**20, "MAX_FLIGHT_NUMBER_CHARS=10 digits"),
+    (FLIGHT_NUMBER, -226, "MAX_FLIGHT_NUMBER_CHARS=10 digits"),
+    (FLIGHT_NUMBER, "226.5", "letters and digits"),
+    (FLIGHT_NUMBER, "2.26E2", "letters and digits"),
+    (FLIGHT_NUMBER, "\u200b226", "letters and digits"),  # a zero-width space
+    (FLIGHT_NUMBER, "2" * 11, "MAX_FLIGHT_NUMBER_CHARS=10"),
+    ("Des-I", "Z" * 65, "MAX_CATEGORY_CHARS=64"),
+]
+
+
+def one_flight(field: str, value: object) -> pd.DataFrame:
+    flight = {
+        SCHEDULED_TIME: "2017-03-03 10:00:00",
+        FLIGHT_NUMBER: "226",
+        "Emp-I": "SKY",
+        "Des-I": "SCFA",
+        "TIPOVUELO": "N",
+        "OPERA": "Sky Airline",
+        "SIGLADES": "Antofagasta",
+    }
+    return pd.DataFrame({c: pd.Series([value if c == field else v], dtype=object) for c, v in flight.items()})
+
+
+@pytest.mark.parametrize(("field", "look_alike", "plain"), SAME_FLIGHT)
+def test_look_alikes_are_the_same_flight_whichever_comes_first(field, look_alike, plain):
+    for first, second in ((look_alike, plain), (plain, look_alike)):
+        schema._FLIGHT_NUMBER_MEMO.values.clear()
+        schema._CATEGORY_MEMO.values.clear()
+        cleaned = [as_frame(schema.clean_columns(one_flight(field, v))) for v in (first, second)]
+        assert_frame_equal(cleaned[0], cleaned[1], obj=f"{field}: {look_alike!r} against {plain!r}")
+        assert_frame_equal(cleaned[0], oracle.clean_flights(one_flight(field, first)))
+
+
+@pytest.mark.parametrize(("field", "look_alike", "words"), REFUSED)
+def test_look_alikes_that_would_read_as_another_flight_are_refused(field, look_alike, words):
+    for memo in (schema._FLIGHT_NUMBER_MEMO, schema._CATEGORY_MEMO):
+        memo.values.clear()
+    schema.clean_columns(one_flight(FLIGHT_NUMBER, 9_999_999_999.0))  # the memo saw the largest number first
+    with pytest.raises(InvalidFlightsError) as caught:
+        schema.clean_columns(one_flight(field, look_alike))
+    assert caught.value.field == field, caught.value.message
+    assert words in caught.value.message, caught.value.message
+    assert outcome(oracle.validate_request, one_flight(field, look_alike), {})[1:] == (field, caught.value.message)
+
+
+def test_hostile_values_are_refused_before_the_memo_and_echoed_cut(spec, requests_frame):
+    frame = requests_frame.head(3).astype(object)
+    frame.loc[1, "Des-I"] = "Z" * 5_000_000
+    before = dict(schema._CATEGORY_MEMO.values)
+    with pytest.raises(InvalidFlightsError) as caught:
+        schema.validate_request(frame, spec.vocabulary)
+    message = caught.value.message
+    assert caught.value.field == "Des-I" and "MAX_CATEGORY_CHARS=64" in message, message
+    assert f"row 1: {'Z' * 40!r}… (5000000 characters)" in message and len(message) < 200, message
+    assert schema._CATEGORY_MEMO.values == before, "nothing of a refused batch is cached"
+    with pytest.raises(InvalidFlightsError) as caught:
+        schema.validate_request(frame, spec.vocabulary, "x" * 10_000)
+    assert caught.value.field == "unknown_categories" and "… (10000 characters)" in caught.value.message
+
+
+def test_memo_stays_bounded_in_bytes(spec, requests_frame, monkeypatch):
+    monkeypatch.setattr(schema, "MEMO_MAX_BYTES", 20_000)
+    memo = schema._CATEGORY_MEMO
+    memo.values.clear()
+    memo.bytes = 0
+    for start in range(0, 2000, 100):
+        frame = requests_frame.iloc[start : start + 100].copy()
+        frame["OPERA"] = [f"airline {start + i} " + "x" * 50 for i in range(len(frame))]  # all distinct, 59+ chars
+        clean = schema.clean_columns(frame)
+        assert clean["OPERA"].tolist() == [f"AIRLINE {start + i} " + "X" * 50 for i in range(len(frame))]
+        held = sum(sys.getsizeof(k) + sys.getsizeof(v) for k, v in memo.values.items())
+        assert held <= 20_000 and memo.bytes == held, (held, memo.bytes)
+    assert memo.values, "the memo still keeps what fits"
 
 
 def test_memo_stays_bounded_and_correct(spec, requests_frame, monkeypatch):
@@ -264,9 +379,8 @@ def test_every_request_form_takes_the_fast_path(logged_model, requests_frame, mo
 def test_model_outputs_match_the_oracle_pipeline(logged_model, requests_frame):
     fitted, model = logged_model
     for form, frame in number_forms(requests_frame).items():
-        # In process, MLflow refuses an int64 or float64 column for a string field before the model
-        # sees it; the scoring server hands JSON numbers over in an object column, as here.
-        frame = frame.astype({FLIGHT_NUMBER: object})
+        # As pandas holds them (int64, float64, datetime64 columns): the model has no MLflow input
+        # schema to refuse them before it sees them.
         for chunk in (frame, frame.iloc[:1], frame.iloc[40:140]):
             output = model.predict(chunk)
             clean = oracle.validate_request(chunk, fitted.spec.features.vocabulary)
