@@ -48,6 +48,8 @@ HOP_BY_HOP = {
     b"content-length",
     b"host",
 }
+# What the model server's answer carries that this server sets itself (the body's length is kept).
+NOT_PASSED_BACK = (HOP_BY_HOP - {b"content-length"}) | {b"date", b"server"}
 
 
 @dataclass(frozen=True)
@@ -255,9 +257,10 @@ class Ingress:
                 passed = [
                     (k.lower().encode("latin-1"), v.encode("latin-1"))
                     for k, v in answer.headers.items()
-                    if k.lower().encode("latin-1") not in HOP_BY_HOP
+                    if k.lower().encode("latin-1") not in NOT_PASSED_BACK
                 ]
                 if answer.status >= 400:
+                    passed = [(k, v) for k, v in passed if k != b"content-length"]
                     await respond(send, answer.status, cut_error(await answer.read(), self.limits), passed)
                     return
                 await send({"type": "http.response.start", "status": answer.status, "headers": passed})

@@ -19,6 +19,7 @@ import argparse
 import os
 import signal
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -65,6 +66,8 @@ def stop_groups(processes: list[subprocess.Popen], bound: float = STOP_SECONDS) 
         if not any(group_members(process.pid) for process in processes):
             return
         time.sleep(0.05)
+    left = [pid for process in processes for pid in group_members(process.pid)]
+    sys.stderr.write(f"stop: SIGKILL to {len(left)} process(es) still running after {bound:g} s: {left}\n")
     for process in processes:
         _signal_group(process.pid, signal.SIGKILL)
     for process in processes:
@@ -72,6 +75,19 @@ def stop_groups(processes: list[subprocess.Popen], bound: float = STOP_SECONDS) 
     deadline = time.monotonic() + 5
     while any(group_members(process.pid) for process in processes) and time.monotonic() < deadline:
         time.sleep(0.05)
+    left = [pid for process in processes for pid in group_members(process.pid)]
+    sys.stderr.write(f"stop: done {time.monotonic() - deadline + 5:.1f} s after SIGKILL; still there: {left}\n")
+
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+class Stopped(Exception):
+    """A stop signal arrived."""
+
+
+def _raise_stop(signum: int, frame: object) -> None:
+    raise Stopped(signal.Signals(signum).name)
 
 
 def server(upstream: str, host: str, port: int, limits: Limits) -> uvicorn.Server:
@@ -83,6 +99,8 @@ def server(upstream: str, host: str, port: int, limits: Limits) -> uvicorn.Serve
         lifespan="on",
         log_level="warning",
         timeout_graceful_shutdown=2,
+        server_header=False,  # the model server's own Server and Date headers are passed back
+        date_header=False,
     )
     return uvicorn.Server(config)
 
@@ -107,9 +125,17 @@ def main(argv: list[str] | None = None) -> None:
             ingress.should_exit = True  # the model server is gone: so is the ingress
 
         threading.Thread(target=watch, daemon=True).start()
+    # uvicorn restores the handlers it found and raises the stop signal again once it has shut down:
+    # ours turn that into an exception, so that the model server is stopped below before this exits.
+    for stop_signal in STOP_SIGNALS:
+        signal.signal(stop_signal, _raise_stop)
     try:
         ingress.run()
+    except Stopped:
+        pass
     finally:
+        for stop_signal in STOP_SIGNALS:
+            signal.signal(stop_signal, signal.SIG_IGN)  # a second signal must not cut the stop short
         if upstream is not None:
             stop_groups([upstream], args.stop_seconds)
     if upstream is not None and upstream.returncode not in (0, -signal.SIGTERM, -signal.SIGKILL):

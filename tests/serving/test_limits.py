@@ -34,6 +34,7 @@ from pyfunc.schema import MAX_BATCH_ROWS, REQUIRED_COLUMNS
 from steps.config import PROJECT_ROOT
 from steps.processes import free_port, process_env, stop_process_group, wait_for_http
 from tests.factory import make_flights
+from tests.serving.test_image import instructions, stages
 
 GOOD = {
     "Fecha-I": "2017-07-14 19:30:00",
@@ -157,7 +158,9 @@ def cmdline(pid: int) -> str:
 
 
 def port_is_free(port: int) -> bool:
+    """A new server could listen on ``port`` (SO_REUSEADDR, as uvicorn binds: closed connections may linger)."""
     with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind(("127.0.0.1", port))
         except OSError:
@@ -286,7 +289,7 @@ def test_sigterm_to_the_serve_group_during_a_long_explained_request_stops_everyt
     seconds; the group gets SIGTERM while it runs (as ``make serve``'s group does from a
     supervisor). Every process of the tree must be gone and both ports free once steps.serve exits.
     """
-    many = flights(MAX_BATCH_ROWS)
+    many = flights(1_000) * (MAX_BATCH_ROWS // 1_000)  # explaining identical flights costs the same
     served = Serve(registered_model, tmp_path / "serve.log", {MAX_EXPLAIN_FLIGHTS_ENV: str(len(many))})
     pids = tree(served.process.pid)
     ports = [served.port] + [int(p) for pid in pids for p in re.findall(r" -p (\d+)", cmdline(pid))]
@@ -340,3 +343,61 @@ def is_alive(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] != "Z"
     except OSError:
         return False
+
+
+@pytest.mark.slow
+def test_the_model_image_entrypoint_puts_the_ingress_in_front_and_stops_whole(registered_model, tmp_path):
+    """The Dockerfile's ``model`` stage, run outside Docker: its ENTRYPOINT and ENV against the model directory.
+
+    Rebound as in test_image: the model path and MLflow's inference port; and here the ingress's
+    public port (8080 in the image) and PYTHONPATH (/opt/skyprophet in the image: the checkout).
+    A SIGTERM to the entrypoint alone (what ``docker stop`` sends) stops MLflow's processes too.
+    """
+    stage = dict(stages(instructions(PROJECT_ROOT / "Dockerfile"))["model"])
+    entrypoint = json.loads(stage["ENTRYPOINT"])
+    image_env = dict(re.findall(r"(\w+)=(\S+)", stage["ENV"]))
+    assert image_env["DISABLE_NGINX"] == "true" and image_env["UVICORN_HOST"] == "127.0.0.1", image_env
+    assert stage["COPY"] == "ingress/ /opt/skyprophet/ingress/" and image_env["PYTHONPATH"] == "/opt/skyprophet"
+    assert entrypoint[:3] == ["python", "-m", "ingress.run"] and "C._serve(" in entrypoint[-1], entrypoint
+    model_dir = tmp_path / "model"
+    done = subprocess.run(
+        [sys.executable, "-m", "mlflow", "artifacts", "download", "-u", registered_model["model_uri"]]
+        + ["-d", str(model_dir)],
+        env=process_env(registered_model["env"]),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    port, inference_port = free_port(), free_port()
+    command = [part.replace("http://127.0.0.1:8000", f"http://127.0.0.1:{inference_port}") for part in entrypoint]
+    command[command.index("--port") + 1] = str(port)
+    command[command.index("--host") + 1] = "127.0.0.1"
+    command[-1] = command[-1].replace(
+        "C._serve(",
+        f"C.MODEL_PATH = {str(model_dir)!r}; C.DEFAULT_INFERENCE_SERVER_PORT = {inference_port}; C._serve(",
+    )
+    command[0] = command[command.index("--") + 1] = sys.executable
+    env = {**image_env, "PYTHONPATH": str(PROJECT_ROOT), "MLFLOW_DISABLE_ENV_CREATION": "True"}
+    env["MLFLOW_MODELS_WORKERS"] = "1"
+    with open(tmp_path / "entrypoint.log", "w") as log:
+        process = subprocess.Popen(
+            command, env=process_env(env), cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_for_http(f"{url}/ping", timeout=120, process=process)
+        pids = tree(process.pid)
+        bomb = parquet_bytes(pd.DataFrame([GOOD] * 200_000))
+        answer = requests.post(f"{url}/invocations", data=bomb, headers={"Content-Type": limits.PARQUET}, timeout=60)
+        assert answer.status_code == 413 and "SKYPROPHET_MAX_ROWS" in answer.json()["message"], answer.text[:300]
+        good = json.dumps({"dataframe_records": [GOOD]})
+        answer = requests.post(f"{url}/invocations", data=good, headers={"Content-Type": limits.JSON}, timeout=60)
+        assert answer.status_code == 200, answer.text[:300]
+        process.send_signal(signal.SIGTERM)  # the entrypoint alone, as `docker stop` does
+        process.wait(timeout=60)
+        alive = [pid for pid in pids if is_alive(pid)]
+        assert not alive, f"still running after the entrypoint exited: {[cmdline(p) for p in alive]}"
+        assert port_is_free(port) and port_is_free(inference_port)
+    finally:
+        stop_process_group(process)
