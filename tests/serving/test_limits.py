@@ -29,7 +29,7 @@ from mlflow.pyfunc import scoring_server
 
 from ingress import limits
 from ingress.run import group_members
-from pyfunc.explain import MAX_EXPLAIN_FLIGHTS, MAX_EXPLAIN_FLIGHTS_ENV
+from pyfunc.explain import MAX_EXPLAIN_FLIGHTS, MAX_EXPLAIN_FLIGHTS_ENV, max_explain_flights
 from pyfunc.schema import MAX_BATCH_ROWS, REQUIRED_COLUMNS
 from steps.config import PROJECT_ROOT
 from steps.processes import free_port, process_env, stop_process_group, wait_for_http
@@ -114,6 +114,17 @@ def test_a_bad_limit_value_stops_the_start_naming_the_variable():
     with pytest.raises(SystemExit, match="SKYPROPHET_MAX_ROWS='0' must be positive"):
         limits.Limits.from_env({"SKYPROPHET_MAX_ROWS": "0"})
     assert limits.Limits.from_env({"SKYPROPHET_MAX_ROWS": "1_000"}).rows == 1_000
+
+
+def test_the_explain_cap_comes_from_its_variable_or_stops_the_load_naming_it(monkeypatch):
+    monkeypatch.delenv(MAX_EXPLAIN_FLIGHTS_ENV, raising=False)
+    assert max_explain_flights() == MAX_EXPLAIN_FLIGHTS
+    monkeypatch.setenv(MAX_EXPLAIN_FLIGHTS_ENV, "20")
+    assert max_explain_flights() == 20
+    for bad in ("0", "-5", "many"):
+        monkeypatch.setenv(MAX_EXPLAIN_FLIGHTS_ENV, bad)
+        with pytest.raises(ValueError, match=MAX_EXPLAIN_FLIGHTS_ENV):
+            max_explain_flights()
 
 
 # --- A real `make serve` (python -m steps.serve) ---
