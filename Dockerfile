@@ -3,8 +3,11 @@
 #   sidecar       (default, last)  /ping + /health beside the model server       make image
 #   tracking                        mlflow server on PostgreSQL + GCS             docker compose
 #   gcs-emulator                    gcp-storage-emulator standing in for GCS       docker compose
+#   model                           MLflow's model image with the ingress in front  make image
 # Versions are pinned and match requirements.txt / requirements-dev.txt.
 ARG PYTHON_IMAGE=python:3.11.7-slim-bookworm
+# What `mlflow models build-docker` built (make image); the `model` stage puts the ingress in front.
+ARG MODEL_BASE_IMAGE=skyprophet-model
 
 FROM ${PYTHON_IMAGE} AS base
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -28,6 +31,18 @@ HEALTHCHECK --interval=10s --timeout=3s --start-period=30s --retries=3 \
     CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:5000/health', timeout=2)"]
 # The command (store URIs) is set by docker-compose.yml.
 CMD ["mlflow", "server", "--host", "0.0.0.0", "--port", "5000"]
+
+# The model image: MLflow's own (build-docker) with the ingress (ingress/limits.py) on 8080, limits
+# checked before MLflow parses a body. nginx off; MLflow's entrypoint serves on 127.0.0.1:8000 behind
+# the ingress, as its child in its own process group, stopped whole within 10 s when the ingress stops.
+# The ingress needs only what MLflow's image installs (uvicorn, aiohttp, pyarrow).
+FROM ${MODEL_BASE_IMAGE} AS model
+COPY ingress/ /opt/skyprophet/ingress/
+ENV PYTHONPATH=/opt/skyprophet \
+    DISABLE_NGINX=true \
+    UVICORN_HOST=127.0.0.1
+EXPOSE 8080
+ENTRYPOINT ["python", "-m", "ingress.run", "--host", "0.0.0.0", "--port", "8080", "--upstream", "http://127.0.0.1:8000", "--", "python", "-c", "from mlflow.models import container as C; C._serve('local')"]
 
 FROM base AS sidecar
 # mlflow-skinny: the registry client without pandas/numpy/SQLAlchemy (the sidecar talks to an

@@ -30,7 +30,7 @@ pipeline: install  ## etl -> train -> register (staging) -> promote (acceptance 
 	mlflow run . -e main --env-manager local --experiment-name $(MLFLOW_EXPERIMENT_NAME) \
 		-P data_uri=$(DATA_URI) -P sha256=$(DATA_SHA256)
 
-serve: install  ## serve the Production model with `mlflow models serve`, printing a curl
+serve: install  ## serve the Production model with `mlflow models serve` behind the ingress (request limits), printing a curl
 	python -m steps.serve --model-uri $(MODEL_URI) --host $(HOST) --port $(PORT) --workers $(WORKERS)
 
 run: pipeline serve  ## the whole thing: pipeline, then the server (Ctrl-C stops it)
@@ -59,8 +59,9 @@ MODEL_IMAGE ?= skyprophet-model
 SIDECAR_IMAGE ?= skyprophet-sidecar
 SIDECAR_PORT ?= 8081
 
-image: install  ## model image from the registry (mlflow models build-docker) + sidecar image (Dockerfile); needs Docker
+image: install  ## model image from the registry (mlflow models build-docker, then the ingress in front: Dockerfile target model) + sidecar image; needs Docker
 	mlflow models build-docker -m $(MODEL_URI) -n $(MODEL_IMAGE)
+	docker build --target model --build-arg MODEL_BASE_IMAGE=$(MODEL_IMAGE) -t $(MODEL_IMAGE) .
 	docker build --target sidecar -t $(SIDECAR_IMAGE) .
 
 sidecar: install  ## /ping + /health on SIDECAR_PORT for the model server of `make serve` (or MODEL_SERVER_URL)

@@ -12,11 +12,19 @@ import numpy as np
 import pandas as pd
 import xgboost as xgb
 
-from pyfunc.explain import FACTOR_VALUES_COLUMN, TOP_FACTORS_COLUMN, Explainer, contributions
+from pyfunc.explain import (
+    FACTOR_VALUES_COLUMN,
+    MAX_EXPLAIN_FLIGHTS_ENV,
+    TOP_FACTORS_COLUMN,
+    Explainer,
+    contributions,
+    max_explain_flights,
+)
 from pyfunc.features import CodedSpec, FeatureSpec, Inputs, build_features
 from pyfunc.schema import (
     EXPLAIN_PARAM,
     UNKNOWN_FIELDS,
+    InvalidFlightsError,
     check_explain_choice,
     check_unknown_categories_choice,
     unknown_field_names,
@@ -107,6 +115,7 @@ class FlightDelayModel(mlflow.pyfunc.PythonModel):
         self.tables = CodedSpec.of(self.spec.features)
         self.vocabulary = {c: frozenset(v) for c, v in self.spec.features.vocabulary.items()}
         self.explainer = Explainer(self.booster, self.spec.calibrate)
+        self.max_explain = max_explain_flights()
         freeze_loaded_objects()
 
     def predict(
@@ -120,11 +129,18 @@ class FlightDelayModel(mlflow.pyfunc.PythonModel):
         ``params``: ``unknown_categories`` "refuse" (default: a flight with a value the model never
         saw is a 400 naming the field) or "score" (scored with that value as unseen; the output
         gains ``unknown_fields``, the fields concerned per flight, "" when none); ``explain`` false
-        (default) or true: the output gains ``top_factors`` and ``factor_values`` (pyfunc.explain).
+        (default) or true: the output gains ``top_factors`` and ``factor_values`` (pyfunc.explain), for at
+        most SKYPROPHET_MAX_EXPLAIN_FLIGHTS flights (default 5,000; more is a 400 naming it).
         """
         params = params or {}
         choice = check_unknown_categories_choice(params.get("unknown_categories", "refuse"))
         explain = check_explain_choice(params.get(EXPLAIN_PARAM, False))
+        if explain and len(model_input) > self.max_explain:  # before any work: explaining is ~0.35 ms a flight
+            raise InvalidFlightsError(
+                EXPLAIN_PARAM,
+                f"{len(model_input):,} flights exceed the limit of {self.max_explain:,} explained flights per "
+                f"request ({MAX_EXPLAIN_FLIGHTS_ENV}); send fewer, or leave explain false",
+            )
         clean, unknown = validate_request(model_input, self.vocabulary, choice)
         features = build_features(clean, self.spec.features, self.tables)
         booster = self.batch_booster if len(features) >= BATCH_ROWS else self.booster

@@ -1,7 +1,11 @@
-"""serve: print a ready-to-paste curl for the Production model, then run `mlflow models serve`.
+"""serve: print a ready-to-paste curl for the Production model, then run `mlflow models serve` behind the ingress.
 
 Not an MLproject entry point: ``make run`` and ``make serve`` call it after the pipeline.
 The curl's body is the model version's own input example, so it always matches the signature.
+Clients reach the ingress (``ingress.limits``: body size, content types, rows of a columnar body,
+checked before MLflow parses anything) on ``--host``:``--port``; `mlflow models serve` listens on
+a private loopback port behind it. A stop signal stops both, whatever is in flight, within
+``ingress.run.STOP_SECONDS`` (then SIGKILL), and frees both ports.
 """
 
 from __future__ import annotations
@@ -14,14 +18,17 @@ import shutil
 import signal
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import mlflow
 from mlflow.models import Model
 
+from ingress.limits import Limits
+from ingress.run import stop_groups
 from steps import config, registry, tracking
 from steps.digest import ArtifactDigestError
-from steps.processes import ServedModel
+from steps.processes import BIN, ServedModel, free_port, start_logged
 
 
 def example_curl(model_uri: str, host: str, port: int) -> str:
@@ -63,10 +70,16 @@ def _raise_stop(signum: int, frame: object) -> None:
     raise StopServing(signal.Signals(signum).name)
 
 
+def ingress_command(host: str, port: int, upstream: str) -> list[str]:
+    """``python -m ingress.run`` on the public address, forwarding to the model server at ``upstream``."""
+    return [str(BIN / "python"), "-m", "ingress.run", "--host", host, "--port", str(port), "--upstream", upstream]
+
+
 def main() -> None:
-    """Print the curl, then run `mlflow models serve` until Ctrl-C, SIGTERM or SIGHUP."""
+    """Print the curl, then run `mlflow models serve` behind the ingress until Ctrl-C, SIGTERM or SIGHUP."""
     args = config.argument_parser("serve", __doc__).parse_args()
     env = server_env(args.workers)  # before anything else: a missing uvloop stops here
+    Limits.from_env()  # and a bad SKYPROPHET_MAX_* value
     os.environ["MLFLOW_TRACKING_URI"] = tracking.tracking_uri()
     tracking.configure()
     copy = Path(tempfile.mkdtemp(prefix="skyprophet-serve-"))  # the Production version: its verified local copy
@@ -85,15 +98,30 @@ def main() -> None:
     # shell that starts us in the background would otherwise have us ignore it.
     for stop_signal in STOP_SIGNALS:
         signal.signal(stop_signal, _raise_stop)
-    server = ServedModel(model, None, env, workers=args.workers, host=args.host, port=args.port, wait=False)
+    server = ServedModel(model, None, env, workers=args.workers, port=free_port(), wait=False)
+    ingress = start_logged(ingress_command(args.host, args.port, server.url), env, None)
+    processes = [server.process, ingress]
+    code = 0
     try:
-        sys.exit(server.process.wait())
+        while all(process.poll() is None for process in processes):
+            time.sleep(0.2)
+        code = next(process.returncode for process in processes if process.returncode is not None)
     except StopServing:
+        pass
+    finally:
         for stop_signal in STOP_SIGNALS:
             signal.signal(stop_signal, signal.SIG_IGN)  # a second Ctrl-C must not cut the shutdown short
-        sys.stdout.write("\nStopping the model server...\n")
-        server.stop()
-        sys.stdout.write("Stopped.\n")
+        # Stop first, say so after: a closed terminal or pipe must not keep the servers alive.
+        stop_groups(processes)
+        shutil.rmtree(copy, ignore_errors=True)  # os._exit below skips atexit
+    try:
+        sys.stdout.write("\nStopped.\n")
+        sys.stdout.flush()
+    except OSError:
+        pass
+    # Nothing is left to clean up: skip the interpreter's teardown (MLflow's exit handlers took ~4 s
+    # on the shared machine, past the stop's bound).
+    os._exit(code)
 
 
 if __name__ == "__main__":

@@ -1,5 +1,5 @@
-"""`python -m steps.serve` (what `make serve` and `make run` call): stops its model server on any stop signal,
-and its connections have TCP_NODELAY with one worker or two."""
+"""`python -m steps.serve` (what `make serve` and `make run` call): stops its model server and ingress on any
+stop signal, and their connections have TCP_NODELAY with one worker or two."""
 
 import http.client
 import signal
@@ -41,9 +41,12 @@ def test_serve_stops_the_model_server_on_a_stop_signal(registered_model, tmp_pat
     ping = f"http://127.0.0.1:{port}/ping"
     try:
         wait_for_http(ping, timeout=90, process=serve)
-        serve.send_signal(stop_signal)  # to steps.serve only: the model server runs in its own session
+        model_ping = f"http://127.0.0.1:{model_server_port(serve.pid)}/ping"
+        assert answers(model_ping), "the model server answers on its private port behind the ingress"
+        serve.send_signal(stop_signal)  # to steps.serve only: the servers run in their own sessions
         serve.wait(timeout=30)
-        assert not answers(ping), f"the model server outlived steps.serve after {stop_signal.name}"
+        assert not answers(ping), f"the ingress outlived steps.serve after {stop_signal.name}"
+        assert not answers(model_ping), f"the model server outlived steps.serve after {stop_signal.name}"
         assert "Stopped." in (tmp_path / "serve.log").read_text()
     finally:
         stop_process_group(serve)
@@ -63,12 +66,23 @@ def child_pids(pid: int) -> list[int]:
     return children
 
 
+def cmdline(pid: int) -> str:
+    return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+
+
+def model_server_port(serve_pid: int) -> int:
+    """The private port steps.serve gave `mlflow models serve` (``-p`` on its command line)."""
+    (server,) = [pid for pid in child_pids(serve_pid) if "ingress.run" not in cmdline(pid)]
+    return int(cmdline(server).split(" -p ")[1].split()[0])
+
+
 @pytest.mark.parametrize("workers", [1, 2])
 def test_served_connections_have_tcp_nodelay(registered_model, tmp_path, workers):
     """uvicorn issue 3149: with --workers N on asyncio's loop, accepted sockets keep Nagle on (+40 ms a request).
 
     `steps.serve` runs the workers on uvloop, which sets TCP_NODELAY on every accepted connection;
-    read here from the server's own sockets (pidfd_getfd) after real keep-alive requests.
+    read here from the servers' own sockets (pidfd_getfd) after real keep-alive requests: the
+    ingress's on the public port, the model server's on its private port (ours and the ingress's).
     """
     port = free_port()
     command = [sys.executable, "-m", "steps.serve", "--model-uri", registered_model["model_uri"]]
@@ -81,12 +95,18 @@ def test_served_connections_have_tcp_nodelay(registered_model, tmp_path, workers
     connections = [http.client.HTTPConnection("127.0.0.1", port, timeout=30) for _ in range(4)]
     try:
         wait_for_http(f"http://127.0.0.1:{port}/ping", timeout=90, process=serve)
+        model_port = model_server_port(serve.pid)
+        direct = [http.client.HTTPConnection("127.0.0.1", model_port, timeout=30) for _ in range(4)]
+        connections += direct
         for connection in connections * 2:  # the second request on each connection is the one Nagle delays
             connection.request("GET", "/ping")
             assert connection.getresponse().read() is not None
-        (server,) = child_pids(serve.pid)  # `mlflow models serve`, in its own session and process group
-        assert len(worker_pids(server)) == workers
-        assert nodelay_connections(server, port) == (4, 4), "every accepted connection has TCP_NODELAY"
+        (server,) = [pid for pid in child_pids(serve.pid) if "ingress.run" not in cmdline(pid)]
+        (ingress,) = [pid for pid in child_pids(serve.pid) if "ingress.run" in cmdline(pid)]
+        assert len(worker_pids(server)) == workers  # `mlflow models serve`, in its own session and process group
+        assert nodelay_connections(ingress, port) == (4, 4), "every connection the ingress accepted has TCP_NODELAY"
+        with_nodelay, held = nodelay_connections(server, model_port)  # ours and the ingress's keep-alive ones
+        assert held >= 5 and with_nodelay == held, f"TCP_NODELAY on {with_nodelay} of {held} model server connections"
     finally:
         for connection in connections:
             connection.close()

@@ -1,0 +1,283 @@
+"""The ingress in front of `mlflow models serve`: limits a request meets before MLflow parses its body.
+
+MLflow's scoring server reads the whole body and decodes it into a DataFrame before the model sees
+a row (a 100 KB zstd Parquet body of 4,000,000 identical rows took a worker from 400 MB to 990 MB
+RSS, kept, before the model's 100,000-flight limit refused it). ``mlflow models serve`` runs a fixed
+ASGI app (``mlflow.pyfunc.scoring_server.app:app``), so the limits live in a small ASGI app in
+its own process on the public port, forwarding what passes to the model server on a private
+loopback port. Checked here, in this order, each refusal naming its variable:
+
+- the content type: one of the three forms MLflow 3.17 decodes (415);
+- the body size, from ``Content-Length`` before reading, and counted while reading a chunked body (413);
+- the rows of a columnar body from its own metadata: a Parquet footer's ``num_rows`` and
+  uncompressed size (read with ``pyarrow.parquet.read_metadata`` on the bytes, nothing decoded),
+  a CSV body's line count (an upper bound on its rows) (413);
+- and on the way back, an error answer's message is cut to ``SKYPROPHET_MAX_ERROR_BYTES``:
+  MLflow's 400s echo the rows they failed on.
+
+JSON rows cannot be known without parsing the JSON; the body size covers JSON. Standalone
+(standard library, pyarrow, aiohttp, uvicorn: what the model image already has); no project import.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import aiohttp
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+JSON = "application/json"
+CSV = "text/csv"
+PARQUET = "application/vnd.apache.parquet"
+# mlflow/pyfunc/scoring_server/__init__.py CONTENT_TYPES (a test checks they agree).
+CONTENT_TYPES = (JSON, CSV, PARQUET)
+SCORED_PATH = "/invocations"
+# Headers that belong to one connection, not to the request (RFC 9110 7.6.1), and the length we recompute.
+HOP_BY_HOP = {
+    b"connection",
+    b"keep-alive",
+    b"proxy-connection",
+    b"transfer-encoding",
+    b"te",
+    b"trailer",
+    b"upgrade",
+    b"content-length",
+    b"host",
+}
+# What the model server's answer carries that this server sets itself (the body's length is kept).
+NOT_PASSED_BACK = (HOP_BY_HOP - {b"content-length"}) | {b"date", b"server"}
+
+
+@dataclass(frozen=True)
+class Limit:
+    """One limit: its environment variable, its default and what it counts."""
+
+    env: str
+    default: int
+    unit: str
+
+    def value(self, environ: dict[str, str] | None = None) -> int:
+        """The limit from the environment (a positive whole number), else the default."""
+        raw = (os.environ if environ is None else environ).get(self.env)
+        if raw is None or raw == "":
+            return self.default
+        try:
+            value = int(raw.replace("_", "").replace(",", ""))
+        except ValueError:
+            raise SystemExit(f"ingress: {self.env}={raw!r} is not a whole number of {self.unit}") from None
+        if value <= 0:
+            raise SystemExit(f"ingress: {self.env}={raw!r} must be positive")
+        return value
+
+
+# 100,000 flights (the model's own batch limit) as dataframe_records JSON are about 15 MB.
+MAX_BODY_BYTES = Limit("SKYPROPHET_MAX_BODY_BYTES", 20_000_000, "bytes")
+# The model's MAX_BATCH_ROWS (pyfunc/schema.py; a test checks they agree), enforced before decoding.
+MAX_ROWS = Limit("SKYPROPHET_MAX_ROWS", 100_000, "rows")
+# Uncompressed bytes a Parquet body's footer declares (100,000 real flights: about 4 MB).
+MAX_DECODED_BYTES = Limit("SKYPROPHET_MAX_DECODED_BYTES", 200_000_000, "bytes")
+# Bytes of an error answer's message passed back to the client; the rest is cut.
+MAX_ERROR_BYTES = Limit("SKYPROPHET_MAX_ERROR_BYTES", 2_000, "bytes")
+LIMITS = (MAX_BODY_BYTES, MAX_ROWS, MAX_DECODED_BYTES, MAX_ERROR_BYTES)
+
+
+@dataclass(frozen=True)
+class Limits:
+    """The values in force (read once at start)."""
+
+    body_bytes: int
+    rows: int
+    decoded_bytes: int
+    error_bytes: int
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None) -> Limits:
+        """Every limit from the environment or its default; a bad value stops the start."""
+        return cls(*(limit.value(environ) for limit in LIMITS))
+
+
+class Refused(Exception):
+    """A request over a limit: its status and a message naming the limit's variable."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def media_type(content_type: str | None) -> str:
+    """``application/json; charset=utf-8`` -> ``application/json`` (lower case, no parameters)."""
+    return (content_type or "").split(";", 1)[0].strip().lower()
+
+
+def check_content_type(content_type: str | None) -> str:
+    """The request's media type if MLflow decodes it, else 415 listing the ones it does."""
+    kind = media_type(content_type)
+    if kind not in CONTENT_TYPES:
+        got = repr(content_type[:100]) if content_type else "none"
+        raise Refused(415, f"content type {got} is not one of {', '.join(CONTENT_TYPES)} (accepted content types)")
+    return kind
+
+
+def check_body_size(size: int, limits: Limits, declared: bool) -> None:
+    """413 when a body (declared in Content-Length, or read so far) exceeds SKYPROPHET_MAX_BODY_BYTES."""
+    if size > limits.body_bytes:
+        what = f"body of {size:,} bytes" if declared else f"body of more than {limits.body_bytes:,} bytes"
+        raise Refused(413, f"{what} exceeds the limit of {limits.body_bytes:,} ({MAX_BODY_BYTES.env})")
+
+
+def check_rows(kind: str, body: bytes, limits: Limits) -> None:
+    """413 when a columnar body holds more rows (or Parquet more uncompressed bytes) than allowed.
+
+    Parquet: the footer's ``num_rows`` and the row groups' uncompressed sizes, read from the bytes
+    without decoding a page. CSV: the line count, an upper bound on the rows (a quoted field with a
+    line break counts twice), found by a C-speed byte count. JSON: nothing to read before parsing.
+    """
+    if kind == PARQUET:
+        try:
+            metadata = pq.read_metadata(pa.BufferReader(body))
+        except (pa.ArrowException, OSError) as err:
+            raise Refused(400, f"body is not a Parquet file ({PARQUET}): {str(err)[:200]}") from None
+        rows = metadata.num_rows
+        decoded = sum(metadata.row_group(i).total_byte_size for i in range(metadata.num_row_groups))
+        if rows > limits.rows:
+            raise Refused(413, f"Parquet body of {rows:,} rows exceeds the limit of {limits.rows:,} ({MAX_ROWS.env})")
+        if decoded > limits.decoded_bytes:
+            raise Refused(
+                413,
+                f"Parquet body of {decoded:,} uncompressed bytes exceeds the limit of {limits.decoded_bytes:,} "
+                f"({MAX_DECODED_BYTES.env})",
+            )
+    elif kind == CSV:
+        lines = body.count(b"\n") + (0 if body.endswith(b"\n") else 1)
+        rows = max(lines - 1, 0)  # the header line
+        if rows > limits.rows:
+            raise Refused(413, f"CSV body of {rows:,} rows exceeds the limit of {limits.rows:,} ({MAX_ROWS.env})")
+
+
+def error_body(message: str) -> bytes:
+    """The JSON error MLflow's scoring server answers with."""
+    return json.dumps({"error_code": "BAD_REQUEST", "message": message}).encode()
+
+
+def cut_error(body: bytes, limits: Limits) -> bytes:
+    """An error answer with its message cut to SKYPROPHET_MAX_ERROR_BYTES (MLflow echoes the rows it failed on)."""
+    if len(body) <= limits.error_bytes:
+        return body
+    try:
+        data = json.loads(body)
+        message = str(data["message"])
+    except (ValueError, KeyError, TypeError):
+        data, message = None, body.decode("utf-8", errors="replace")
+    note = f" ... [cut: {len(body):,} bytes of error; {MAX_ERROR_BYTES.env}={limits.error_bytes:,}]"
+    short = message.encode()[: limits.error_bytes].decode("utf-8", errors="ignore") + note
+    if isinstance(data, dict):
+        return json.dumps({**data, "message": short}).encode()
+    return short.encode()
+
+
+Receive = Callable[[], Awaitable[dict]]
+Send = Callable[[dict], Awaitable[None]]
+
+
+class Ingress:
+    """ASGI app: refuse over the limits, forward the rest to ``upstream`` (the model server) over keep-alive."""
+
+    def __init__(self, upstream: str, limits: Limits | None = None, timeout: float = 120) -> None:
+        self.upstream = upstream.rstrip("/")
+        self.limits = limits or Limits.from_env()
+        self.timeout = timeout
+        self.session: aiohttp.ClientSession | None = None
+
+    async def __call__(self, scope: dict, receive: Receive, send: Send) -> None:
+        """ASGI entry: lifespan opens and closes the upstream session; HTTP requests are checked and forwarded."""
+        if scope["type"] == "lifespan":
+            await self.lifespan(receive, send)
+        elif scope["type"] == "http":
+            try:
+                await self.forward(scope, receive, send)
+            except Refused as refusal:
+                await respond(send, refusal.status, error_body(refusal.message))
+
+    async def lifespan(self, receive: Receive, send: Send) -> None:
+        """One connection pool to the model server for the process's life."""
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                self.session = aiohttp.ClientSession(
+                    connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=60),
+                    timeout=aiohttp.ClientTimeout(total=self.timeout),
+                    auto_decompress=False,
+                )
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                if self.session is not None:
+                    await self.session.close()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def read_body(self, scope: dict, receive: Receive) -> bytes:
+        """The whole body, refused as soon as Content-Length or the bytes read so far pass the size limit."""
+        headers = dict(scope["headers"])
+        declared = headers.get(b"content-length")
+        if declared is not None and declared.isdigit():
+            check_body_size(int(declared), self.limits, declared=True)
+        chunks, size = [], 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise Refused(400, "the client closed the connection before the body ended")
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            check_body_size(size, self.limits, declared=False)
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                return b"".join(chunks)
+
+    async def forward(self, scope: dict, receive: Receive, send: Send) -> None:
+        """Check the request, send it on, pass the answer back (an error's message cut to size)."""
+        headers = dict(scope["headers"])
+        if scope["method"] == "POST" and scope["path"] == SCORED_PATH:
+            kind = check_content_type(headers.get(b"content-type", b"").decode("latin-1") or None)
+            body = await self.read_body(scope, receive)
+            check_rows(kind, body, self.limits)
+        else:
+            body = await self.read_body(scope, receive)
+        url = self.upstream + scope["raw_path"].decode("latin-1")
+        if scope.get("query_string"):
+            url += "?" + scope["query_string"].decode("latin-1")
+        outgoing = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"] if k not in HOP_BY_HOP]
+        started = False
+        try:
+            async with self.session.request(scope["method"], url, data=body, headers=outgoing) as answer:
+                passed = [
+                    (k.lower().encode("latin-1"), v.encode("latin-1"))
+                    for k, v in answer.headers.items()
+                    if k.lower().encode("latin-1") not in NOT_PASSED_BACK
+                ]
+                if answer.status >= 400:
+                    passed = [(k, v) for k, v in passed if k != b"content-length"]
+                    await respond(send, answer.status, cut_error(await answer.read(), self.limits), passed)
+                    return
+                await send({"type": "http.response.start", "status": answer.status, "headers": passed})
+                started = True
+                async for chunk in answer.content.iter_chunked(1 << 16):
+                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                await send({"type": "http.response.body", "body": b""})
+        except (TimeoutError, aiohttp.ClientError) as err:
+            if started:  # the answer is half sent: all we can do is end it
+                raise
+            await respond(send, 502, error_body(f"model server at {self.upstream} did not answer: {err!r}"[:500]))
+
+
+async def respond(send: Send, status: int, body: bytes, headers: list | None = None) -> None:
+    """A whole answer at once (JSON unless ``headers`` say otherwise)."""
+    headers = [(k, v) for k, v in (headers or []) if k != b"content-type"] or []
+    kind = b"application/json" if body[:1] == b"{" else b"text/plain; charset=utf-8"
+    headers += [(b"content-type", kind), (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})

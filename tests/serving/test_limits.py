@@ -1,0 +1,414 @@
+"""Hostile requests cost a 4xx naming the limit, not the server: the ingress of `make serve` and the image.
+
+A real ``python -m steps.serve`` (what ``make serve`` runs: the ingress on the public port,
+`mlflow models serve` behind it) gets the hostile list; each answer names its limit, the model
+workers' resident memory stays bounded, and a good flight still scores after. A SIGTERM to its
+process group while an explained request is being worked on stops every process and frees the ports.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import requests
+from mlflow.pyfunc import scoring_server
+
+from ingress import limits
+from ingress.run import group_members
+from pyfunc.explain import MAX_EXPLAIN_FLIGHTS, MAX_EXPLAIN_FLIGHTS_ENV, max_explain_flights
+from pyfunc.schema import MAX_BATCH_ROWS, REQUIRED_COLUMNS
+from steps.config import PROJECT_ROOT
+from steps.processes import free_port, process_env, stop_process_group, wait_for_http
+from tests.factory import make_flights
+from tests.serving.test_image import instructions, stages
+
+GOOD = {
+    "Fecha-I": "2017-07-14 19:30:00",
+    "Vlo-I": "226",
+    "Des-I": "ZZAA",
+    "Emp-I": "AAA",
+    "TIPOVUELO": "N",
+    "OPERA": "Alpha Air",
+    "SIGLADES": "Aurora",
+}
+DEFAULTS = limits.Limits.from_env({})
+
+
+# --- The limits alone (no server) ---
+
+
+def test_the_ingress_accepts_what_mlflow_decodes_and_counts_what_the_model_allows():
+    assert set(limits.CONTENT_TYPES) == set(scoring_server.CONTENT_TYPES), "the forms MLflow 3.17 decodes"
+    assert limits.MAX_ROWS.default == MAX_BATCH_ROWS, "the ingress refuses before decoding what the model refuses"
+    assert DEFAULTS.body_bytes > len(json.dumps({"dataframe_records": [GOOD] * MAX_BATCH_ROWS})), (
+        "a full batch of flights as JSON records fits the body limit"
+    )
+
+
+def parquet_bytes(frame: pd.DataFrame) -> bytes:
+    sink = io.BytesIO()
+    pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), sink, compression="zstd")
+    return sink.getvalue()
+
+
+def test_a_parquet_body_is_counted_from_its_footer_and_a_csv_body_by_its_lines():
+    small = limits.Limits(body_bytes=10**9, rows=10, decoded_bytes=10**9, error_bytes=100)
+    limits.check_rows(limits.PARQUET, parquet_bytes(pd.DataFrame([GOOD] * 10)), small)
+    with pytest.raises(limits.Refused, match=r"11 rows exceeds the limit of 10 \(SKYPROPHET_MAX_ROWS\)") as refused:
+        limits.check_rows(limits.PARQUET, parquet_bytes(pd.DataFrame([GOOD] * 11)), small)
+    assert refused.value.status == 413
+    tight = limits.Limits(body_bytes=10**9, rows=10**6, decoded_bytes=1_000, error_bytes=100)
+    with pytest.raises(limits.Refused, match="uncompressed bytes exceeds the limit of 1,000 .SKYPROPHET_MAX_DECODED"):
+        distinct = pd.DataFrame([{**GOOD, "OPERA": f"Airline number {i}"} for i in range(1_000)])
+        limits.check_rows(limits.PARQUET, parquet_bytes(distinct), tight)
+    with pytest.raises(limits.Refused, match="not a Parquet file") as refused:
+        limits.check_rows(limits.PARQUET, b"PAR1 but not really", small)
+    assert refused.value.status == 400
+    csv = pd.DataFrame([GOOD] * 10).to_csv(index=False).encode()
+    limits.check_rows(limits.CSV, csv, small)
+    limits.check_rows(limits.CSV, csv.rstrip(b"\n"), small)  # no final line break: the same 10 rows
+    with pytest.raises(limits.Refused, match="CSV body of 11 rows"):
+        limits.check_rows(limits.CSV, csv + csv.splitlines(keepends=True)[1], small)
+
+
+def test_content_types_and_sizes_are_refused_naming_the_limit():
+    assert limits.check_content_type("application/json; charset=utf-8") == limits.JSON
+    assert limits.check_content_type("Text/CSV") == limits.CSV
+    for bad in (None, "text/plain", "application/x-www-form-urlencoded", "application/jsonx"):
+        with pytest.raises(limits.Refused, match="accepted content types") as refused:
+            limits.check_content_type(bad)
+        assert refused.value.status == 415
+    limits.check_body_size(DEFAULTS.body_bytes, DEFAULTS, declared=True)
+    with pytest.raises(limits.Refused, match=r"body of 20,000,001 bytes exceeds the limit of 20,000,000 \(SKYPRO"):
+        limits.check_body_size(20_000_001, DEFAULTS, declared=True)
+
+
+def test_an_error_answer_is_cut_to_its_limit_and_stays_json():
+    small = limits.Limits(body_bytes=1, rows=1, decoded_bytes=1, error_bytes=100)
+    long = json.dumps({"error_code": "INVALID_PARAMETER_VALUE", "message": "Field 'OPERA': " + "é" * 50_000}).encode()
+    cut = json.loads(limits.cut_error(long, small))
+    assert cut["error_code"] == "INVALID_PARAMETER_VALUE" and cut["message"].startswith("Field 'OPERA': ")
+    assert len(cut["message"].encode()) < 300 and "SKYPROPHET_MAX_ERROR_BYTES=100" in cut["message"]
+    short = json.dumps({"error_code": "X", "message": "short"}).encode()
+    assert limits.cut_error(short, small) == short
+    assert b"SKYPROPHET_MAX_ERROR_BYTES" in limits.cut_error(b"x" * 5_000, small), "text errors are cut too"
+
+
+def test_a_bad_limit_value_stops_the_start_naming_the_variable():
+    with pytest.raises(SystemExit, match="SKYPROPHET_MAX_BODY_BYTES='lots'"):
+        limits.Limits.from_env({"SKYPROPHET_MAX_BODY_BYTES": "lots"})
+    with pytest.raises(SystemExit, match="SKYPROPHET_MAX_ROWS='0' must be positive"):
+        limits.Limits.from_env({"SKYPROPHET_MAX_ROWS": "0"})
+    assert limits.Limits.from_env({"SKYPROPHET_MAX_ROWS": "1_000"}).rows == 1_000
+
+
+def test_the_explain_cap_comes_from_its_variable_or_stops_the_load_naming_it(monkeypatch):
+    monkeypatch.delenv(MAX_EXPLAIN_FLIGHTS_ENV, raising=False)
+    assert max_explain_flights() == MAX_EXPLAIN_FLIGHTS
+    monkeypatch.setenv(MAX_EXPLAIN_FLIGHTS_ENV, "20")
+    assert max_explain_flights() == 20
+    for bad in ("0", "-5", "many"):
+        monkeypatch.setenv(MAX_EXPLAIN_FLIGHTS_ENV, bad)
+        with pytest.raises(ValueError, match=MAX_EXPLAIN_FLIGHTS_ENV):
+            max_explain_flights()
+
+
+# --- A real `make serve` (python -m steps.serve) ---
+
+
+def tree(root: int) -> list[int]:
+    """``root`` and every live process descending from it (from /proc)."""
+    parents: dict[int, int] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rpartition(")")[2].split()
+        except OSError:
+            continue
+        if fields[0] != "Z":
+            parents[int(stat.parent.name)] = int(fields[1])
+    found, frontier = [], [root]
+    while frontier:
+        pid = frontier.pop()
+        if pid in parents:
+            found.append(pid)
+        frontier += [child for child, parent in parents.items() if parent == pid]
+    return found
+
+
+def rss_mib(pids: list[int]) -> float:
+    """The summed VmRSS of ``pids`` (those still alive), in MiB."""
+    total = 0
+    for pid in pids:
+        try:
+            match = re.search(r"^VmRSS:\s+(\d+) kB", Path(f"/proc/{pid}/status").read_text(), re.M)
+        except OSError:
+            continue
+        total += int(match.group(1)) if match else 0
+    return total / 1024
+
+
+def cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
+
+
+def port_is_free(port: int) -> bool:
+    """A new server could listen on ``port`` (SO_REUSEADDR, as uvicorn binds: closed connections may linger)."""
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+class Serve:
+    """``python -m steps.serve`` in its own process group (as ``make serve`` is), on a free port."""
+
+    def __init__(self, registered_model: dict, log: Path, extra_env: dict[str, str] | None = None) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        command = [sys.executable, "-m", "steps.serve", "--model-uri", registered_model["model_uri"]]
+        command += ["--port", str(self.port), "--workers", "1"]
+        self.log = log
+        with open(log, "w") as handle:
+            self.process = subprocess.Popen(
+                command,
+                cwd=PROJECT_ROOT,
+                env=process_env({**registered_model["env"], **(extra_env or {})}),
+                stdout=handle,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        wait_for_http(f"{self.url}/ping", timeout=120, process=self.process)
+
+    def model_server_pids(self) -> list[int]:
+        """The `mlflow models serve` processes (CLI, uvicorn, workers) under steps.serve."""
+        return [pid for pid in tree(self.process.pid) if "ingress.run" not in cmdline(pid)][1:]
+
+    def post(self, body: bytes, content_type: str = "application/json", **kwargs) -> requests.Response:
+        headers = {"Content-Type": content_type} if content_type else {}
+        return requests.post(f"{self.url}/invocations", data=body, headers=headers, timeout=120, **kwargs)
+
+    def good(self) -> requests.Response:
+        return self.post(json.dumps({"dataframe_records": [GOOD]}).encode())
+
+
+@pytest.fixture(scope="module")
+def serve(registered_model, tmp_path_factory):
+    started = Serve(registered_model, tmp_path_factory.mktemp("limits") / "serve.log")
+    yield started
+    stop_process_group(started.process)
+
+
+def message(answer: requests.Response) -> str:
+    assert answer.headers["content-type"].startswith("application/json"), answer.text[:300]
+    return answer.json()["message"]
+
+
+def flights(n: int) -> list[dict]:
+    frame = make_flights(days=max(1, n // 40 + 1), seed=3)[list(REQUIRED_COLUMNS)].head(n)
+    return json.loads(frame.to_json(orient="records"))
+
+
+@pytest.mark.slow
+def test_the_hostile_list_gets_4xx_naming_each_limit_with_bounded_worker_memory(serve):
+    assert serve.good().status_code == 200, "warm: the model's first request loads what it loads once"
+    workers = serve.model_server_pids()
+    assert workers, "the model server runs under steps.serve"
+    before = rss_mib(workers)
+
+    bomb = parquet_bytes(pd.DataFrame([GOOD] * 4_000_000))  # identical rows: zstd makes them ~100 KB
+    assert len(bomb) < 200_000, len(bomb)
+    answer = serve.post(bomb, limits.PARQUET)
+    assert answer.status_code == 413 and "4,000,000 rows" in message(answer), answer.text[:300]
+    assert "SKYPROPHET_MAX_ROWS" in message(answer)
+
+    oversize = json.dumps({"dataframe_records": [GOOD] * 150_000}).encode()
+    assert len(oversize) > DEFAULTS.body_bytes
+    answer = serve.post(oversize)
+    assert answer.status_code == 413, answer.text[:300]
+    assert f"body of {len(oversize):,} bytes exceeds the limit of 20,000,000" in message(answer)
+    assert "SKYPROPHET_MAX_BODY_BYTES" in message(answer)
+
+    chunks = (oversize[i : i + (1 << 20)] for i in range(0, len(oversize), 1 << 20))  # chunked: no Content-Length
+    answer = serve.post(chunks)
+    assert answer.status_code == 413 and "SKYPROPHET_MAX_BODY_BYTES" in message(answer), answer.text[:300]
+
+    csv = ("\n".join(["a,b"] + ["1,2"] * 200_000) + "\n").encode()
+    answer = serve.post(csv, "text/csv")
+    assert answer.status_code == 413 and "CSV body of 200,000 rows" in message(answer), answer.text[:300]
+
+    for content_type in ("text/plain", "application/x-www-form-urlencoded", None):
+        answer = serve.post(json.dumps({"dataframe_records": [GOOD]}).encode(), content_type)
+        assert answer.status_code == 415 and "accepted content types" in message(answer), answer.text[:300]
+        assert "application/vnd.apache.parquet" in message(answer)
+
+    explain = {"dataframe_records": flights(MAX_EXPLAIN_FLIGHTS + 1), "params": {"explain": True}}
+    answer = serve.post(json.dumps(explain).encode())
+    assert answer.status_code == 400, answer.text[:300]
+    assert f"{MAX_EXPLAIN_FLIGHTS + 1:,} flights exceed the limit of {MAX_EXPLAIN_FLIGHTS:,}" in message(answer)
+    assert MAX_EXPLAIN_FLIGHTS_ENV in message(answer)
+
+    echoed = serve.post(json.dumps({"dataframe_records": [{**GOOD, "OPERA": "Z" * 200_000}]}).encode())
+    assert echoed.status_code == 400 and "Field 'OPERA'" in message(echoed), echoed.text[:300]
+    assert len(echoed.content) < DEFAULTS.error_bytes + 500, f"an error echoes {len(echoed.content):,} bytes"
+
+    grown = rss_mib(workers) - before
+    assert grown < 100, f"the model server's processes grew by {grown:.0f} MiB under the hostile list"
+    assert serve.good().status_code == 200, "still serving after the hostile list"
+    explained = serve.post(json.dumps({"dataframe_records": flights(20), "params": {"explain": True}}).encode())
+    assert explained.status_code == 200 and len(explained.json()["predictions"]) == 20
+
+
+@pytest.mark.slow
+def test_every_form_mlflow_decodes_still_scores_through_the_ingress(serve):
+    frame = pd.DataFrame(flights(50))
+    by_json = serve.post(json.dumps({"dataframe_split": frame.to_dict(orient="split")}).encode())
+    by_csv = serve.post(frame.to_csv(index=False).encode(), "text/csv")
+    by_parquet = serve.post(parquet_bytes(frame), limits.PARQUET)
+    for answer in (by_json, by_csv, by_parquet):
+        assert answer.status_code == 200, answer.text[:300]
+    probabilities = [[row["delay_probability"] for row in a.json()["predictions"]] for a in (by_json, by_parquet)]
+    assert probabilities[0] == probabilities[1] and len(probabilities[0]) == 50
+    assert len(by_csv.json()["predictions"]) == 50
+    assert requests.get(f"{serve.url}/version", timeout=10).status_code == 200, "other paths pass through"
+
+
+@pytest.mark.slow
+def test_sigterm_to_the_serve_group_during_a_long_explained_request_stops_everything(registered_model, tmp_path):
+    """The reported failure: SIGTERM while explaining many flights left the model server answering.
+
+    The explain cap is lifted for this server so that one request keeps a worker busy for
+    seconds; the group gets SIGTERM while it runs (as ``make serve``'s group does from a
+    supervisor). Every process of the tree must be gone and both ports free once steps.serve exits.
+    """
+    many = flights(1_000) * (MAX_BATCH_ROWS // 1_000)  # explaining identical flights costs the same
+    served = Serve(registered_model, tmp_path / "serve.log", {MAX_EXPLAIN_FLIGHTS_ENV: str(len(many))})
+    pids = tree(served.process.pid)
+    ports = [served.port] + [int(p) for pid in pids for p in re.findall(r" -p (\d+)", cmdline(pid))]
+    assert len(ports) >= 2, f"the public port and the model server's: {ports}"
+    body = json.dumps({"dataframe_records": many, "params": {"explain": True}}).encode()
+    outcome: dict = {}
+
+    def explain() -> None:
+        try:
+            outcome["answer"] = served.post(body)
+        except requests.RequestException as err:
+            outcome["error"] = err
+
+    request = threading.Thread(target=explain, daemon=True)
+    request.start()
+    model_server = served.model_server_pids()
+    start_ticks = cpu_ticks(model_server)
+    deadline = time.monotonic() + 60
+    while cpu_ticks(model_server) - start_ticks < 300 and time.monotonic() < deadline:  # 3 s of CPU on it
+        time.sleep(0.1)
+    assert request.is_alive(), "the explained request must still be running when the stop signal arrives"
+    try:
+        os.killpg(served.process.pid, signal.SIGTERM)
+        served.process.wait(timeout=60)
+        alive = [pid for pid in pids if is_alive(pid)]
+        assert not alive, f"still running after steps.serve exited: {[cmdline(p) for p in alive]}"
+        assert not group_members(served.process.pid)
+        for port in ports:
+            assert port_is_free(port), f"port {port} still held after the stop"
+        assert "Stopped." in served.log.read_text()
+    finally:
+        stop_process_group(served.process)
+    request.join(timeout=60)
+    assert "answer" not in outcome or outcome["answer"].status_code != 200, "the stopped request was not answered"
+
+
+def cpu_ticks(pids: list[int]) -> int:
+    """User + system CPU ticks of the live ``pids``."""
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])
+    return total
+
+
+def is_alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.slow
+def test_the_model_image_entrypoint_puts_the_ingress_in_front_and_stops_whole(registered_model, tmp_path):
+    """The Dockerfile's ``model`` stage, run outside Docker: its ENTRYPOINT and ENV against the model directory.
+
+    Rebound as in test_image: the model path and MLflow's inference port; and here the ingress's
+    public port (8080 in the image) and PYTHONPATH (/opt/skyprophet in the image: the checkout).
+    A SIGTERM to the entrypoint alone (what ``docker stop`` sends) stops MLflow's processes too.
+    """
+    stage = dict(stages(instructions(PROJECT_ROOT / "Dockerfile"))["model"])
+    entrypoint = json.loads(stage["ENTRYPOINT"])
+    image_env = dict(re.findall(r"(\w+)=(\S+)", stage["ENV"]))
+    assert image_env["DISABLE_NGINX"] == "true" and image_env["UVICORN_HOST"] == "127.0.0.1", image_env
+    assert stage["COPY"] == "ingress/ /opt/skyprophet/ingress/" and image_env["PYTHONPATH"] == "/opt/skyprophet"
+    assert entrypoint[:3] == ["python", "-m", "ingress.run"] and "C._serve(" in entrypoint[-1], entrypoint
+    model_dir = tmp_path / "model"
+    done = subprocess.run(
+        [sys.executable, "-m", "mlflow", "artifacts", "download", "-u", registered_model["model_uri"]]
+        + ["-d", str(model_dir)],
+        env=process_env(registered_model["env"]),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    port, inference_port = free_port(), free_port()
+    command = [part.replace("http://127.0.0.1:8000", f"http://127.0.0.1:{inference_port}") for part in entrypoint]
+    command[command.index("--port") + 1] = str(port)
+    command[command.index("--host") + 1] = "127.0.0.1"
+    command[-1] = command[-1].replace(
+        "C._serve(",
+        f"C.MODEL_PATH = {str(model_dir)!r}; C.DEFAULT_INFERENCE_SERVER_PORT = {inference_port}; C._serve(",
+    )
+    command[0] = command[command.index("--") + 1] = sys.executable
+    env = {**image_env, "PYTHONPATH": str(PROJECT_ROOT), "MLFLOW_DISABLE_ENV_CREATION": "True"}
+    env["MLFLOW_MODELS_WORKERS"] = "1"
+    with open(tmp_path / "entrypoint.log", "w") as log:
+        process = subprocess.Popen(
+            command, env=process_env(env), cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_for_http(f"{url}/ping", timeout=120, process=process)
+        pids = tree(process.pid)
+        bomb = parquet_bytes(pd.DataFrame([GOOD] * 200_000))
+        answer = requests.post(f"{url}/invocations", data=bomb, headers={"Content-Type": limits.PARQUET}, timeout=60)
+        assert answer.status_code == 413 and "SKYPROPHET_MAX_ROWS" in answer.json()["message"], answer.text[:300]
+        good = json.dumps({"dataframe_records": [GOOD]})
+        answer = requests.post(f"{url}/invocations", data=good, headers={"Content-Type": limits.JSON}, timeout=60)
+        assert answer.status_code == 200, answer.text[:300]
+        process.send_signal(signal.SIGTERM)  # the entrypoint alone, as `docker stop` does
+        process.wait(timeout=60)
+        alive = [pid for pid in pids if is_alive(pid)]
+        assert not alive, f"still running after the entrypoint exited: {[cmdline(p) for p in alive]}"
+        assert port_is_free(port) and port_is_free(inference_port)
+    finally:
+        stop_process_group(process)
