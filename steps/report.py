@@ -123,19 +123,62 @@ def _times(column: pa.ChunkedArray | pa.Array) -> pa.Array:
     return times
 
 
-def _group(keys: dict[str, np.ndarray], probability: np.ndarray, delay: np.ndarray) -> pd.DataFrame:
-    frame = pd.DataFrame({**keys, "flights": 1, "probability_sum": probability, "delayed": delay})
-    return frame.groupby(list(keys), sort=False, observed=True).sum().reset_index()
+def _codes(column: pa.ChunkedArray | pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """(code per row, distinct values) of a text column: Arrow's dictionary, no Python string per row."""
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks()
+    if column.null_count:
+        column = pc.fill_null(column.cast(pa.string()), "")
+    if not pa.types.is_dictionary(column.type):
+        column = pc.dictionary_encode(column)
+    values = np.asarray(column.dictionary.cast(pa.string()).to_pylist(), dtype=object)
+    return column.indices.to_numpy(zero_copy_only=False).astype(np.int64), values
 
 
-def _text(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
-    return np.asarray(column.cast(pa.string()).to_numpy(zero_copy_only=False), dtype=object)
+def _sums(codes: np.ndarray, size: int, probability: np.ndarray, delay: np.ndarray) -> tuple[np.ndarray, ...]:
+    """(codes used, flights, probability sum, delayed) per code, by ``np.bincount``."""
+    flights = np.bincount(codes, minlength=size)
+    used = np.flatnonzero(flights)
+    sums = np.bincount(codes, weights=probability, minlength=size)
+    delayed = np.bincount(codes, weights=delay, minlength=size)
+    return used, flights[used], sums[used], delayed[used].astype(np.int64)
+
+
+def _by_codes(table: pa.Table, key: str, name: str, probability: np.ndarray, delay: np.ndarray) -> pd.DataFrame:
+    """Sums per (``key``, ``name``) value pair of one batch (``name`` left out when the file lacks it)."""
+    codes, values = _codes(table[key])
+    if name in table.column_names:
+        names_codes, names = _codes(table[name])
+        used, flights, sums, delayed = _sums(
+            codes * len(names) + names_codes, len(values) * len(names), probability, delay
+        )
+        keys = {key: values[used // len(names)], name: names[used % len(names)]}
+    else:
+        used, flights, sums, delayed = _sums(codes, len(values), probability, delay)
+        keys = {key: values[used]}
+    return pd.DataFrame({**keys, "flights": flights, "probability_sum": sums, "delayed": delayed})
+
+
+def _cells(times: pa.Array, probability: np.ndarray, delay: np.ndarray) -> pd.DataFrame:
+    """Sums per (day, hour of departure) of one batch."""
+    days = times.cast(pa.date32()).cast(pa.int32()).to_numpy(zero_copy_only=False).astype(np.int64)
+    hours = pc.hour(times).to_numpy(zero_copy_only=False).astype(np.int64)
+    first = int(days.min())
+    used, flights, sums, delayed = _sums(
+        (days - first) * 24 + hours, (int(days.max()) - first + 1) * 24, probability, delay
+    )
+    day = (first + used // 24).astype("datetime64[D]")
+    return pd.DataFrame(
+        {"day": day, "hour": used % 24, "flights": flights, "probability_sum": sums, "delayed": delayed}
+    )
 
 
 def aggregate(path: str | Path) -> Aggregates:
     """Read ``score``'s output once, in batches, and sum what the report shows."""
-    parquet = pq.ParquetFile(path)
-    present = set(parquet.schema_arrow.names)
+    present = set(pq.ParquetFile(path).schema_arrow.names)
+    # Every text column but the time as Arrow dictionaries: codes per row, each distinct value once.
+    text = [c for c in (*FLIGHT_COLUMNS, UNKNOWN_FIELDS) if c in present and c != SCHEDULED_TIME]
+    parquet = pq.ParquetFile(path, read_dictionary=text)
     flight_columns = [c for c in FLIGHT_COLUMNS if c in present]
     columns = [*flight_columns, PROBABILITY, DELAY, *([UNKNOWN_FIELDS] if UNKNOWN_FIELDS in present else [])]
     result = Aggregates()
@@ -143,39 +186,34 @@ def aggregate(path: str | Path) -> Aggregates:
         table = pa.Table.from_batches([batch])
         if not table.num_rows:
             continue
-        probability = table[PROBABILITY].to_numpy()
+        probability = table[PROBABILITY].to_numpy().astype(np.float64)
         delay = table[DELAY].to_numpy().astype(np.int64)
         result.flights += table.num_rows
         result.probability_sum += float(probability.sum())
         result.delayed += int(delay.sum())
-        times = _times(table[SCHEDULED_TIME])
-        days = times.cast(pa.date32()).to_numpy(zero_copy_only=False).astype("datetime64[D]")
-        hours = pc.hour(times).to_numpy(zero_copy_only=False).astype(np.int8)
-        result.cells.append(_group({"day": days, "hour": hours}, probability, delay))
-        airline = {AIRLINE: _text(table[AIRLINE])}
-        if AIRLINE_NAME in present:
-            airline[AIRLINE_NAME] = _text(table[AIRLINE_NAME])
-        result.airlines.append(_group(airline, probability, delay))
-        destination = {DESTINATION: _text(table[DESTINATION])}
-        if CITY in present:
-            destination[CITY] = _text(table[CITY])
-        result.destinations.append(_group(destination, probability, delay))
-        keep = np.argsort(-probability, kind="stable")[:TOP_FLIGHTS]
-        top = table.take(pa.array(keep)).to_pandas()
+        result.cells.append(_cells(_times(table[SCHEDULED_TIME]), probability, delay))
+        result.airlines.append(_by_codes(table, AIRLINE, AIRLINE_NAME, probability, delay))
+        result.destinations.append(_by_codes(table, DESTINATION, CITY, probability, delay))
+        keep = np.argpartition(-probability, TOP_FLIGHTS)[:TOP_FLIGHTS] if len(probability) > TOP_FLIGHTS else None
+        top = (table if keep is None else table.take(pa.array(keep))).to_pandas()
         result.top = top if result.top is None else pd.concat([result.top, top], ignore_index=True)
         result.top = result.top.sort_values(PROBABILITY, ascending=False, kind="stable").head(TOP_FLIGHTS)
         if UNKNOWN_FIELDS in present:
-            unknown = table[UNKNOWN_FIELDS]
-            flagged = pc.not_equal(pc.fill_null(unknown, ""), "")
-            if pc.any(flagged).as_py():
-                counts = pc.value_counts(pc.filter(unknown, flagged)).to_pylist()
-                for item in counts:
-                    key = item["values"]
-                    result.flagged_by_fields[key] = result.flagged_by_fields.get(key, 0) + item["counts"]
+            codes, values = _codes(table[UNKNOWN_FIELDS])
+            flagged = values[codes] != ""
+            if flagged.any():
+                for key, n in zip(*np.unique(values[codes[flagged]], return_counts=True), strict=True):
+                    result.flagged_by_fields[key] = result.flagged_by_fields.get(key, 0) + int(n)
                 have = 0 if result.flagged is None else len(result.flagged)
                 if have < FLAGGED_LISTED:
-                    more = table.filter(flagged).slice(0, FLAGGED_LISTED - have).to_pandas()
+                    rows = np.flatnonzero(flagged)[: FLAGGED_LISTED - have]
+                    more = table.take(pa.array(rows)).to_pandas()
                     result.flagged = more if result.flagged is None else pd.concat([result.flagged, more])
+    for frame in (result.top, result.flagged):
+        if frame is not None:  # dictionary columns come back as categoricals: plain text for the page
+            for column in frame.columns:
+                if isinstance(frame[column].dtype, pd.CategoricalDtype):
+                    frame[column] = frame[column].astype(object)
     return result
 
 
@@ -631,8 +669,11 @@ def write_and_log(
         counts=counts,
     )
     staged = local.with_name(f".{local.name}.partial")
-    seconds = build_report(local_output, staged, about)
-    staged.replace(local)
+    try:
+        seconds = build_report(local_output, staged, about)
+        staged.replace(local)
+    finally:
+        staged.unlink(missing_ok=True)
     if mlflow.active_run():
         mlflow.log_artifact(str(local))
         mlflow.log_metric("report_seconds", seconds["total"])
