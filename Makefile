@@ -89,6 +89,13 @@ score: install  ## delay odds for a whole schedule: DATA=<CSV/Parquet file or fo
 	@test -n "$(DATA)" -a -n "$(OUTPUT)" || { echo "usage: make score DATA=<schedule file or folder> OUTPUT=<Parquet path or gs:// URI> [ENGINE=pandas|spark] [SCORE_ARGS='--overwrite true']" >&2; exit 2; }
 	python -m steps.score --data $(DATA) --output $(OUTPUT) --engine $(ENGINE) $(SCORE_ARGS)
 
+.PHONY: whatif
+WHATIF_ARGS ?=
+
+whatif: install  ## a few flights with a changed departure/day/airline beside the originals: DATA=<schedule> FLIGHTS=92@2017-12-29 WHATIF_ARGS='--departure 19:00'
+	@test -n "$(DATA)" -a -n "$(FLIGHTS)" || { echo "usage: make whatif DATA=<schedule CSV/Parquet> FLIGHTS='<number>@<YYYY-MM-DD>[,…]' WHATIF_ARGS='--departure HH:MM | --date YYYY-MM-DD | --airline CODE'" >&2; exit 2; }
+	python -m steps.whatif --data $(DATA) --flights "$(FLIGHTS)" --model-uri $(MODEL_URI) $(WHATIF_ARGS)
+
 .PHONY: tracking-server
 TRACKING_PORT ?= 5000
 TRACKING_ARGS ?=

@@ -89,6 +89,16 @@ DEFAULTS: dict[str, dict[str, object]] = {
         "max_reject_fraction": 0.01,  # the step fails when more rows than this share are not valid flights
         "overwrite": False,  # an existing output (or rejects file) is refused unless true
     },
+    "whatif": {  # a few flights with a changed departure time, day or airline (steps/whatif.py)
+        "data": "",  # the schedule the flights are in (CSV or Parquet path; score's output works); required
+        "flights": "",  # <flight number>@<YYYY-MM-DD>[ HH:MM], comma-separated; required
+        "departure": "",  # new time of day HH:MM ("" = unchanged)
+        "date": "",  # new day YYYY-MM-DD, time kept ("" = unchanged)
+        "airline": "",  # new Emp-I code ("" = unchanged)
+        "operator": "",  # new OPERA name; "" = the one flying that code most in data
+        "model_uri": f"models:/{MODEL_NAME}@production",
+        "output": "",  # also write the side-by-side table here (CSV)
+    },
     # Tools, not MLproject entry points.
     "serve": {  # make serve / make run
         "model_uri": f"models:/{MODEL_NAME}/Production",

@@ -56,7 +56,7 @@ from pyfunc.schema import (
     normalise_category,
     parse_times,
 )
-from steps import config, registry, tracking
+from steps import config, registry, report, tracking
 from steps.config import PROJECT_ROOT
 from steps.digest import ArtifactDigestError
 from steps.storage import DataSourceError, fetch, gcs_client, split_gs_uri
@@ -855,6 +855,7 @@ def run(
                     f"(limit {max_reject_fraction:.1%}): {counts['rejected_by_reason']}; see {rejects}"
                 )
             write_output(output)
+            report.write_and_log(output, data, counts, workdir, name, version)
         finally:
             for sink in sinks:
                 sink.discard()

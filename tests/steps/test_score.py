@@ -128,7 +128,11 @@ def test_pandas_engine_scores_flags_and_rejects(model_env, registered_model, sch
     output.parent.mkdir()
     done = run_score(registered_model["env"], str(schedule), str(output), chunk_rows=128)
     assert_scored_schedule(output, registered_model["model_uri"])
-    assert sorted(p.name for p in output.parent.iterdir()) == ["scores.parquet", "scores.rejects.parquet"]
+    assert sorted(p.name for p in output.parent.iterdir()) == [
+        "scores.parquet",
+        "scores.rejects.parquet",
+        "scores.report.html",
+    ]
     assert "rejected" in done.stderr
 
 
@@ -289,9 +293,11 @@ def test_spark_local2_gives_the_pandas_output(model_env, registered_model, sched
     assert sorted(p.name for p in tmp_path.iterdir()) == [
         "pandas.parquet",
         "pandas.rejects.parquet",
+        "pandas.report.html",
         "schedule.csv",
         "spark.parquet",
         "spark.rejects.parquet",
+        "spark.report.html",
     ]
 
 
@@ -308,7 +314,7 @@ def test_gs_in_and_out_through_the_emulator(model_env, registered_model, gcs_emu
     output = f"gs://{bucket.name}/out/scores.parquet"
     run_score(env, f"gs://{bucket.name}/in/2017", output, engine=engine, spark_master="local[2]")
     names = sorted(b.name for b in bucket.list_blobs(prefix="out/"))
-    assert names == ["out/scores.parquet", "out/scores.rejects.parquet"]
+    assert names == ["out/scores.parquet", "out/scores.rejects.parquet", "out/scores.report.html"]
     local = tmp_path / "scores.parquet"
     bucket.blob("out/scores.parquet").download_to_filename(str(local))
     bucket.blob("out/scores.rejects.parquet").download_to_filename(str(tmp_path / "scores.rejects.parquet"))

@@ -1,0 +1,178 @@
+"""report: the planner's HTML page of a scored schedule, summed right and rendered by a real Chromium.
+
+The sums are checked against pandas on a scored file written here (no model); the page is the one
+``score`` writes for a generated schedule scored by the session's registered model, opened in
+headless Chromium (``--dump-dom`` for what rendered, ``--screenshot`` kept under reports/report/).
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+
+from pyfunc.schema import UNKNOWN_FIELDS
+from steps import report, score
+from steps.config import PROJECT_ROOT
+from tests.factory import make_flights
+
+CHROMIUM = Path("/usr/bin/chromium")
+SCREENSHOTS = PROJECT_ROOT / "reports" / "report"
+# Row -> (column, value): flights with a value the model never saw, and a row that is not a flight.
+UNSEEN = {5: ("Des-I", "ZZXX"), 77: ("Emp-I", "QQQ"), 78: ("Emp-I", "QQQ")}
+BAD = {12: ("Vlo-I", "")}
+
+
+def chromium(*args: str, tmp_path: Path) -> str:
+    """Headless Chromium on a file (no network, a throwaway profile); its stdout."""
+    if not CHROMIUM.exists():
+        pytest.skip(f"{CHROMIUM} missing: apt-get install -y chromium (.ci/run installs it)")
+    profile = tmp_path / f"chromium-{len(list(tmp_path.glob('chromium-*')))}"
+    command = [
+        str(CHROMIUM),
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={profile}",
+        *args,
+    ]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout
+
+
+# ------------------------------------------------------------------ the sums, without a model
+
+
+def scored_frame(n: int = 5_000, seed: int = 1) -> pd.DataFrame:
+    """A file shaped like score's output: generated flights with made-up probabilities and flags."""
+    rng = np.random.default_rng(seed)
+    flights = make_flights(days=50, flights_per_day=n // 50, seed=seed)
+    frame = flights[["Fecha-I", "Vlo-I", "Des-I", "Emp-I", "TIPOVUELO", "OPERA", "SIGLADES", "Ori-I", "SIGLAORI"]]
+    frame = frame.assign(delay_probability=rng.random(len(frame)))
+    frame = frame.assign(delay=(frame["delay_probability"] >= 0.5).astype(np.int64), **{UNKNOWN_FIELDS: ""})
+    frame.loc[[3, 4, 4000], UNKNOWN_FIELDS] = ["Des-I", "Des-I", "Emp-I,OPERA"]
+    # Scheduled times in another form the schema accepts (spaces around) take the schema's parser.
+    frame.loc[10, "Fecha-I"] = f"  {frame.loc[10, 'Fecha-I']} "
+    # An airline spelled two ways is one airline, as the model sees it.
+    frame.loc[frame.index[frame["Emp-I"] == "AAA"][:7], "Emp-I"] = " aaa"
+    return frame.reset_index(drop=True)
+
+
+def test_aggregates_match_pandas_across_batches(tmp_path, monkeypatch):
+    frame = scored_frame()
+    path = tmp_path / "scores.parquet"
+    frame.to_parquet(path, index=False, row_group_size=700)
+    monkeypatch.setattr(report, "BATCH_ROWS", 600)  # several batches: the sums must carry across them
+    found = report.aggregate(path)
+
+    assert found.flights == len(frame) and found.delayed == int(frame["delay"].sum())
+    times = pd.to_datetime(frame["Fecha-I"].str.strip())
+    expected = (
+        frame.assign(day=times.dt.normalize(), hour=times.dt.hour)
+        .groupby(["day", "hour"])
+        .agg(flights=("delay", "size"), probability_sum=("delay_probability", "sum"))
+    )
+    cells = found.table("cells").assign(day=lambda t: pd.to_datetime(t["day"])).set_index(["day", "hour"])
+    assert cells["flights"].sum() == len(frame)
+    assert cells.index.tolist() == expected.index.tolist()
+    assert cells["flights"].tolist() == expected["flights"].tolist()
+    np.testing.assert_allclose(cells["probability_sum"], expected["probability_sum"])
+
+    airlines = report._by_category(found.table("airlines"), "Emp-I", "OPERA", len(frame)).set_index("Emp-I")
+    assert sorted(airlines.index) == ["AAA", "BBB", "CCC"]
+    assert airlines.loc["AAA", "flights"] == (frame["Emp-I"].str.strip().str.upper() == "AAA").sum()
+    assert airlines["share"].sum() == pytest.approx(1.0)
+    assert airlines.loc["AAA", "label"] == "AAA · Alpha Air"
+
+    top = frame.nlargest(report.TOP_FLIGHTS, "delay_probability")
+    assert found.top["delay_probability"].tolist() == top["delay_probability"].tolist()
+    assert found.flagged_by_fields == {"Des-I": 2, "Emp-I,OPERA": 1}
+    assert found.flagged["Vlo-I"].tolist() == frame.loc[[3, 4, 4000], "Vlo-I"].tolist()
+
+
+def test_report_path_sits_beside_the_output():
+    assert report.report_uri("/x/scores.parquet") == "/x/scores.report.html"
+    assert report.report_uri("gs://b/out/2018.PARQUET") == "gs://b/out/2018.report.html"
+    assert report.report_uri("/x/scores") == "/x/scores.report.html"
+
+
+# ------------------------------------------------------------------ the page score writes, in Chromium
+
+
+@pytest.fixture
+def model_env(registered_model, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """This process pointed at the registered model's store (for an in-process score run)."""
+    for key, value in registered_model["env"].items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
+    mlflow.set_tracking_uri(registered_model["env"]["MLFLOW_TRACKING_URI"])
+    yield registered_model["env"]
+    while mlflow.active_run():
+        mlflow.end_run()
+
+
+@pytest.mark.slow
+def test_score_writes_a_report_that_renders_in_chromium(model_env, registered_model, tmp_path):
+    frame = make_flights(days=45, flights_per_day=30, seed=11, start="2017-06-10")
+    for row, (column, value) in {**UNSEEN, **BAD}.items():
+        frame.loc[row, column] = value
+    schedule = tmp_path / "schedule.csv"
+    frame.to_csv(schedule, index=False, lineterminator="\n")
+    output = tmp_path / "scores.parquet"
+
+    result = score.run(data=str(schedule), output=str(output), chunk_rows=500)
+
+    page = tmp_path / "scores.report.html"
+    assert page.is_file()
+    artifacts = [a.path for a in mlflow.MlflowClient().list_artifacts(result.run_id)]
+    assert "scores.report.html" in artifacts
+    text = page.read_text(encoding="utf-8")
+    assert "<script" not in text and "http://" not in text and "https://" not in text  # self-contained
+
+    dom = chromium("--dump-dom", page.as_uri(), tmp_path=tmp_path)
+    assert f"flight-delay version {registered_model['version']}" in dom
+    assert 'alt="calendar of mean delay probability by day and hour" src="data:image/png;base64,' in dom
+    scored = pd.read_parquet(output)
+    assert f"<b>{len(scored):,}</b><span>flights scored</span>" in dom
+    assert f"Read: {len(frame):,} rows; {len(scored):,} scored, of which 3 flagged; 1 rejected" in dom
+    assert "missing_Vlo-I: 1" in dom
+    # The day-by-hour table: one row per day, the flights of a cell in it.
+    times = pd.to_datetime(scored["Fecha-I"])
+    calendar = dom.split('id="calendar-table"')[1].split("</table>")[0]
+    assert calendar.count("<tr><th>") - 1 == times.dt.normalize().nunique()
+    busiest = scored.groupby([times.dt.strftime("%a %Y-%m-%d"), times.dt.hour]).size().idxmax()
+    n = scored.groupby([times.dt.strftime("%a %Y-%m-%d"), times.dt.hour]).size().max()
+    assert f'title="{busiest[0]} {busiest[1]:02d}:00-{busiest[1]:02d}:59: {n} flights' in dom
+    # The riskiest flights, each with three factors in words, the riskiest first.
+    table = dom.split('id="top-flights-table"')[1].split("</table>")[0]
+    assert table.count("<tr>") == 1 + report.TOP_FLIGHTS
+    assert table.count("pts)") == 3 * report.TOP_FLIGHTS
+    riskiest = scored.sort_values("delay_probability", ascending=False).iloc[0]
+    assert f'<td class="n">{riskiest["delay_probability"]:.3f}</td>' in table.split("</tr>")[1]
+    # The flagged flights, by field and one by one.
+    flagged = dom.split('id="flagged"')[1]
+    assert '<tr><td>Emp-I</td><td class="n">2</td></tr>' in flagged
+    assert '<tr><td>Des-I</td><td class="n">1</td></tr>' in flagged
+    assert "QQQ" in flagged and "ZZXX" in flagged
+    assert "All 4 airlines</summary>" in dom  # AAA, BBB, CCC and the unseen QQQ
+
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    shot = tmp_path / "report.png"
+    chromium(f"--screenshot={shot}", "--window-size=1280,2600", page.as_uri(), tmp_path=tmp_path)
+    pixels = plt.imread(shot)
+    assert pixels.shape[:2] == (2600, 1280)
+    assert pixels[..., :3].std() > 0.05  # not a blank page
+    shutil.copy(shot, SCREENSHOTS / "generated-schedule.png")
+    shutil.copy(page, SCREENSHOTS / "generated-schedule.report.html")

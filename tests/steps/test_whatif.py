@@ -1,0 +1,127 @@
+"""whatif: moved flights go the way the generated data says, side by side with the originals.
+
+The generated flights (tests/factory.py) are late more often from 18:00 and with airline AAA
+(Alpha Air) than with CCC (Gamma Jet); the session's registered model learned that, so moving a
+morning CCC flight to the evening, or to AAA, must raise its delay probability, and the factor
+that moved most must be the one changed.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+import pytest
+
+from steps import whatif
+from tests.factory import make_flights
+
+
+@pytest.fixture
+def schedule(tmp_path: Path) -> Path:
+    path = tmp_path / "schedule.csv"
+    make_flights(days=20, flights_per_day=40, seed=5, start="2017-03-01").to_csv(path, index=False)
+    return path
+
+
+def morning_flight(schedule: Path, airline: str = "CCC") -> str:
+    """``<number>@<YYYY-MM-DD HH:MM>`` of the first flight of ``airline`` leaving 08:00-10:59."""
+    frame = pd.read_csv(schedule, dtype=str)
+    times = pd.to_datetime(frame["Fecha-I"])
+    row = frame[(frame["Emp-I"] == airline) & times.dt.hour.between(8, 10)].iloc[0]
+    return f"{row['Vlo-I']}@{row['Fecha-I'][:16]}"
+
+
+# ------------------------------------------------------------------ refusals, before any model
+
+
+def test_flights_and_changes_are_checked_naming_the_parameter(schedule):
+    flight = morning_flight(schedule)
+    cases = [
+        ({"flights": flight}, r"^departure, date, airline: no change given"),
+        ({"flights": "92-2017-01-01", "departure": "19:00"}, r"^flights: '92-2017-01-01' is not"),
+        ({"flights": "9999@2017-03-02", "departure": "19:00"}, r"^flights: no flight 9999 on 2017-03-02"),
+        ({"flights": flight, "departure": "7pm"}, r"^departure: '7pm' is not a time of day"),
+        ({"flights": flight, "date": "2017-02-30"}, r"^date: '2017-02-30' is not a day"),
+        ({"flights": flight, "airline": "ZZZ"}, r"^operator: airline 'ZZZ' is not flown in the schedule"),
+        (
+            {"data": str(schedule.with_name("nowhere.csv")), "flights": flight, "date": "2017-03-05"},
+            r"^data: .*no such",
+        ),
+    ]
+    for options, message in cases:
+        with pytest.raises(whatif.WhatIfInputError, match=message):
+            whatif.run(**{"data": str(schedule), **options})
+
+
+def test_more_flights_than_the_limit_are_refused(schedule, monkeypatch):
+    monkeypatch.setattr(whatif, "MAX_WHATIF_FLIGHTS", 3)
+    frame = pd.read_csv(schedule, dtype=str)
+    day = frame["Fecha-I"].str[:10].iloc[0]
+    numbers = ",".join(f"{n}@{day}" for n in frame.loc[frame["Fecha-I"].str.startswith(day), "Vlo-I"].unique()[:4])
+    with pytest.raises(whatif.WhatIfInputError, match=r"at most 3 \(MAX_WHATIF_FLIGHTS\)"):
+        whatif.run(data=str(schedule), flights=numbers, departure="19:00")
+
+
+def test_the_change_rewrites_only_what_was_asked(schedule):
+    frame = pd.read_csv(schedule, dtype=str)
+    before = frame.iloc[[0, 1]].reset_index(drop=True)
+    after = whatif.changed(before, departure="19:05", date="2017-09-15")
+    assert after["Fecha-I"].tolist() == ["2017-09-15 19:05:00", "2017-09-15 19:05:00"]
+    assert after.drop(columns="Fecha-I").equals(before.drop(columns="Fecha-I"))
+    moved = whatif.changed(before, airline="AAA", operator=whatif.operator_of(frame, "AAA"))
+    assert moved["OPERA"].tolist() == ["Alpha Air", "Alpha Air"] and moved["Fecha-I"].equals(before["Fecha-I"])
+
+
+# ------------------------------------------------------------------ the model's answer
+
+
+@pytest.fixture
+def model_env(registered_model, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """This process pointed at the registered model's store."""
+    for key, value in registered_model["env"].items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
+    mlflow.set_tracking_uri(registered_model["env"]["MLFLOW_TRACKING_URI"])
+    yield registered_model["env"]
+    while mlflow.active_run():
+        mlflow.end_run()
+
+
+@pytest.mark.slow
+def test_an_evening_departure_and_a_later_airline_raise_the_odds(model_env, registered_model, schedule, tmp_path):
+    flight = morning_flight(schedule)
+    evening = whatif.run(data=str(schedule), flights=flight, departure="19:30", output=str(tmp_path / "w.csv"))
+    row = evening.iloc[0]
+    assert row["departure_after"].endswith(" 19:30:00") and row["airline_after"] == row["airline_before"] == "CCC"
+    assert row["probability_after"] > row["probability_before"]
+    moved = json.loads(row["moved_factors"])
+    assert moved[0]["factor"] == "departure" and moved[0]["change"] > 0
+    assert moved[0]["words_after"] in ("", "departure 19:30")
+    assert pd.read_csv(tmp_path / "w.csv")["probability_after"].iloc[0] == pytest.approx(row["probability_after"])
+
+    airline = whatif.run(data=str(schedule), flights=flight, airline="AAA").iloc[0]
+    assert airline["airline_after"] == "AAA" and airline["unseen_after"] == ""
+    assert airline["probability_after"] > airline["probability_before"]
+    assert json.loads(airline["moved_factors"])[0]["factor"] == "airline"
+
+    runs = mlflow.search_runs(filter_string="tags.`skyprophet.step` = 'whatif'", output_format="list")
+    assert len(runs) == 2
+    assert {r.data.tags["skyprophet.model_version"] for r in runs} == {registered_model["version"]}
+    logged = mlflow.artifacts.load_text(f"runs:/{runs[-1].info.run_id}/whatif.csv")
+    assert "probability_before" in logged and flight.split("@")[0] in logged
+
+
+@pytest.mark.slow
+def test_cli_prints_both_probabilities_and_the_factors(model_env, schedule, capsys):
+    flight = morning_flight(schedule)
+    whatif.main(["--data", str(schedule), "--flights", flight, "--departure", "20:00"])
+    text = capsys.readouterr().out
+    assert f"flight {flight.split('@')[0]}" in text and "-> " in text
+    assert "delay probability 0." in text and "points)" in text
+    assert "departure" in text.split("factors that moved most")[1]
+    codes = []
+    whatif.main(["--data", str(schedule), "--flights", flight], exit=codes.append)
+    assert codes == [2]
