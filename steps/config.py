@@ -98,7 +98,7 @@ DEFAULTS: dict[str, dict[str, object]] = {
         "months": 6,  # the file's last months, one after the other
         "model_name": "flight-delay-replay",  # its own registered model: the replay never touches flight-delay
         "n_estimators": 80,  # train's, for a quicker replay on generated flights
-        "correction_every": 1,  # days between correction checks (1 = daily)
+        "correction_every": 2,  # days between correction checks (1 = daily)
         "correction_days": 7,  # recalibrate's days
         "min_flights": 100,  # recalibrate's min_flights
         "tolerance": 0.015,  # recalibrate's tolerance: a new version only when the mean is this far off
