@@ -104,11 +104,9 @@ DEFAULTS: dict[str, dict[str, object]] = {
         "tolerance": 0.015,  # recalibrate's tolerance: a new version only when the mean is this far off
         "drift_cv_folds": 3,  # monitor's cv_folds for the month's drift verdict
         "drift_max_rows": 20000,  # monitor's max_rows
-        # promote's load check on every version (one served model each): short, the checks still run.
-        "users": 1,
-        "spawn_rate": 1.0,
-        "duration": "2s",
-        "p95_ms": 1000.0,
+        # promote's load check on every version (one served model each): the acceptance default,
+        # already short (a 1-user 2 s run can end before locust sends a request).
+        **LOAD_CHECK,
         "report_dir": "",  # "" = reports/replay in the checkout
     },
     "score": {

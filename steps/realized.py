@@ -114,7 +114,7 @@ def score_with(model_uri: str, flights: pd.DataFrame) -> np.ndarray:
     for start in range(0, len(flights), MAX_BATCH_ROWS):
         chunk = flights.iloc[start : start + MAX_BATCH_ROWS][inputs].astype(str)
         answer = model.predict(chunk, params={"unknown_categories": "score"})
-        part = np.asarray(answer["delay_probability"], dtype=float)
+        part = np.array(answer["delay_probability"], dtype=float)  # a copy: the answer may be read-only
         part[np.asarray(answer["unknown_fields"]) != ""] = np.nan
         scores[start : start + len(chunk)] = part
     return scores
