@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 from pyfunc.schema import SCHEDULED_TIME, parse_scheduled_time
-from steps import config, etl, main, monitor, realized, recalibrate, tracking
+from steps import config, etl, main, monitor, promote, realized, recalibrate, tracking
 from steps.storage import fetch
 
 logger = logging.getLogger("skyprophet.replay")
@@ -129,22 +129,27 @@ def run(
                 start = month.to_timestamp()
                 logger.info("replay %s: pipeline on the flights before it", month)
                 ids = retrain(write_csv(flights[times < start], work / "prior.csv"), model_name, n_estimators, load)
-                corrections, shifts = 0, []
+                corrections, refused, shifts = 0, 0, []
                 days = sorted(times[month_of == month].dt.normalize().unique())
                 for index, day in enumerate(days):
                     if index == 0 or index % correction_every:
                         continue
                     flown = (times >= day - pd.Timedelta(days=correction_days)) & (times < day)
-                    result = recalibrate.run(
-                        data=write_csv(flights[flown], work / "flown.csv"),
-                        model_name=model_name,
-                        days=correction_days,
-                        min_flights=min_flights,
-                        tolerance=tolerance,
-                        promote_mode="auto",
-                        workers=1,
-                        **load,
-                    )
+                    try:
+                        result = recalibrate.run(
+                            data=write_csv(flights[flown], work / "flown.csv"),
+                            model_name=model_name,
+                            days=correction_days,
+                            min_flights=min_flights,
+                            tolerance=tolerance,
+                            promote_mode="auto",
+                            workers=1,
+                            **load,
+                        )
+                    except promote.AcceptanceFailed as err:  # as in operation: Production stays, the month goes on
+                        logger.warning("replay %s: correction refused: %s", day.date(), err)
+                        refused += 1
+                        continue
                     if result.version and result.promoted:
                         corrections += 1
                         shifts.append(result.shift)
@@ -174,7 +179,8 @@ def run(
                         + ("" if ids["promoted"] == "True" else " (stayed in Staging)"),
                         **figures,
                         "corrections": f"{corrections}"
-                        + (f" (shift {min(shifts):+.2f} to {max(shifts):+.2f})" if shifts else ""),
+                        + (f" (shift {min(shifts):+.2f} to {max(shifts):+.2f})" if shifts else "")
+                        + (f", {refused} refused by acceptance" if refused else ""),
                         "drift": f"{'drift' if watched.drift else 'no drift'} ({watched.roc_auc:.3f})",
                         "minutes": (time.monotonic() - started) / 60,
                     }
