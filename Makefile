@@ -144,3 +144,22 @@ rollback: install  ## production back to the version the current one replaced (h
 acceptance: install  ## the acceptance checks against a running server: make acceptance URL=http://… [MODEL_URI=models:/flight-delay/N]
 	@test -n "$(URL)" || { echo "usage: make acceptance URL=<model server base URL> [MODEL_URI=…]" >&2; exit 2; }
 	python -m steps.acceptance --url $(URL) --model-uri $(MODEL_URI)
+
+.PHONY: retrain recalibrate replay
+# The data of record to retrain on (the scheduled workflow passes the latest); no checksum unless given.
+RETRAIN_DATA_URI ?= $(DATA_URI)
+RETRAIN_SHA256 ?=
+RECALIBRATE_ARGS ?=
+REPLAY_ARGS ?=
+
+retrain: install  ## the pipeline on the latest data of record (RETRAIN_DATA_URI): gate and acceptance decide as always (what .github/workflows/retrain.yml runs)
+	mlflow run . -e main --env-manager local --experiment-name $(MLFLOW_EXPERIMENT_NAME) \
+		-P data_uri=$(RETRAIN_DATA_URI) $(if $(RETRAIN_SHA256),-P sha256=$(RETRAIN_SHA256))
+
+recalibrate: install  ## delay-rate correction from flown flights (DATA=path, file:// or gs:// with Fecha-O): new version through staging and acceptance
+	@test -n "$(DATA)" || { echo "usage: make recalibrate DATA=<flown flights with Fecha-O>" >&2; exit 2; }
+	python -m steps.recalibrate --data $(DATA) $(RECALIBRATE_ARGS)
+
+replay: install  ## the season replay of DATA_URI's last 6 months (model flight-delay-replay): table in reports/replay/replay.md
+	mlflow run . -e replay --env-manager local --experiment-name $(MLFLOW_EXPERIMENT_NAME) \
+		-P data_uri=$(DATA_URI) -P sha256=$(DATA_SHA256) $(REPLAY_ARGS)

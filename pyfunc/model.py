@@ -44,6 +44,8 @@ GC_FREEZE_ENV = "SKYPROPHET_GC_FREEZE"
 # Set by `mlflow models serve` for the worker processes that load the model
 # (mlflow.pyfunc.scoring_server._SERVER_MODEL_PATH; a test checks the name).
 SERVING_MODEL_PATH_ENV = "__pyfunc_model_path__"
+# How far from 0 and 1 a probability is kept before an intercept shift (logit of 0 or 1 is infinite).
+SHIFT_CLIP = 1e-6
 
 
 def freeze_loaded_objects() -> bool:
@@ -71,6 +73,9 @@ class ModelSpec:
     calibration_x: list[float]
     calibration_y: list[float]
     threshold: float
+    # steps.recalibrate's delay-rate correction: p' = sigmoid(logit(p) + shift) after the isotonic
+    # calibration, so the mean follows a moved delay rate while the ranking stays; 0.0 in older specs.
+    intercept_shift: float = 0.0
 
     def save(self, path: str) -> None:
         """Write as JSON."""
@@ -79,6 +84,7 @@ class ModelSpec:
             "calibration_x": self.calibration_x,
             "calibration_y": self.calibration_y,
             "threshold": self.threshold,
+            "intercept_shift": self.intercept_shift,
         }
         with open(path, "w", encoding="utf-8") as handle:
             json.dump(data, handle)
@@ -92,8 +98,16 @@ class ModelSpec:
         return cls(**data)
 
     def calibrate(self, raw: np.ndarray) -> np.ndarray:
-        """Map booster scores to calibrated probabilities (linear between the centred isotonic points)."""
-        return np.interp(raw, self.calibration_x, self.calibration_y)
+        """Map booster scores to calibrated probabilities (linear between the centred isotonic points).
+
+        With an ``intercept_shift`` the probability moves in logit space, clipped to
+        [SHIFT_CLIP, 1 - SHIFT_CLIP] first so a calibrated 0 or 1 stays finite.
+        """
+        probability = np.interp(raw, self.calibration_x, self.calibration_y)
+        if not self.intercept_shift:
+            return probability
+        clipped = np.clip(probability, SHIFT_CLIP, 1 - SHIFT_CLIP)
+        return 1.0 / (1.0 + np.exp(-(np.log(clipped / (1 - clipped)) + self.intercept_shift)))
 
 
 class FlightDelayModel(mlflow.pyfunc.PythonModel):

@@ -78,6 +78,36 @@ DEFAULTS: dict[str, dict[str, object]] = {
         "max_rows": 100000,  # per side, sampled; 0 = all
         "exclude_features": "",  # comma-separated model features to leave out, e.g. hour,weekday
         "report_dir": "",  # "" = reports/monitor in the checkout
+        # Flights with Fecha-O: realized quality past these, against the gate's figures, is exit code 5.
+        "realized_ece_margin": 0.03,  # realized ECE above gate ECE + this
+        "realized_auc_margin": 0.05,  # realized ROC AUC below gate ROC AUC - this
+    },
+    "recalibrate": {  # the delay-rate correction (steps/recalibrate.py)
+        "data": "",  # flown flights (Fecha-O given): path, file:// or gs://; required
+        "model_name": MODEL_NAME,
+        "days": 7,  # the last days of flown flights the shift is solved on
+        "min_flights": 100,  # fewer flown flights in the window (after the booster's training flights): no correction
+        "tolerance": 0.0,  # |serving mean - realized rate| at or below this: no new version
+        "promote": "auto",
+        **LOAD_CHECK,
+        "workers": 1,
+    },
+    "replay": {  # the season replay (steps/replay.py)
+        "data_uri": "",  # "" = $SKYPROPHET_DATA_URI, else the SCL file beside the checkout
+        "sha256": "",
+        "months": 6,  # the file's last months, one after the other
+        "model_name": "flight-delay-replay",  # its own registered model: the replay never touches flight-delay
+        "n_estimators": 80,  # train's, for a quicker replay on generated flights
+        "correction_every": 2,  # days between correction checks (1 = daily)
+        "correction_days": 7,  # recalibrate's days
+        "min_flights": 100,  # recalibrate's min_flights
+        "tolerance": 0.015,  # recalibrate's tolerance: a new version only when the mean is this far off
+        "drift_cv_folds": 3,  # monitor's cv_folds for the month's drift verdict
+        "drift_max_rows": 20000,  # monitor's max_rows
+        # promote's load check on every version (one served model each): the acceptance default,
+        # already short (a 1-user 2 s run can end before locust sends a request).
+        **LOAD_CHECK,
+        "report_dir": "",  # "" = reports/replay in the checkout
     },
     "score": {
         "data": "",  # the schedule: a CSV or Parquet file or a folder of them (path, file:// or gs://); required

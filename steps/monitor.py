@@ -7,12 +7,21 @@ Writes: an MLflow run tagged with the watched version (adversarial ROC AUC, per-
 and population stability index), ``reports/monitor/{report.md,top_drift.png,drift.json}``, also
 logged as run artifacts under ``report/``.
 
+When the flights carry what happened (``Fecha-O``), monitor also measures realized quality
+(``steps.realized``): each flown flight scored by the version that was Production when it flew,
+metrics ``realized_*`` overall and ``realized_weekly_*`` per ISO week (step 201727 = 2017 week 27),
+tables ``realized/{by_airline,weekly}.json``, ``report/realized.png``, and ``realized.*`` tags and a
+description line on the Production version. It is judged against the gate's figures of the version
+(``realized_ece_margin``, ``realized_auc_margin``).
+
 An adversarial validator (XGBoost, stratified K-fold) learns to tell reference rows from new rows
 on the model's own input features: an out-of-fold ROC AUC of 0.5 means indistinguishable.
 Categories the model never saw keep an "unseen" code instead of failing: they are drift too.
 
 Exit codes of ``python -m steps.monitor``: 0 no drift; 3 drift (AUC >= ``auc_threshold``);
-4 the new flights are unusable (missing, empty, wrong schema, bad values); 1 any other failure.
+4 the new flights are unusable (missing, empty, wrong schema, bad values); 5 realized quality
+degraded (realized ECE > gate ECE + ``realized_ece_margin`` or realized ROC AUC < gate ROC AUC -
+``realized_auc_margin``; wins over 3: retrain or correct); 1 any other failure.
 """
 
 from __future__ import annotations
@@ -49,7 +58,7 @@ from pyfunc.schema import (  # noqa: E402
     clean_flights,
     scorable,
 )
-from steps import config, tracking  # noqa: E402
+from steps import config, realized, tracking  # noqa: E402
 from steps.registry import require_production  # noqa: E402
 from steps.storage import DataSourceError, fetch  # noqa: E402
 from steps.train import TRAIN_CONTEXT, TRAIN_DATASET  # noqa: E402
@@ -58,6 +67,7 @@ logger = logging.getLogger("skyprophet.monitor")
 MONITOR = config.DEFAULTS["monitor"]
 EXIT_DRIFT = 3
 EXIT_BAD_INPUT = 4
+EXIT_DEGRADED = 5
 UNSEEN = "<unseen>"
 RARE_OR_UNSEEN = "<rare or unseen>"
 PSI_BINS = 10
@@ -132,6 +142,13 @@ class MonitorResult:
     drift: bool
     top_features: list[str]
     report_path: str
+    realized: dict[str, float] | None = None
+    degraded_reasons: list[str] | None = None
+
+    @property
+    def degraded(self) -> bool:
+        """Realized quality fell past the thresholds (exit code 5)."""
+        return bool(self.degraded_reasons)
 
 
 def read_flights(uri: str, workdir: Path) -> pd.DataFrame:
@@ -431,6 +448,8 @@ def run(
     max_rows: int = MONITOR["max_rows"],
     exclude_features: str = MONITOR["exclude_features"],
     report_dir: str = MONITOR["report_dir"],
+    realized_ece_margin: float = MONITOR["realized_ece_margin"],
+    realized_auc_margin: float = MONITOR["realized_auc_margin"],
 ) -> MonitorResult:
     """Compare the new flights with the Production version's training flights inside one MLflow run."""
     folder = Path(report_dir) if report_dir else config.PROJECT_ROOT / "reports" / "monitor"
@@ -446,6 +465,8 @@ def run(
                 "max_rows": max_rows,
                 "exclude_features": exclude_features,
                 "report_dir": str(folder),
+                "realized_ece_margin": realized_ece_margin,
+                "realized_auc_margin": realized_auc_margin,
             }
         )
         logger.info("read: new flights %s", data)
@@ -483,7 +504,12 @@ def run(
                 "monitor.top_psi_features": ",".join(report.top(5, by="psi")),
             }
         )
-        for path in write_report(report, context, auc_threshold, folder):
+        paths = write_report(report, context, auc_threshold, folder)
+        measured = None
+        if realized.has_flown(raw):
+            measured = measure_realized(client, version, raw, realized_ece_margin, realized_auc_margin, folder)
+            paths.append(folder / "realized.png")
+        for path in paths:
             mlflow.log_artifact(str(path), "report")
     return MonitorResult(
         run_id=context["run_id"],
@@ -494,7 +520,51 @@ def run(
         drift=drift,
         top_features=report.top(5),
         report_path=str(folder / "report.md"),
+        realized=None if measured is None else measured.overall,
+        degraded_reasons=None if measured is None else measured.reasons,
     )
+
+
+def measure_realized(
+    client: mlflow.MlflowClient,
+    version: ModelVersion,
+    raw: pd.DataFrame,
+    ece_margin: float,
+    auc_margin: float,
+    folder: Path,
+) -> realized.Realized:
+    """Realized quality of the flown flights in the active run, the report and on the Production version."""
+    scored = realized.realized_scores(client, version.name, raw)
+    measured = realized.measure(scored)
+    reference = realized.gate_reference(client, version)
+    measured.reasons = realized.judge(measured, reference.tags, ece_margin, auc_margin)
+    o = measured.overall
+    logger.info(
+        "realized: %d flights, ROC AUC %.4f, ECE %.4f, rate %.4f vs predicted %.4f: %s",
+        int(o["flights"]),
+        o["roc_auc"],
+        o["ece"],
+        o["base_rate"],
+        o["mean_predicted"],
+        "; ".join(measured.reasons) or "within thresholds",
+    )
+    realized.log_realized(measured)
+    run_id = mlflow.active_run().info.run_id
+    mlflow.set_tags(
+        {
+            "monitor.realized": "degraded" if measured.degraded else "ok",
+            "monitor.realized_versions": ",".join(measured.versions),
+            "monitor.realized_reasons": "; ".join(measured.reasons)[:5000] or "none",
+        }
+    )
+    title = f"{version.name}: realized quality by week ({measured.period})"
+    fig = realized.realized_figure(measured, title)
+    fig.savefig(folder / "realized.png", dpi=100)
+    plt.close(fig)
+    with open(folder / "report.md", "a", encoding="utf-8") as report:
+        report.write("\n".join(realized.markdown(measured)))
+    realized.record_on_version(client, version, measured, run_id)
+    return measured
 
 
 def main() -> None:
@@ -512,7 +582,16 @@ def main() -> None:
         f"{result.model_name} version {result.model_version}; top features {', '.join(result.top_features)}; "
         f"report {result.report_path}; run {result.run_id}\n"
     )
-    sys.exit(EXIT_DRIFT if result.drift else 0)
+    if result.realized is not None:
+        o = result.realized
+        sys.stdout.write(
+            f"{'REALIZED QUALITY DEGRADED' if result.degraded else 'realized quality ok'}: "
+            f"{int(o['flights'])} flown flights, ROC AUC {o['roc_auc']:.3f}, ECE {o['ece']:.3f}, "
+            f"delay rate {o['base_rate']:.3f} vs mean predicted {o['mean_predicted']:.3f}"
+            + (f"; {'; '.join(result.degraded_reasons)}" if result.degraded else "")
+            + "\n"
+        )
+    sys.exit(EXIT_DEGRADED if result.degraded else EXIT_DRIFT if result.drift else 0)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,9 @@ from steps.config import DEFAULTS, MODEL_NAME, PROJECT_ROOT, argument_parser
 MLPROJECT = yaml.safe_load((PROJECT_ROOT / "MLproject").read_text())
 
 
-@pytest.mark.parametrize("step", ["etl", "train", "register", "promote", "monitor", "evaluate", "score", "whatif"])
+@pytest.mark.parametrize(
+    "step", ["etl", "train", "register", "promote", "monitor", "evaluate", "score", "whatif", "recalibrate", "replay"]
+)
 def test_mlproject_defaults_match_config(step):
     declared = {k: v["default"] for k, v in MLPROJECT["entry_points"][step]["parameters"].items()}
     assert declared.keys() == DEFAULTS[step].keys(), f"{step}: MLproject and config list different parameters"

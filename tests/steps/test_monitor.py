@@ -156,11 +156,11 @@ def same_schedule(production) -> pd.DataFrame:
 
 
 def summer_with_a_new_airline() -> pd.DataFrame:
-    """Months the model never saw, and a tenth of the flights by an airline it never saw."""
+    """Months the model never saw, and a tenth of the flights by an airline it never saw (not flown yet)."""
     flights = make_flights(days=60, seed=7, start="2017-07-01")
     newcomer = np.random.default_rng(7).random(len(flights)) < 0.1
     flights.loc[newcomer, ["Emp-I", "OPERA"]] = ["ZZZ", "Zeta Air"]
-    return flights
+    return flights.drop(columns=["Fecha-O"])  # a schedule: drift only (realized quality has its own tests)
 
 
 def monitor_process(production, data: Path | str, report_dir: Path) -> subprocess.CompletedProcess:
@@ -307,6 +307,61 @@ def test_without_a_production_model_says_what_to_run(production):
     client = mlflow.MlflowClient(production["env"]["MLFLOW_TRACKING_URI"])
     with pytest.raises(registry.NoProductionVersionError, match=r"no Production version: run `mlflow run \. -e main`"):
         monitor.production_version(client, "no-such-model")
+
+
+def flown_april() -> pd.DataFrame:
+    """April of the same generator, flown (``Fecha-O`` given): a month after the version's training flights."""
+    return make_flights(days=30, seed=11, start="2017-04-01")
+
+
+@pytest.mark.slow
+def test_flown_flights_get_realized_quality_by_the_version_serving_then(production, tmp_path):
+    flights = flown_april()
+    data = tmp_path / "flown.csv"
+    flights.to_csv(data, index=False)
+    with pytest.MonkeyPatch.context() as patch:
+        for key, value in production["env"].items():
+            patch.setenv(key, value)
+        mlflow.set_tracking_uri(production["env"]["MLFLOW_TRACKING_URI"])
+        result = monitor.run(data=str(data), report_dir=str(tmp_path / "report"), cv_folds=2, max_rows=2000)
+        for key in MLFLOW_RUN_STATE:
+            patch.delenv(key, raising=False)
+    late = (pd.to_datetime(flights["Fecha-O"]) - pd.to_datetime(flights["Fecha-I"])).dt.total_seconds() / 60
+    client = mlflow.MlflowClient(production["env"]["MLFLOW_TRACKING_URI"])
+    run = client.get_run(result.run_id)
+    metrics = run.data.metrics
+    assert metrics["realized_flights"] == len(flights), "every flight known to the model is scored"
+    assert metrics["realized_base_rate"] == pytest.approx(float((late > 15).mean())), "etl's label rule"
+    assert metrics["realized_roc_auc"] > 0.65, "the generator's pattern holds in April"
+    assert abs(metrics["realized_mean_predicted"] - metrics["realized_base_rate"]) < 0.05, metrics
+    assert {"realized_pr_auc", "realized_ece"} <= metrics.keys()
+    weeks = [m.step for m in client.get_metric_history(result.run_id, "realized_weekly_ece")]
+    assert weeks == [201713, 201714, 201715, 201716, 201717], "ISO weeks of April 2017 as steps"
+    assert run.data.tags["monitor.realized"] == "ok" and not result.degraded, run.data.tags
+    assert run.data.tags["monitor.realized_versions"] == "1", "version 1 served all of April"
+    assert artifacts(production, result.run_id) >= {"report/realized.png", "report/report.md"}
+    tables = {a.path for a in client.list_artifacts(result.run_id, "realized")}
+    assert tables == {"realized/by_airline.json", "realized/weekly.json"}, tables
+    version = client.get_model_version(MODEL_NAME, "1")
+    assert version.tags["realized.run_id"] == result.run_id and version.tags["realized.verdict"] == "ok"
+    assert float(version.tags["realized.roc_auc"]) == pytest.approx(metrics["realized_roc_auc"], abs=1e-5)
+    assert "### Realized quality" in version.description and "2017-04-01 to 2017-04-30" in version.description
+    report = (tmp_path / "report" / "report.md").read_text()
+    assert "## Realized quality (flown flights)" in report and "Alpha Air" in report, report[-1500:]
+
+
+@pytest.mark.slow
+def test_realized_quality_past_the_gate_exits_5(production, tmp_path):
+    data = tmp_path / "flown.csv"
+    flown_april().to_csv(data, index=False)
+    command = [sys.executable, "-m", "steps.monitor", "--data", str(data), "--report-dir", str(tmp_path / "r")]
+    command += ["--cv-folds", "2", "--max-rows", "2000", "--realized-ece-margin", "-1"]  # any ECE is too much
+    done = subprocess.run(
+        command, cwd=PROJECT_ROOT, env=process_env(production["env"]), capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == monitor.EXIT_DEGRADED, f"{done.stdout}\n{done.stderr[-3000:]}"
+    assert "REALIZED QUALITY DEGRADED" in done.stdout and "realized_ece_margin -1" in done.stdout, done.stdout
+    assert monitor_runs(production)[0].data.tags["monitor.realized"] == "degraded"
 
 
 def test_psi_is_zero_for_equal_shares_and_names_the_moved_category():
