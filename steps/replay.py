@@ -29,7 +29,7 @@ import pandas as pd
 
 from pyfunc.schema import SCHEDULED_TIME, parse_scheduled_time
 from steps import config, etl, main, monitor, promote, realized, recalibrate, tracking
-from steps.storage import fetch
+from steps.storage import fetch, sha256_of
 
 logger = logging.getLogger("skyprophet.replay")
 REPLAY = config.DEFAULTS["replay"]
@@ -60,7 +60,8 @@ def write_csv(frame: pd.DataFrame, path: Path) -> str:
 
 def retrain(prior: str, model_name: str, n_estimators: int, load: dict) -> dict[str, str]:
     """``steps.main`` on the flights before the month (the month before them is the gate's holdout)."""
-    etl_params = {**config.DEFAULTS["etl"], "data_uri": prior, "holdout_months": 1}
+    # The replay wrote this file itself from the checked one: its own digest, so etl checks it.
+    etl_params = {**config.DEFAULTS["etl"], "data_uri": prior, "sha256": sha256_of(prior), "holdout_months": 1}
     train_params = {k: v for k, v in config.DEFAULTS["train"].items() if k != "processed_uri"}
     train_params["n_estimators"] = n_estimators
     register_params = {"model_name": model_name, "promote": "auto"}
