@@ -23,7 +23,15 @@ import pandas as pd  # noqa: E402
 from mlflow.entities.model_registry import ModelVersion  # noqa: E402
 from sklearn.metrics import average_precision_score, roc_auc_score  # noqa: E402
 
-from pyfunc.schema import DELAY_MINUTES, MAX_BATCH_ROWS, OPERATED_TIME, SCHEDULED_TIME, minutes_late  # noqa: E402
+from pyfunc.schema import (  # noqa: E402
+    DELAY_MINUTES,
+    MAX_BATCH_ROWS,
+    OPERATED_TIME,
+    OPTIONAL_COLUMNS,
+    REQUIRED_COLUMNS,
+    SCHEDULED_TIME,
+    minutes_late,
+)
 from pyfunc.schema import parse_scheduled_time as parse_time  # noqa: E402
 from steps import metrics  # noqa: E402
 from steps.registry import require_production  # noqa: E402
@@ -109,7 +117,7 @@ def serving_periods(client: mlflow.MlflowClient, model_name: str) -> ServingPeri
 def score_with(model_uri: str, flights: pd.DataFrame) -> np.ndarray:
     """Delay probabilities of ``model_uri`` (loaded here), NaN where a category is one it never saw."""
     model = mlflow.pyfunc.load_model(model_uri)
-    inputs = [c for c in model.metadata.get_input_schema().input_names() if c in flights.columns]
+    inputs = [c for c in (*REQUIRED_COLUMNS, *OPTIONAL_COLUMNS) if c in flights.columns]  # the model's own contract
     scores = np.full(len(flights), np.nan)
     for start in range(0, len(flights), MAX_BATCH_ROWS):
         chunk = flights.iloc[start : start + MAX_BATCH_ROWS][inputs].astype(str)
