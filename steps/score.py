@@ -1,4 +1,4 @@
-"""score: whole schedules -> delay odds per flight, on pandas (chunked, one process) or Spark.
+"""score: whole schedules -> delay odds per flight, on pandas (streamed batches, a worker process per core) or Spark.
 
 Reads: ``data``, a CSV or Parquet schedule or a folder of them (a path, ``file://`` or ``gs://``),
 and a ``flight-delay`` model version (``model_uri``, default the Production one).
