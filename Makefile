@@ -123,7 +123,7 @@ bench: install  ## benchmark table vs the design's targets (docs/benchmarks.md):
 	@command -v wrk >/dev/null || echo "bench: wrk missing (apt-get install -y wrk); using locust" >&2
 	python -m bench.run --data-uri $(DATA_URI) --sha256 $(DATA_SHA256) --workers $(BENCH_WORKERS) $(BENCH_ARGS)
 
-bench-score: install  ## batch scoring of 1,000,000 flights resampled from DATA_URI, Parquet in/out, per engine: flights/s, peak RSS
+bench-score: install  ## batch scoring of 5,000,000 flights resampled from DATA_URI (BENCH_ARGS=--quick: 1,000,000), Parquet in/out, per engine: flights/s, peak RSS/PSS, stages
 	python -m bench.score --data-uri $(DATA_URI) $(BENCH_ARGS)
 
 stress-test: install  ## locust on MODEL_URI's server (+ sidecar; trains one first if there is none): USERS, SPAWN_RATE, DURATION, P95_MS; report in reports/stress/

@@ -1,19 +1,29 @@
-"""Batch scoring benchmark: 1,000,000 flights, Parquet in and out, each engine (``make bench-score``).
+"""Batch scoring benchmark: 5,000,000 flights, Parquet in and out, each engine (``make bench-score``).
 
 The flights are the real file's scheduled columns, resampled with replacement and shifted by
-whole weeks (0-103), built at run time into a temporary Parquet file that is deleted afterwards
-(never committed). Each engine runs ``python -m steps.score`` as a child process on the
-Production model; the table gives wall time from process start to exit, flights/s and the peak
-resident memory of the whole process tree (Spark's JVM and Python workers included), sampled
-every 0.1 s, and the CPU seconds the tree used (user + system, of the processes reaped). The
-machine is shared: the 1-minute load average is printed beside each row.
+whole weeks (0-103), built at run time in slices of 500,000 into a temporary Parquet file that is
+deleted afterwards (never committed). Each engine runs ``python -m steps.score`` as a child
+process on the Production model; a row gives wall time from process start to exit, flights/s,
+the peak memory of the whole process tree (Spark's JVM and Python workers, the pandas engine's
+worker processes) sampled every 0.1 s as RSS (a page shared by forked processes counted in each)
+and PSS (shared pages split: the target is on PSS), the CPU seconds the tree used (user +
+system, of the processes reaped) and the step's own per-stage seconds (``stages:`` in its log:
+read and write in the step's process, scoring summed over its workers).
+
+``--baseline DIR`` runs a checkout of the former code too (``git archive <commit> | tar -x -C
+DIR``), alternating A (baseline) and B (this checkout) round by round on the same file: the
+machine is shared, so each cell is the median of ``--rounds`` with the range beside it, and the
+1-minute load average is printed. ``--quick``: 1,000,000 flights, one round.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import re
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -23,68 +33,151 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import psutil
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from pyfunc.schema import OPTIONAL_COLUMNS, REQUIRED_COLUMNS
 from steps.config import PROJECT_ROOT, SCL_DATA_PATH
 from steps.processes import process_env
 
-TARGET_FLIGHTS_PER_SECOND = 150_000
-TARGET_PEAK_GIB = 1.5
-SPARK_WITHIN = 3.0
+DEFAULT_FLIGHTS = 5_000_000
+QUICK_FLIGHTS = 1_000_000
+BUILD_SLICE = 500_000
+TARGET_FLIGHTS_PER_SECOND = 250_000
+TARGET_PEAK_GIB = 2.0
+SPARK_WITHIN = 2.0
 GIB = 1 << 30
+_STAGES = re.compile(r"stages: (\{.*\})")
 
 
 def build_flights(source: Path, n: int, path: Path, seed: int = 0) -> None:
-    """``n`` flights resampled from ``source``'s rows, dates shifted by whole weeks, as Parquet."""
+    """``n`` flights resampled from ``source``'s rows, dates shifted by whole weeks, as Parquet (in slices)."""
     raw = pd.read_csv(source, dtype=str, keep_default_na=False, usecols=[*REQUIRED_COLUMNS, *OPTIONAL_COLUMNS])
     rng = np.random.default_rng(seed)
-    flights = raw.iloc[rng.integers(0, len(raw), n)].reset_index(drop=True)
-    times = pd.to_datetime(flights["Fecha-I"], format="%Y-%m-%d %H:%M:%S")
-    shifted = times + pd.to_timedelta(7 * rng.integers(0, 104, n), unit="D")
-    flights["Fecha-I"] = shifted.dt.strftime("%Y-%m-%d %H:%M:%S")
-    flights.to_parquet(path, index=False, row_group_size=100_000)
+    writer = None
+    try:
+        for start in range(0, n, BUILD_SLICE):
+            rows = min(BUILD_SLICE, n - start)
+            flights = raw.iloc[rng.integers(0, len(raw), rows)].reset_index(drop=True)
+            times = pd.to_datetime(flights["Fecha-I"], format="%Y-%m-%d %H:%M:%S")
+            shifted = times + pd.to_timedelta(7 * rng.integers(0, 104, rows), unit="D")
+            flights["Fecha-I"] = shifted.dt.strftime("%Y-%m-%d %H:%M:%S")
+            table = pa.Table.from_pandas(flights, preserve_index=False)
+            writer = writer or pq.ParquetWriter(path, table.schema)
+            writer.write_table(table, row_group_size=100_000)
+    finally:
+        if writer is not None:
+            writer.close()
 
 
-def tree_rss(process: psutil.Process) -> int:
-    """Resident bytes of ``process`` and all its descendants."""
-    total = 0
+def tree_memory(process: psutil.Process) -> tuple[int, int]:
+    """(RSS, PSS) bytes of ``process`` and all its descendants.
+
+    RSS counts a page shared by forked processes once per process; PSS splits it between them,
+    so the PSS sum is the memory the tree takes from the machine.
+    """
+    rss = pss = 0
     for p in [process, *process.children(recursive=True)]:
         try:
-            total += p.memory_info().rss
+            info = p.memory_full_info()
         except psutil.Error:
-            pass
-    return total
+            continue
+        rss += info.rss
+        pss += getattr(info, "pss", info.rss)
+    return rss, pss
 
 
-def run_engine(engine: str, data: Path, output: Path, master: str, extra: list[str]) -> dict:
-    """Score ``data`` with ``engine`` in a child process; wall seconds, peak tree RSS, load, exit code."""
+def run_engine(engine: str, data: Path, output: Path, master: str, extra: list[str], code: Path) -> dict:
+    """Score ``data`` with ``engine`` in a child process run from the checkout ``code``; its figures."""
+    for leftover in (output, output.with_name(output.stem + ".rejects.parquet")):
+        leftover.unlink(missing_ok=True)
     command = [sys.executable, "-m", "steps.score", "--data", str(data), "--output", str(output)]
     command += ["--engine", engine, "--spark-master", master, *extra]
     log = output.with_suffix(".log")
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.monotonic()
     with open(log, "w", encoding="utf-8") as handle:
-        child = subprocess.Popen(command, cwd=PROJECT_ROOT, env=process_env(), stdout=handle, stderr=subprocess.STDOUT)
+        child = subprocess.Popen(command, cwd=code, env=process_env(), stdout=handle, stderr=subprocess.STDOUT)
         watched = psutil.Process(child.pid)
-        peak = 0
+        peak = peak_pss = 0
         while child.poll() is None:
-            peak = max(peak, tree_rss(watched))
+            rss, pss = tree_memory(watched)
+            peak, peak_pss = max(peak, rss), max(peak_pss, pss)
             time.sleep(0.1)
     seconds = time.monotonic() - started
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    load = os.getloadavg()[0]
-    return {"seconds": seconds, "cpu": cpu, "peak": peak, "load": load, "code": child.returncode, "log": log}
+    stages = _STAGES.search(log.read_text(encoding="utf-8"))
+    return {
+        "seconds": seconds,
+        "cpu": cpu,
+        "peak": peak,
+        "peak_pss": peak_pss,
+        "load": os.getloadavg()[0],
+        "code": child.returncode,
+        "log": log,
+        "stages": json.loads(stages.group(1)) if stages else {},
+    }
+
+
+def _cell(values: list[float], fmt: str) -> str:
+    """Median and, with more than one value, the range."""
+    middle = format(statistics.median(values), fmt)
+    return middle if len(values) == 1 else f"{middle} ({format(min(values), fmt)}-{format(max(values), fmt)})"
+
+
+def table(results: dict[tuple[str, str], list[dict]], flights: int) -> list[str]:
+    """The Markdown table: one row per (code, engine), medians over the rounds."""
+    lines = [
+        "| code | engine | flights | rounds | wall s | flights/s | CPU s (tree) | peak RSS / PSS (tree) "
+        "| stages s: read / score (workers) / write | target | load (1 min) |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- | ---: |",
+    ]
+    for (code, engine), runs in results.items():
+        done = [r for r in runs if r["code"] == 0]
+        if not done:
+            lines.append(f"| {code} | {engine} (FAILED) | {flights:,} | {len(runs)} | | | | | | | |")
+            continue
+        wall = [r["seconds"] for r in done]
+        peak = max(r["peak"] for r in done)
+        peak_pss = max(r["peak_pss"] for r in done)
+        rate = flights / statistics.median(wall)
+        if engine == "pandas":
+            ok = rate >= TARGET_FLIGHTS_PER_SECOND and peak_pss <= TARGET_PEAK_GIB * GIB
+            target = f">= {TARGET_FLIGHTS_PER_SECOND:,}/s, PSS <= {TARGET_PEAK_GIB:g} GiB: {'ok' if ok else 'MISSED'}"
+        else:
+            base = [r["seconds"] for r in results.get((code, "pandas"), []) if r["code"] == 0]
+            ratio = statistics.median(wall) / statistics.median(base) if base else float("nan")
+            target = f"within {SPARK_WITHIN:g}x of pandas: {ratio:.2f}x {'ok' if ratio <= SPARK_WITHIN else 'MISSED'}"
+        stages = [r["stages"] for r in done if r["stages"]]
+        stage_text = (
+            " / ".join(_cell([s[k] for s in stages], ".1f") for k in ("read", "score", "write")) if stages else "-"
+        )
+        loads = [r["load"] for r in runs]
+        lines.append(
+            f"| {code} | {engine} | {flights:,} | {len(done)} | {_cell(wall, '.1f')} | {rate:,.0f} | "
+            f"{_cell([r['cpu'] for r in done], '.1f')} | {peak / GIB:.2f} / {peak_pss / GIB:.2f} GiB | "
+            f"{stage_text} | {target} | "
+            f"{min(loads):.1f}-{max(loads):.1f} |"
+        )
+    return lines
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-uri", default=str(SCL_DATA_PATH), help="the real flights file to resample")
-    parser.add_argument("--flights", type=int, default=1_000_000)
+    parser.add_argument("--flights", type=int, default=DEFAULT_FLIGHTS)
+    parser.add_argument("--quick", action="store_true", help=f"{QUICK_FLIGHTS:,} flights, one round")
     parser.add_argument("--engines", default="pandas,spark")
     parser.add_argument("--spark-master", default="local[2]")
+    parser.add_argument("--rounds", type=int, default=1, help="runs per (code, engine), alternating A/B")
+    parser.add_argument("--baseline", help="a checkout of the former code to run as A beside this one (B)")
     parser.add_argument("--keep", help="folder to keep the outputs and logs in (default: deleted)")
     args, extra = parser.parse_known_args()
+    if args.quick:
+        args.flights, args.rounds = QUICK_FLIGHTS, 1
+    codes = {"before": Path(args.baseline).resolve()} if args.baseline else {}
+    codes["after" if args.baseline else "this"] = PROJECT_ROOT
     with tempfile.TemporaryDirectory(prefix="skyprophet-bench-score-") as tmp:
         folder = Path(args.keep or tmp)
         folder.mkdir(parents=True, exist_ok=True)
@@ -92,33 +185,19 @@ def main() -> None:
         started = time.monotonic()
         build_flights(Path(args.data_uri), args.flights, data)
         print(f"built {args.flights:,} flights from {args.data_uri} in {time.monotonic() - started:.1f} s -> {data}")
-        results = {}
-        for engine in args.engines.split(","):
-            output = folder / f"scores-{engine}.parquet"
-            for leftover in (output, output.with_name(f"scores-{engine}.rejects.parquet")):
-                leftover.unlink(missing_ok=True)
-            print(f"scoring with {engine} ...", flush=True)
-            results[engine] = result = run_engine(engine, data, output, args.spark_master, extra)
-            if result["code"] != 0:
-                print(f"{engine} failed ({result['code']}); log:\n{result['log'].read_text()[-3000:]}")
+        results: dict[tuple[str, str], list[dict]] = {}
+        for round_ in range(args.rounds):
+            for engine in args.engines.split(","):
+                for code, checkout in codes.items():
+                    output = folder / f"scores-{code}-{engine}.parquet"
+                    print(f"round {round_ + 1}: {code} {engine} ...", flush=True)
+                    result = run_engine(engine, data, output, args.spark_master, extra, checkout)
+                    results.setdefault((code, engine), []).append(result)
+                    print(f"  {result['seconds']:.1f} s, load {result['load']:.1f}, exit {result['code']}", flush=True)
+                    if result["code"] != 0:
+                        print(f"{code} {engine} failed ({result['code']}); log:\n{result['log'].read_text()[-3000:]}")
         print()
-        print("| engine | flights | wall s | flights/s | CPU s (tree) | peak RSS (tree) | target | load (1 min) |")
-        print("| --- | ---: | ---: | ---: | ---: | ---: | --- | ---: |")
-        for engine, r in results.items():
-            rate = args.flights / r["seconds"]
-            if engine == "pandas":
-                ok = rate >= TARGET_FLIGHTS_PER_SECOND and r["peak"] <= TARGET_PEAK_GIB * GIB
-                target = f">= {TARGET_FLIGHTS_PER_SECOND:,}/s, <= {TARGET_PEAK_GIB} GiB: {'ok' if ok else 'MISSED'}"
-            else:
-                base = results.get("pandas")
-                ratio = r["seconds"] / base["seconds"] if base else float("nan")
-                ok = ratio <= SPARK_WITHIN
-                target = f"within {SPARK_WITHIN:g}x of pandas: {ratio:.2f}x {'ok' if ok else 'MISSED'}"
-            failed = "" if r["code"] == 0 else " (FAILED)"
-            print(
-                f"| {engine}{failed} | {args.flights:,} | {r['seconds']:.1f} | {rate:,.0f} | {r['cpu']:.1f} | "
-                f"{r['peak'] / GIB:.2f} GiB | {target} | {r['load']:.1f} |"
-            )
+        print("\n".join(table(results, args.flights)))
 
 
 if __name__ == "__main__":

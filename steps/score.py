@@ -1,4 +1,4 @@
-"""score: whole schedules -> delay odds per flight, on pandas (chunked, one process) or Spark.
+"""score: whole schedules -> delay odds per flight, on pandas (streamed batches, a worker process per core) or Spark.
 
 Reads: ``data``, a CSV or Parquet schedule or a folder of them (a path, ``file://`` or ``gs://``),
 and a ``flight-delay`` model version (``model_uri``, default the Production one).
@@ -21,10 +21,12 @@ written under a temporary name and renamed, a ``gs://`` object is uploaded once 
 from __future__ import annotations
 
 import base64
+import collections
 import contextlib
 import hashlib
 import json
 import logging
+import multiprocessing
 import os
 import re
 import shutil
@@ -34,6 +36,7 @@ import time
 import uuid
 import zipfile
 from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import unquote, urlparse
@@ -42,6 +45,8 @@ import mlflow
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pcsv
 import pyarrow.parquet as pq
 from mlflow.exceptions import MlflowException
 
@@ -74,6 +79,8 @@ REJECT_REASON, REJECT_DETAIL = "reject_reason", "reject_detail"
 # Calendar day of each valid flight (for the summary); never written to the output.
 DAY = "_day"
 MODEL_PARAMS = {"unknown_categories": "score"}
+# pyfunc.model's XGBoost threads for a batch (not imported: importing the model file registers it).
+BATCH_NTHREAD_ENV = "SKYPROPHET_BATCH_NTHREAD"
 SUFFIXES = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
 # Reason slugs from the schema's problem texts (etl's names); anything else is invalid_<field>.
 _REASON_KINDS = (
@@ -83,7 +90,14 @@ _REASON_KINDS = (
     ("expected", "wrong_type"),
 )
 _EXAMPLE_ROWS = re.compile(r"\s*\(row \d+: .*\)$", re.DOTALL)
+_PLAIN_TIME = r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d$"
 PROGRESS_SECONDS = 10.0
+SPARK_SPLIT_BYTES = 16 << 20
+# Per-stage CPU seconds of the pandas engine (logged as seconds_<stage>; CPU rather than wall time,
+# which on a shared machine mostly measures the others): reading batches and writing the scores in
+# this process; scoring (validation, features, XGBoost, sums) summed over the workers.
+STAGES = ("read", "score", "write")
+CSV_BLOCK_BYTES = 8 << 20  # pyarrow's CSV read block: bounded memory, few calls
 _EMPTY = "{name}: the file is empty; expected a header with " + ", ".join(REQUIRED_COLUMNS)
 
 
@@ -155,8 +169,24 @@ def reject_reasons(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
 
 
 def flight_days(times: pd.Series) -> np.ndarray:
-    """``YYYY-MM-DD`` of valid scheduled times, parsed by the schema's own parser."""
-    return np.datetime_as_string(parse_times(times.tolist()).astype("datetime64[D]"), unit="D").astype(object)
+    """``YYYY-MM-DD`` of valid scheduled times: the first ten characters of the plain form, else the schema's parser.
+
+    The times are valid flights' (the schema accepted them), so a plain ``YYYY-MM-DD HH:MM:SS``
+    is a real date and its day is its text; any other accepted form is parsed by ``parse_times``.
+    """
+    text = pa.array(times, from_pandas=True)
+    if not (pa.types.is_string(text.type) or pa.types.is_large_string(text.type)):
+        return np.asarray(_parsed_days(times.tolist()), dtype=object)
+    plain = pc.match_substring_regex(text, _PLAIN_TIME).to_numpy(zero_copy_only=False)
+    days = pc.utf8_slice_codeunits(text, 0, 10).to_numpy(zero_copy_only=False).astype(object)
+    if not plain.all():
+        rest = np.flatnonzero(~plain)
+        days[rest] = _parsed_days(text.take(pa.array(rest)).to_pylist())
+    return days
+
+
+def _parsed_days(values: list) -> np.ndarray:
+    return np.datetime_as_string(parse_times(values).astype("datetime64[D]"), unit="D").astype(object)
 
 
 def annotate(frame: pd.DataFrame) -> pd.DataFrame:
@@ -182,27 +212,15 @@ class Tally:
     rejected: dict[str, int] = field(default_factory=dict)
     groups: list[pd.DataFrame] = field(default_factory=list)
 
-    def add_rejects(self, reasons: pd.Series) -> None:
-        """Count rejected rows by reason."""
-        for reason, n in reasons.value_counts().items():
-            self.rejected[reason] = self.rejected.get(reason, 0) + int(n)
-
-    def add_scores(self, airlines: pd.Series, days: np.ndarray, scores: pd.DataFrame) -> None:
-        """Count scored and flagged flights; sum probabilities per airline and day."""
-        flagged = scores[UNKNOWN_FIELDS].to_numpy(dtype=object) != ""
-        self.scored += len(scores)
-        self.flagged += int(flagged.sum())
-        partial = pd.DataFrame(
-            {
-                AIRLINE: airlines.to_numpy(dtype=object),
-                DAY: days,
-                "flights": 1,
-                "probability_sum": scores["delay_probability"].to_numpy(),
-                "delayed": scores["delay"].to_numpy(),
-                "flagged": flagged.astype(np.int64),
-            }
-        )
-        self.groups.append(partial.groupby([AIRLINE, DAY], sort=False).sum().reset_index())
+    def add(self, part: BatchScores) -> None:
+        """Add one batch's counts and per (airline, day) sums."""
+        self.rows += part.rows
+        self.scored += part.scored
+        self.flagged += part.flagged
+        for reason, n in part.rejected.items():
+            self.rejected[reason] = self.rejected.get(reason, 0) + n
+        if len(part.groups):
+            self.groups.append(part.groups)
         if len(self.groups) > 50:
             self.groups = [pd.concat(self.groups).groupby([AIRLINE, DAY], sort=False).sum().reset_index()]
 
@@ -406,18 +424,47 @@ def file_columns(path: Path, name: str) -> tuple[str, list[str], int | None]:
     return kind, columns, rows
 
 
-def read_chunks(path: Path, name: str, kind: str, columns: list[str], chunk_rows: int) -> Iterator[pd.DataFrame]:
-    """The flight columns of one file, ``chunk_rows`` at a time (strings as given)."""
+def read_batches(path: Path, name: str, kind: str, columns: list[str], chunk_rows: int) -> Iterator[pa.Table]:
+    """The flight columns of one file, ``chunk_rows`` at a time (Arrow, streamed: a few batches in memory).
+
+    CSV is read by pyarrow with every value as text and an empty field as "" (what pandas'
+    ``dtype=str, keep_default_na=False`` gives); a row with the wrong number of fields stops the
+    step naming it (pandas filled it with nulls). Parquet columns keep their types.
+    """
     try:
         if kind == "parquet":
-            for batch in pq.ParquetFile(path).iter_batches(batch_size=chunk_rows, columns=columns):
-                yield batch.to_pandas()
+            batches = pq.ParquetFile(path).iter_batches(batch_size=chunk_rows, columns=columns)
         else:
-            reader = _read_csv(path, name, chunksize=chunk_rows, usecols=columns)
-            with reader:
-                yield from (chunk[columns] for chunk in reader)
-    except (pa.ArrowException, pd.errors.ParserError, UnicodeDecodeError, OSError) as err:
+            batches = pcsv.open_csv(
+                path,
+                read_options=pcsv.ReadOptions(encoding="utf8", block_size=CSV_BLOCK_BYTES),
+                parse_options=pcsv.ParseOptions(newlines_in_values=True),  # quoted line breaks, as pandas reads them
+                convert_options=pcsv.ConvertOptions(
+                    include_columns=columns,
+                    column_types=dict.fromkeys(columns, pa.large_string()),
+                    strings_can_be_null=False,
+                    quoted_strings_can_be_null=False,
+                ),
+            )
+        yield from rebatch(batches, chunk_rows)
+    except (pa.ArrowException, UnicodeDecodeError, OSError) as err:
         raise ScoreInputError(f"{name}: cannot read: {err}") from err
+
+
+def rebatch(batches: Iterator[pa.RecordBatch], rows: int) -> Iterator[pa.Table]:
+    """Tables of exactly ``rows`` rows (the last one fewer) from batches of any size."""
+    pending: list[pa.RecordBatch] = []
+    held = 0
+    for batch in batches:
+        pending.append(batch)
+        held += batch.num_rows
+        while held >= rows:
+            table = pa.Table.from_batches(pending)
+            yield table.slice(0, rows).combine_chunks()
+            rest = table.slice(rows)
+            pending, held = rest.to_batches(), rest.num_rows
+    if held:
+        yield pa.Table.from_batches(pending).combine_chunks()
 
 
 # ------------------------------------------------------------------ the model
@@ -446,19 +493,20 @@ def _predict(model, frame: pd.DataFrame) -> pd.DataFrame:
 
 
 class ParquetSink:
-    """One Parquet file written chunk by chunk under a temporary name; ``publish`` moves it into place."""
+    """One Parquet file written batch by batch under a temporary name; ``publish`` moves it into place."""
 
     def __init__(self, uri: str, workdir: Path) -> None:
         self.uri = uri
         self.path = staging_path(uri, workdir)
         self.writer: pq.ParquetWriter | None = None
 
-    def write(self, frame: pd.DataFrame) -> None:
-        """Append rows (the first chunk fixes the schema)."""
-        table = pa.Table.from_pandas(frame, preserve_index=False)
+    def write(self, table: pa.Table | pd.DataFrame) -> None:
+        """Append rows (the first batch fixes the schema; later ones are cast to it)."""
+        if isinstance(table, pd.DataFrame):
+            table = pa.Table.from_pandas(table, preserve_index=False)
         if self.writer is None:
-            self.writer = pq.ParquetWriter(self.path, table.schema)
-        elif table.schema != self.writer.schema:
+            self.writer = pq.ParquetWriter(self.path, table.schema.remove_metadata())
+        if table.schema != self.writer.schema:
             table = table.cast(self.writer.schema)
         self.writer.write_table(table)
 
@@ -504,58 +552,211 @@ class Progress:
             logger.info("scored %d rows%s, %.0f rows/s", self.done, share, rate)
 
 
-def score_chunk(model, chunk: pd.DataFrame, tally: Tally) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(scored flights, rejected rows) of one chunk; the model validates, bad rows are found only when it refuses."""
+@dataclass
+class BatchScores:
+    """What scoring one batch gives, small enough to send back from a worker process.
+
+    ``valid``: None when every row is a flight, else a mask; ``reasons`` and ``details`` are the
+    rejected rows' (in order); ``scores`` the valid rows' ``SCORE_COLUMNS``; ``groups`` the
+    batch's per (airline as given, day) sums for the summary.
+    """
+
+    rows: int
+    valid: np.ndarray | None
+    reasons: np.ndarray
+    details: np.ndarray
+    scores: dict[str, np.ndarray]
+    groups: pd.DataFrame
+    rejected: dict[str, int]
+    seconds: float = 0.0  # CPU seconds of validation, features, prediction and the sums (where it scored)
+
+    @property
+    def scored(self) -> int:
+        """Flights scored."""
+        return len(self.scores["delay"])
+
+    @property
+    def flagged(self) -> int:
+        """Flights scored with a value the model never saw."""
+        return int((self.scores[UNKNOWN_FIELDS] != "").sum())
+
+
+def _groups(airlines: pd.Series, days: np.ndarray, scores: dict[str, np.ndarray], flagged: np.ndarray) -> pd.DataFrame:
+    """Per (airline as given, day): flights, probability sum, delayed and flagged flights (Arrow's group-by)."""
+    table = pa.table(
+        {
+            AIRLINE: pa.array(airlines, from_pandas=True),
+            DAY: pa.array(days, type=pa.string()),
+            "probability_sum": scores["delay_probability"],
+            "delayed": scores["delay"],
+            "flagged": flagged.astype(np.int64),
+        }
+    )
+    sums = table.group_by([AIRLINE, DAY]).aggregate(
+        [("probability_sum", "count"), ("probability_sum", "sum"), ("delayed", "sum"), ("flagged", "sum")]
+    )
+    frame = sums.to_pandas().rename(
+        columns={
+            "probability_sum_count": "flights",
+            "probability_sum_sum": "probability_sum",
+            "delayed_sum": "delayed",
+            "flagged_sum": "flagged",
+        }
+    )
+    return frame[[AIRLINE, DAY, "flights", "probability_sum", "delayed", "flagged"]].astype({AIRLINE: object})
+
+
+def score_batch(model, chunk: pd.DataFrame) -> BatchScores:
+    """Score one batch; the model validates, bad rows are looked for only when it refuses."""
+    started = time.process_time()
     chunk = chunk.reset_index(drop=True)
+    valid = None
+    reasons = details = np.array([], dtype=object)
     try:
-        scores = _predict(model, chunk)
-        valid = np.ones(len(chunk), dtype=bool)
-        rejects = chunk.iloc[:0].assign(**{REJECT_REASON: "", REJECT_DETAIL: ""})
+        predicted = _predict(model, chunk)
     except MlflowException as refused:
-        reasons, details = reject_reasons(chunk)
-        valid = reasons == ""
-        if valid.all():
-            raise  # refused for something that is not one flight's fault
-        rejects = chunk[~valid].assign(**{REJECT_REASON: reasons[~valid], REJECT_DETAIL: details[~valid]})
-        chunk = chunk[valid].reset_index(drop=True)
-        scores = _predict(model, chunk) if len(chunk) else _empty([], {c: "float64" for c in SCORE_COLUMNS})
-        del refused
-    tally.rows += len(valid)
-    tally.add_rejects(rejects[REJECT_REASON])
-    if len(chunk):
-        tally.add_scores(chunk[AIRLINE], flight_days(chunk[SCHEDULED_TIME]), scores)
-    scored = chunk.assign(**{c: scores[c].to_numpy() for c in SCORE_COLUMNS})
+        found, why = reject_reasons(chunk)
+        mask = found == ""
+        if mask.all():
+            # Refused for something that is not one flight's fault; as a plain MlflowException,
+            # which pickles from a worker process (the schema's error type does not).
+            raise MlflowException(refused.message) from None
+        valid, reasons, details = mask, found[~mask], why[~mask]
+        chunk = chunk[mask].reset_index(drop=True)
+        predicted = _predict(model, chunk) if len(chunk) else _empty([], {c: "float64" for c in SCORE_COLUMNS})
+    scores = {
+        "delay_probability": predicted["delay_probability"].to_numpy(np.float64),
+        "delay": predicted["delay"].to_numpy(np.int64),
+        UNKNOWN_FIELDS: predicted[UNKNOWN_FIELDS].to_numpy(dtype=object),
+    }
+    flagged = scores[UNKNOWN_FIELDS] != ""
+    groups = (
+        _groups(chunk[AIRLINE], flight_days(chunk[SCHEDULED_TIME]), scores, flagged) if len(chunk) else pd.DataFrame()
+    )
+    rejected = pd.Series(reasons, dtype=object).value_counts().to_dict()
+    rows = len(chunk) if valid is None else len(valid)
+    counts = {r: int(n) for r, n in rejected.items()}
+    return BatchScores(rows, valid, reasons, details, scores, groups, counts, time.process_time() - started)
+
+
+def split_batch(table: pa.Table, part: BatchScores) -> tuple[pa.Table, pa.Table]:
+    """(scored flights: the valid rows plus their scores, rejected rows plus reason and detail) of one batch."""
+    scored = table if part.valid is None else table.filter(pa.array(part.valid))
+    for column in SCORE_COLUMNS:
+        scored = scored.append_column(column, pa.array(part.scores[column], type=SCORE_TYPES[column]))
+    rejects = table.slice(0, 0) if part.valid is None else table.filter(pa.array(~part.valid))
+    rejects = rejects.append_column(REJECT_REASON, pa.array(part.reasons, type=pa.string()))
+    rejects = rejects.append_column(REJECT_DETAIL, pa.array(part.details, type=pa.string()))
     return scored, rejects
 
 
-def score_pandas(uris: list[str], output: ParquetSink, rejects: ParquetSink, chunk_rows: int, workdir: Path):
-    """Score every file chunk by chunk in this process (memory: a few chunks, whatever the size).
+# The model the worker processes score with: loaded here before they are forked, so they share it.
+_WORKER: dict = {}
 
-    Returns the tally and the flight columns; gs:// files are downloaded to ``workdir`` first.
-    """
+
+def _score_in_worker(table: pa.Table) -> BatchScores:
+    return score_batch(_WORKER["model"], table.to_pandas())
+
+
+def _load_model(uri: str, batch_threads: int | None = None):
+    """The pyfunc model; ``batch_threads`` sets its XGBoost threads for batches (read when it loads)."""
     import mlflow.pyfunc
 
+    before = os.environ.get(BATCH_NTHREAD_ENV)
+    if batch_threads is not None:
+        os.environ[BATCH_NTHREAD_ENV] = str(batch_threads)
+    try:
+        return mlflow.pyfunc.load_model(uri)
+    finally:
+        if before is None:
+            os.environ.pop(BATCH_NTHREAD_ENV, None)
+        else:
+            os.environ[BATCH_NTHREAD_ENV] = before
+
+
+def score_workers(total: int | None, chunk_rows: int) -> int:
+    """Worker processes for the pandas engine: one per core, none (this process) for a single batch."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if cores < 2 or (total is not None and total <= chunk_rows):
+        return 0
+    return cores
+
+
+def score_pandas(uris: list[str], output: ParquetSink, rejects: ParquetSink, chunk_rows: int, workdir: Path):
+    """Score every file batch by batch, streamed: memory is a few batches, whatever the size.
+
+    This process reads each batch (pyarrow) and writes the scores in input order (ParquetWriter);
+    one worker process per core validates, builds features and predicts (XGBoost on one thread
+    each), forked once the model is loaded here (they share it). At most two batches per worker
+    are in flight. A single batch is scored here. Returns the tally and the flight columns;
+    gs:// files are downloaded to ``workdir`` first.
+    """
     checked = []
     for uri in uris:
         path = local_copy(uri, workdir)
         checked.append((uri, path, *file_columns(path, uri)))
     columns = [c for c in FLIGHT_COLUMNS if any(c in cols for *_, cols, _ in checked)]
-    model = mlflow.pyfunc.load_model(_MODEL["uri"])
     known = [rows for *_, rows in checked]
-    progress = Progress(sum(known) if None not in known else None)
+    total = sum(known) if None not in known else None
+    workers = score_workers(total, chunk_rows)
+    # With workers, one XGBoost thread each: the workers already use every core.
+    model = _load_model(_MODEL["uri"], batch_threads=1 if workers else None)
+    progress = Progress(total)
     tally = Tally()
-    for name, path, kind, file_cols, _ in checked:
-        logger.info("read: %s (%s)", name, kind)
-        for chunk in read_chunks(path, name, kind, file_cols, chunk_rows):
-            chunk = chunk.reindex(columns=columns, fill_value="") if list(chunk.columns) != columns else chunk
-            scored, rejected = score_chunk(model, chunk, tally)
-            if len(scored):
-                output.write(scored)
-            if len(rejected):
-                rejects.write(rejected)
-            progress.update(len(chunk))
+    stages = dict.fromkeys(STAGES, 0.0)
+
+    def batches() -> Iterator[pa.Table]:
+        for name, path, kind, file_cols, _ in checked:
+            logger.info("read: %s (%s)", name, kind)
+            tables = read_batches(path, name, kind, file_cols, chunk_rows)
+            while True:
+                started = time.process_time()
+                table = next(tables, None)
+                if table is None:
+                    break
+                for column in columns:
+                    if column not in table.column_names:
+                        table = table.append_column(column, pa.array([""] * table.num_rows, type=pa.large_string()))
+                stages["read"] += time.process_time() - started
+                yield table.select(columns)
+
+    def finish(table: pa.Table, part: BatchScores) -> None:
+        started = time.process_time()
+        tally.add(part)
+        scored, rejected = split_batch(table, part)
+        if scored.num_rows:
+            output.write(scored)
+        if rejected.num_rows:
+            rejects.write(rejected)
+        progress.update(table.num_rows)
+        stages["score"] += part.seconds
+        stages["write"] += time.process_time() - started
+
+    if workers:
+        logger.info("score: %d worker processes, %d flights a batch", workers, chunk_rows)
+        _WORKER["model"] = model
+        # A worker that dies (killed for memory) fails the step with BrokenProcessPool, not a hang.
+        pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"))
+        try:
+            pending: collections.deque = collections.deque()
+            for table in batches():
+                pending.append((table, pool.submit(_score_in_worker, table)))
+                if len(pending) >= 2 * workers:
+                    finish(pending[0][0], pending.popleft()[1].result())
+            while pending:
+                finish(pending[0][0], pending.popleft()[1].result())
+        finally:
+            pool.shutdown(cancel_futures=True)
+            _WORKER.clear()
+    else:
+        for table in batches():
+            finish(table, score_batch(model, table.to_pandas()))
+    started = time.process_time()
     output.close(_empty(columns, {"delay_probability": "float64", "delay": "int64", UNKNOWN_FIELDS: "str"}))
     rejects.close(_empty(columns, {REJECT_REASON: "str", REJECT_DETAIL: "str"}))
+    stages["write"] += time.process_time() - started
+    logger.info("stages: %s", json.dumps({k: round(v, 2) for k, v in stages.items()} | {"workers": workers}))
+    mlflow.log_metrics({f"seconds_{stage}": value for stage, value in stages.items()} | {"score_workers": workers})
     return tally, columns
 
 
@@ -591,6 +792,9 @@ def spark_session(master: str, chunk_rows: int):
         "spark.sql.execution.arrow.pyspark.enabled": "true",
         "spark.sql.execution.arrow.maxRecordsPerBatch": str(chunk_rows),
         "spark.sql.shuffle.partitions": "8",
+        # Files split into tasks of at most 16 MB (Parquet at row-group bounds): one file gives
+        # every core a task without a shuffle.
+        "spark.sql.files.maxPartitionBytes": str(SPARK_SPLIT_BYTES),
         "spark.executorEnv.SKYPROPHET_BATCH_NTHREAD": "1",
         "spark.executorEnv.PYSPARK_PYTHON": os.environ["PYSPARK_PYTHON"],
     }.items():
@@ -649,13 +853,15 @@ def _spark_file(spark, uri: str, name: str):
 def _write_single(spark, frame, uri: str, workdir: Path) -> None:
     """Write ``frame`` as one Parquet file at ``uri``: Spark writes a staging folder, its one part is moved.
 
+    ``frame`` is persisted, so ``coalesce(1)`` reads its blocks in one task without a shuffle.
+
     The staging folder is local (then renamed, or uploaded to gs://) unless Spark writes gs:// itself
     (the GCS connector, as on Dataproc): then it sits beside ``uri`` and the part is renamed there.
     """
     if _is_gs(uri) and _has_gs_connector(spark):
         jvm, conf = spark._jvm, spark._jsc.hadoopConfiguration()
         staging = f"{uri}.partial-{uuid.uuid4().hex}"
-        frame.repartition(1).write.parquet(staging)
+        frame.coalesce(1).write.parquet(staging)
         folder = jvm.org.apache.hadoop.fs.Path(staging)
         filesystem = folder.getFileSystem(conf)
         part = next(s.getPath() for s in filesystem.listStatus(folder) if s.getPath().getName().startswith("part-"))
@@ -667,7 +873,7 @@ def _write_single(spark, frame, uri: str, workdir: Path) -> None:
         filesystem.delete(folder, True)
         return
     staging = workdir / f"spark-{uuid.uuid4().hex}"
-    frame.repartition(1).write.parquet(staging.as_uri())
+    frame.coalesce(1).write.parquet(staging.as_uri())
     part = next(staging.glob("part-*.parquet"))
     if not _is_gs(uri):  # beside the output first: a rename across file systems is not atomic
         local = staging_path(uri, workdir)

@@ -15,6 +15,7 @@ from pathlib import Path
 import mlflow
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
 
 from pyfunc.schema import OPTIONAL_COLUMNS, REQUIRED_COLUMNS, UNKNOWN_FIELDS
@@ -182,6 +183,44 @@ def test_parquet_folder_in_matches_csv_in(model_env, schedule, tmp_path):
     from_folder = score.run(data=str(folder), output=str(tmp_path / "folder.parquet"), chunk_rows=200)
     pd.testing.assert_frame_equal(pd.read_parquet(from_csv.output), pd.read_parquet(from_folder.output))
     assert from_folder.rejected == EXPECTED_REJECTS
+
+
+@pytest.mark.slow
+def test_streamed_batches_give_the_output_of_one_batch(model_env, schedule, tmp_path):
+    """97 flights a batch (9 batches through the worker processes) = all 800 in one call, in input order."""
+    data = tmp_path / "schedule.parquet"  # Parquet: its row count is known, so one batch is scored in process
+    pd.read_csv(schedule, dtype=str, keep_default_na=False).to_parquet(data, index=False, row_group_size=300)
+    whole = score.run(data=str(data), output=str(tmp_path / "whole.parquet"), chunk_rows=ROWS)
+    streamed = score.run(data=str(data), output=str(tmp_path / "streamed.parquet"), chunk_rows=97)
+    pd.testing.assert_frame_equal(pd.read_parquet(streamed.output), pd.read_parquet(whole.output))
+    pd.testing.assert_frame_equal(pd.read_parquet(streamed.rejects), pd.read_parquet(whole.rejects))
+    assert (streamed.rows, streamed.scored, streamed.flagged) == (whole.rows, whole.scored, whole.flagged)
+    assert streamed.rejected == whole.rejected == EXPECTED_REJECTS
+    expected = schedule_frame().drop(index=list(BAD)).reset_index(drop=True)
+    assert pd.read_parquet(streamed.output)["Fecha-I"].tolist() == expected["Fecha-I"].tolist()
+    for name in ("by_airline", "by_day"):
+        tables = [
+            pd.read_csv(mlflow.artifacts.download_artifacts(run_id=r.run_id, artifact_path=f"summary/{name}.csv"))
+            for r in (whole, streamed)
+        ]
+        pd.testing.assert_frame_equal(*tables)
+    client = mlflow.MlflowClient()
+    metrics = client.get_run(streamed.run_id).data.metrics
+    assert {f"seconds_{stage}" for stage in score.STAGES} <= set(metrics)
+    assert metrics["score_workers"] == score.score_workers(ROWS, 97)  # one per core (2 here)
+    assert client.get_run(whole.run_id).data.metrics["score_workers"] == 0  # one batch: scored in process
+
+
+def test_rebatch_gives_exact_sizes_in_order():
+    batches = [pa.record_batch({"x": list(range(a, b))}) for a, b in ((0, 3), (3, 4), (4, 11), (11, 12))]
+    tables = list(score.rebatch(iter(batches), 5))
+    assert [t.num_rows for t in tables] == [5, 5, 2]
+    assert [v for t in tables for v in t["x"].to_pylist()] == list(range(12))
+
+
+def test_flight_days_plain_and_other_accepted_forms():
+    times = pd.Series(["2017-03-01 23:59:00", " 2017-03-02 00:10:00 ", "2017-12-31 10:00:00"], dtype=str)
+    assert score.flight_days(times).tolist() == ["2017-03-01", "2017-03-02", "2017-12-31"]
 
 
 @pytest.mark.slow
