@@ -146,14 +146,13 @@ acceptance: install  ## the acceptance checks against a running server: make acc
 	python -m steps.acceptance --url $(URL) --model-uri $(MODEL_URI)
 
 .PHONY: retrain recalibrate replay
-# The data of record to retrain on (the scheduled workflow passes the latest); no checksum unless given.
+# The data of record to retrain on (the scheduled workflow passes the latest). It has no digest known in
+# advance: `none` skips etl's checksum check, recorded on the run; give RETRAIN_SHA256 to check one.
 RETRAIN_DATA_URI ?= $(DATA_URI)
-RETRAIN_SHA256 ?=
+RETRAIN_SHA256 ?= none
 RECALIBRATE_ARGS ?=
 REPLAY_ARGS ?=
 
-# The latest data of record has no digest known in advance: `none` skips etl's check, recorded on the run.
-RETRAIN_SHA256 ?= none
 retrain: install  ## the pipeline on the latest data of record (RETRAIN_DATA_URI): gate and acceptance decide as always (what .github/workflows/retrain.yml runs)
 	mlflow run . -e main --env-manager local --experiment-name $(MLFLOW_EXPERIMENT_NAME) \
 		-P data_uri=$(RETRAIN_DATA_URI) -P sha256=$(RETRAIN_SHA256)
