@@ -199,11 +199,10 @@ def load(
         with stats.open() as file:
             total = next(row for row in csv.DictReader(file) if row["Name"] == "Aggregated")
         requests_made, failures = int(total["Request Count"]), int(total["Failure Count"])
-        # Locust writes "N/A" for the percentiles when no request completed: that is the check below.
-        p95 = float(total["95%"]) if total["95%"] not in ("", "N/A") else 0.0
-        summary = f"{requests_made} requests by {users} users in {duration}, p95 {p95:.0f} ms"
-        if requests_made == 0:
+        if requests_made == 0:  # locust then writes "N/A" for the percentiles
             return CheckResult("load", False, f"no request completed in {duration}")
+        p95 = float(total["95%"] or 0)
+        summary = f"{requests_made} requests by {users} users in {duration}, p95 {p95:.0f} ms"
         if failures:
             errors = Path(f"{prefix}_failures.csv")
             first = ""
