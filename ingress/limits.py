@@ -164,8 +164,16 @@ def error_body(message: str) -> bytes:
     return json.dumps({"error_code": "BAD_REQUEST", "message": message}).encode()
 
 
+# How MLflow's scoring server wraps a model's error: the rows it failed on (a DataFrame's repr), then the error.
+MLFLOW_ECHO = ("Failed to predict data '", "'. \nError: ")
+
+
 def cut_error(body: bytes, limits: Limits) -> bytes:
-    """An error answer with its message cut to SKYPROPHET_MAX_ERROR_BYTES (MLflow echoes the rows it failed on)."""
+    """An error answer of at most about SKYPROPHET_MAX_ERROR_BYTES of message (MLflow echoes the rows it failed on).
+
+    Over the limit, MLflow's echo of the rows is left out first (the model's own message, which
+    names the field, comes after it), then the rest is cut, saying so.
+    """
     if len(body) <= limits.error_bytes:
         return body
     try:
@@ -173,11 +181,15 @@ def cut_error(body: bytes, limits: Limits) -> bytes:
         message = str(data["message"])
     except (ValueError, KeyError, TypeError):
         data, message = None, body.decode("utf-8", errors="replace")
-    note = f" ... [cut: {len(body):,} bytes of error; {MAX_ERROR_BYTES.env}={limits.error_bytes:,}]"
-    short = message.encode()[: limits.error_bytes].decode("utf-8", errors="ignore") + note
+    echo, marker, error = message.partition(MLFLOW_ECHO[1])
+    if marker and echo.startswith(MLFLOW_ECHO[0]):
+        message = f"Failed to predict the request's data ({len(echo):,} bytes of its echo left out). Error: {error}"
+    if len(message.encode()) > limits.error_bytes:
+        note = f" ... [cut: {len(body):,} bytes of error; {MAX_ERROR_BYTES.env}={limits.error_bytes:,}]"
+        message = message.encode()[: limits.error_bytes].decode("utf-8", errors="ignore") + note
     if isinstance(data, dict):
-        return json.dumps({**data, "message": short}).encode()
-    return short.encode()
+        return json.dumps({**data, "message": message}).encode()
+    return message.encode()
 
 
 Receive = Callable[[], Awaitable[dict]]

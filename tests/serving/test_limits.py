@@ -103,6 +103,12 @@ def test_an_error_answer_is_cut_to_its_limit_and_stays_json():
     cut = json.loads(limits.cut_error(long, small))
     assert cut["error_code"] == "INVALID_PARAMETER_VALUE" and cut["message"].startswith("Field 'OPERA': ")
     assert len(cut["message"].encode()) < 300 and "SKYPROPHET_MAX_ERROR_BYTES=100" in cut["message"]
+    rows = "     Fecha-I Vlo-I\n0  2017-07-14 19:30:00   226\n" * 200
+    echoed = json.dumps({"message": f"Failed to predict data '{rows}'. \nError: Field 'explain': 5,001 flights"})
+    roomier = limits.Limits(body_bytes=1, rows=1, decoded_bytes=1, error_bytes=200)
+    message = json.loads(limits.cut_error(echoed.encode(), roomier))["message"]
+    assert message.startswith("Failed to predict the request's data (") and "echo left out" in message, message
+    assert message.endswith("Error: Field 'explain': 5,001 flights"), "the model's own message is kept whole"
     short = json.dumps({"error_code": "X", "message": "short"}).encode()
     assert limits.cut_error(short, small) == short
     assert b"SKYPROPHET_MAX_ERROR_BYTES" in limits.cut_error(b"x" * 5_000, small), "text errors are cut too"
