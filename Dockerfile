@@ -36,11 +36,15 @@ CMD ["mlflow", "server", "--host", "0.0.0.0", "--port", "5000"]
 # checked before MLflow parses a body. nginx off; MLflow's entrypoint serves on 127.0.0.1:8000 behind
 # the ingress, as its child in its own process group, stopped whole within 10 s when the ingress stops.
 # The ingress needs only what MLflow's image installs (uvicorn, aiohttp, pyarrow).
+# It runs as uid 10001 (build-docker's image runs as root; nginx, which needs root, is off).
 FROM ${MODEL_BASE_IMAGE} AS model
+RUN groupadd --gid 10001 app && useradd --uid 10001 --gid app --no-create-home --shell /usr/sbin/nologin app
 COPY ingress/ /opt/skyprophet/ingress/
 ENV PYTHONPATH=/opt/skyprophet \
     DISABLE_NGINX=true \
-    UVICORN_HOST=127.0.0.1
+    UVICORN_HOST=127.0.0.1 \
+    HOME=/tmp
+USER 10001
 EXPOSE 8080
 ENTRYPOINT ["python", "-m", "ingress.run", "--host", "0.0.0.0", "--port", "8080", "--upstream", "http://127.0.0.1:8000", "--", "python", "-c", "from mlflow.models import container as C; C._serve('local')"]
 
