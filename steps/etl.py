@@ -25,6 +25,10 @@ import pandas as pd
 
 from pyfunc.schema import (
     DELAY_MINUTES,
+    FIELD_CAPS,
+    FLIGHT_NUMBER,
+    FLIGHT_NUMBER_FORM,
+    MAX_FLIGHT_NUMBER_CHARS,
     MAX_YEAR,
     MIN_YEAR,
     OPERATED_TIME,
@@ -32,6 +36,7 @@ from pyfunc.schema import (
     SCHEDULED_TIME,
     TARGET,
     minutes_late,
+    normalise_flight_number,
     parse_scheduled_time,
 )
 from steps import config, tracking
@@ -76,6 +81,15 @@ def reject_reasons(raw: pd.DataFrame) -> pd.Series:
     for column in TRAINING_COLUMNS:
         conditions.append(raw[column].str.strip() == "")
         reasons.append(f"missing_{column}")
+    # The serving contract's caps and flight-number form (pyfunc.schema): a row the model would
+    # refuse is rejected here by reason, not left to stop training.
+    for column, (_, cap) in FIELD_CAPS.items():
+        conditions.append(raw[column].str.len() > cap)
+        reasons.append(f"too_long_{column}")
+    short = raw[FLIGHT_NUMBER].where(raw[FLIGHT_NUMBER].str.len() <= MAX_FLIGHT_NUMBER_CHARS, "")
+    number = normalise_flight_number(short)
+    conditions.append(~number.str.fullmatch(FLIGHT_NUMBER_FORM.pattern).fillna(False).astype(bool))
+    reasons.append(f"malformed_{FLIGHT_NUMBER}")
     conditions += [
         scheduled.isna(),
         (scheduled.dt.year < MIN_YEAR) | (scheduled.dt.year > MAX_YEAR),

@@ -34,6 +34,17 @@ def test_bad_rows_are_counted_by_reason():
     assert (reasons[4:] == "").all(), "good rows carry no reason"
 
 
+def test_rows_the_model_would_refuse_are_rejected_by_reason_not_left_to_stop_training():
+    raw = make_flights(days=2, flights_per_day=10).astype({"Vlo-I": str})
+    raw.loc[0, "Vlo-I"] = "A-1"  # not letters and digits
+    raw.loc[1, "Des-I"] = "X" * 65  # over MAX_CATEGORY_CHARS
+    raw.loc[2, "Vlo-I"] = "12345678901"  # over MAX_FLIGHT_NUMBER_CHARS
+    raw.loc[3, "Vlo-I"] = "０２２６"  # a look-alike of 226: one flight, kept
+    reasons = etl.reject_reasons(raw)
+    assert reasons[:4].tolist() == ["malformed_Vlo-I", "too_long_Des-I", "too_long_Vlo-I", ""]
+    assert (reasons[4:] == "").all()
+
+
 def test_missing_column_is_a_clear_error(tmp_path):
     path = tmp_path / "flights.csv"
     make_flights(days=2).drop(columns=["Fecha-O"]).to_csv(path, index=False)
