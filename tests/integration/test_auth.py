@@ -23,7 +23,6 @@ import pytest
 import requests
 from mlflow.exceptions import MlflowException
 
-from steps import registry
 from steps.config import MODEL_NAME, PROJECT_ROOT
 from steps.processes import free_port, mlflow_run_command, process_env
 from steps.storage import sha256_of
@@ -378,11 +377,13 @@ def test_only_the_promoter_moves_production(auth_server, pipeline_run, monkeypat
     state = registry_state(auth_server.tracking_db)
     assert state["versions"] == [(1, "Staging")] and state["aliases"] == [("staging", 1)], state
 
-    # With acceptance.verdict = passed the promoter moves production (stage and alias, as `promote` does).
-    # The verdict is written by hand here: promote writes it itself once every check passed.
-    client.set_model_version_tag(MODEL, "1", "acceptance.verdict", "passed")
-    registry.transition_stage(client, MODEL, "1", "Production")
-    client.set_registered_model_alias(MODEL, "production", "1")
+    # `promote` as the promoter: the checks pass, it writes the verdict and the digest itself, then the
+    # server lets the alias and the stage move.
+    accept = ("--promote", "force", "--users", "1", "--spawn-rate", "1", "--duration", "5s", "--p95-ms", "10000")
+    done, _ = step("promote", auth_server.env(promoter), "--model-name", MODEL, "--version", "1", *accept)
+    assert done.returncode == 0, done.stderr[-3000:]
+    tags = client.get_model_version(MODEL, "1").tags
+    assert tags["acceptance.verdict"] == "passed" and len(tags["acceptance.artifact_digest"]) == 64, tags
     state = registry_state(auth_server.tracking_db)
     assert state["versions"] == [(1, "Production")] and ("production", 1) in state["aliases"], state
 
