@@ -53,6 +53,8 @@ FROM base AS sidecar
 # HTTP tracking server); google-cloud-storage for gs:// artifacts not proxied by the server.
 RUN pip install mlflow-skinny==3.17.2 requests==2.34.2 google-cloud-storage==3.17.1
 COPY sidecar/ /app/sidecar/
+# The artifact digest check (stdlib + the registry client only).
+COPY steps/__init__.py steps/digest.py /app/steps/
 USER 10001
 ENV SIDECAR_HOST=0.0.0.0 \
     SIDECAR_PORT=8081 \

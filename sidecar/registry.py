@@ -19,9 +19,13 @@ import mlflow
 import yaml
 from mlflow.entities.model_registry import ModelVersion
 
+from steps.digest import DIGEST_TAG, verify
+
 MODEL_URI_PATTERN = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<ref>[^/]+))$")
 # The pyfunc's artifact holding the threshold (pyfunc/model.py SPEC_ARTIFACT).
 SPEC_ARTIFACT = "spec"
+# The alias that serves (steps/registry.py PRODUCTION_ALIAS): its version's files are always verified.
+PRODUCTION_ALIAS = "production"
 
 
 class RegistryLookupError(RuntimeError):
@@ -108,6 +112,10 @@ def load_model_info(model_uri: str) -> ModelInfo:
         local = mlflow.artifacts.download_artifacts(
             artifact_uri=f"models:/{version.name}/{version.version}", dst_path=tmp
         )
+        # The files a Production version serves are the ones accepted: checked against the digest
+        # recorded at acceptance before anything reads them (a mismatch is a registry error in /health).
+        if DIGEST_TAG in (version.tags or {}) or PRODUCTION_ALIAS in version.aliases:
+            verify(version, local)
         canary, threshold = read_model_files(Path(local))
     return ModelInfo(
         model_uri=model_uri,

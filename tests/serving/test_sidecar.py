@@ -16,6 +16,7 @@ import mlflow
 import pytest
 import requests
 
+from steps.digest import DIGEST_TAG
 from steps.processes import (
     BIN,
     ServedModel,
@@ -210,3 +211,16 @@ def test_health_flags_a_server_whose_version_is_not_the_one_production_names(reg
     body = wait_for_production(None)
     assert body["serves_production"] is False and "production" in body["production"]["error"], body
     assert body["warning"] == "cannot tell which version production names", body
+
+
+def test_health_is_503_naming_the_version_whose_artifacts_changed_after_acceptance(registry, sidecars):
+    """A version whose recorded digest no longer matches its files: the sidecar refuses it, naming it."""
+    client = mlflow.MlflowClient(registry["env"]["MLFLOW_TRACKING_URI"])
+    source = client.get_model_version(registry["model_name"], registry["version"])
+    name = "sidecar-digest-check"
+    client.create_registered_model(name)
+    version = client.create_model_version(name, source.source, run_id=source.run_id)
+    client.set_model_version_tag(name, version.version, DIGEST_TAG, "sha256:" + "0" * 64)  # not these files
+    sidecar = sidecars(f"http://127.0.0.1:{free_port()}", model_uri=f"models:/{name}/{version.version}")
+    body = sidecar.wait_for_reason("artifacts changed after acceptance")
+    assert f"version {version.version} of {name!r}" in body["reason"], body
