@@ -198,6 +198,7 @@ def test_cloudbuild_builds_both_images_and_deploys_a_staging_revision_probed_on_
     reader = ["MLFLOW_TRACKING_URI", "MLFLOW_READER_USERNAME", "MLFLOW_READER_PASSWORD"]
     assert steps["resolve-model-version"]["secretEnv"] == reader, "it reads the registry as the reader"
     assert "download_artifacts(" in steps["resolve-model-version"]["args"][-1], "and downloads the version"
+    assert "verify(accepted, local)" in steps["resolve-model-version"]["args"][-1], "an accepted one checked"
     assert "secretEnv" not in steps["build-model-image"], "the step installing the version's requirements: no secret"
     script = steps["build-model-image"]["args"][-1]
     assert 'mlflow models build-docker -m "$$(cat /workspace/model_dir)" -n "${_MODEL_IMAGE}:${_TAG}-root"' in script
