@@ -131,7 +131,7 @@ DEFAULTS: dict[str, dict[str, object]] = {
     },
     # Tools, not MLproject entry points.
     "serve": {  # make serve / make run
-        "model_uri": f"models:/{MODEL_NAME}/Production",
+        "model_uri": f"models:/{MODEL_NAME}@production",  # the one pointer
         "host": "127.0.0.1",
         "port": 5001,
         "workers": 2,  # one uvicorn worker per core: a worker is one Python process, bound to one core by the GIL
