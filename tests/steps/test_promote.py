@@ -406,7 +406,7 @@ SECRETS = {
 def test_two_concurrent_promotes_of_a_version_that_records_its_environment_end_consistent_and_leak_nothing(
     tracking_store, flights_csv, tmp_path
 ):
-    processed = etl.run(data_uri=str(flights_csv)).processed_uri
+    processed = etl.run(data_uri=str(flights_csv), sha256=sha256_of(flights_csv)).processed_uri
     seen = tmp_path / "environment-seen-by-the-model.txt"
     # What a pipeline identity could register: a model.py that records os.environ whenever it is loaded.
     code = broken_code(

@@ -129,7 +129,7 @@ def test_a_version_is_created_with_its_gate_tags_so_a_failure_after_leaves_none_
     tracking_store, flights_csv, monkeypatch
 ):
     """Under auth the pipeline may not delete a version (MANAGE): it must never exist without its gate tags."""
-    processed = etl.run(data_uri=str(flights_csv), holdout_months=1).processed_uri
+    processed = etl.run(data_uri=str(flights_csv), sha256=sha256_of(flights_csv), holdout_months=1).processed_uri
     trained = train.run(processed_uri=processed, n_estimators=20, cv_folds=2)
     holdout = f"{processed}/holdout.parquet"
 
