@@ -91,7 +91,8 @@ def read_flights(data: str) -> pd.DataFrame:
         kind, columns, _ = score.file_columns(path, data)
     except score.ScoreInputError as err:
         raise WhatIfInputError(f"data: {err}") from err
-    return pd.concat(list(score.read_chunks(path, data, kind, columns, 100_000)), ignore_index=True)
+    tables = [table.to_pandas() for table in score.read_batches(path, data, kind, columns, 100_000)]
+    return pd.concat(tables, ignore_index=True)
 
 
 def select(schedule: pd.DataFrame, wanted: list[tuple[str, str, str]]) -> pd.DataFrame:
