@@ -8,6 +8,7 @@ import sys
 import time
 from pathlib import Path
 
+import mlflow
 import pandas as pd
 import pytest
 
@@ -272,3 +273,15 @@ def tracking_server(tmp_path_factory: pytest.TempPathFactory):
     yield start
     for server in servers:
         server.stop()
+
+
+@pytest.fixture
+def model_env(registered_model, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """This process pointed at the registered model's store (for in-process score, report and what-if runs)."""
+    for key, value in registered_model["env"].items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
+    mlflow.set_tracking_uri(registered_model["env"]["MLFLOW_TRACKING_URI"])
+    yield registered_model["env"]
+    while mlflow.active_run():
+        mlflow.end_run()

@@ -111,18 +111,6 @@ def test_report_path_sits_beside_the_output():
 # ------------------------------------------------------------------ the page score writes, in Chromium
 
 
-@pytest.fixture
-def model_env(registered_model, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
-    """This process pointed at the registered model's store (for an in-process score run)."""
-    for key, value in registered_model["env"].items():
-        monkeypatch.setenv(key, value)
-    monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
-    mlflow.set_tracking_uri(registered_model["env"]["MLFLOW_TRACKING_URI"])
-    yield registered_model["env"]
-    while mlflow.active_run():
-        mlflow.end_run()
-
-
 @pytest.mark.slow
 def test_score_writes_a_report_that_renders_in_chromium(model_env, registered_model, tmp_path):
     frame = make_flights(days=45, flights_per_day=30, seed=11, start="2017-06-10")

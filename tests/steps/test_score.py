@@ -55,18 +55,6 @@ def schedule(tmp_path: Path) -> Path:
     return path
 
 
-@pytest.fixture
-def model_env(registered_model, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
-    """This process pointed at the registered model's store (for in-process runs)."""
-    for key, value in registered_model["env"].items():
-        monkeypatch.setenv(key, value)
-    monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
-    mlflow.set_tracking_uri(registered_model["env"]["MLFLOW_TRACKING_URI"])
-    yield registered_model["env"]
-    while mlflow.active_run():
-        mlflow.end_run()
-
-
 def score_command(data: str, output: str, **options: object) -> list[str]:
     command = [sys.executable, "-m", "steps.score", "--data", data, "--output", output]
     for key, value in options.items():

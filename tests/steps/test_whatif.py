@@ -78,18 +78,6 @@ def test_the_change_rewrites_only_what_was_asked(schedule):
 # ------------------------------------------------------------------ the model's answer
 
 
-@pytest.fixture
-def model_env(registered_model, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
-    """This process pointed at the registered model's store."""
-    for key, value in registered_model["env"].items():
-        monkeypatch.setenv(key, value)
-    monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
-    mlflow.set_tracking_uri(registered_model["env"]["MLFLOW_TRACKING_URI"])
-    yield registered_model["env"]
-    while mlflow.active_run():
-        mlflow.end_run()
-
-
 @pytest.mark.slow
 def test_an_evening_departure_and_a_later_airline_raise_the_odds(model_env, registered_model, schedule, tmp_path):
     flight = morning_flight(schedule)
