@@ -54,7 +54,8 @@ FROM base AS sidecar
 RUN pip install mlflow-skinny==3.17.2 requests==2.34.2 google-cloud-storage==3.17.1
 COPY sidecar/ /app/sidecar/
 # The artifact digest check (stdlib + the registry client only).
-COPY steps/__init__.py steps/digest.py /app/steps/
+COPY skyprophet/__init__.py /app/skyprophet/
+COPY skyprophet/mlops/__init__.py skyprophet/mlops/digest.py /app/skyprophet/mlops/
 USER 10001
 ENV SIDECAR_HOST=0.0.0.0 \
     SIDECAR_PORT=8081 \

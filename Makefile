@@ -10,7 +10,7 @@ DATA_URI ?= $(abspath ../shared/datasets/scl-2017/data.csv)
 DATA_SHA256 ?= 66d7334fbc9c2c070842e9a99d465f552f94a2b1d5c4047be825e5954e12e829
 HOST ?= 127.0.0.1
 PORT ?= 5001
-# The registered model (steps/config.py MODEL_NAME; a test checks they agree).
+# The registered model (skyprophet/config.py MODEL_NAME; a test checks they agree).
 MODEL_NAME ?= flight-delay
 MODEL_URI ?= models:/$(MODEL_NAME)@production
 PYTEST_ARGS ?=
@@ -39,7 +39,7 @@ ui: install  ## MLflow UI on the embedded store
 	mlflow ui --backend-store-uri $(MLFLOW_TRACKING_URI) --host $(HOST) --port 5000
 
 test: install  ## every test CI runs (the short stress test included); coverage in reports/coverage/index.html
-	python -m pytest --cov=pyfunc --cov=steps --cov=sidecar --cov-report=term --cov-report=html:reports/coverage $(PYTEST_ARGS)
+	python -m pytest --cov=pyfunc --cov=steps --cov=skyprophet --cov=sidecar --cov-report=term --cov-report=html:reports/coverage $(PYTEST_ARGS)
 
 test-fast: install  ## the inner loop: no real processes, no real data
 	python -m pytest -m "not slow and not real_data and not stress and not integration" $(PYTEST_ARGS)
@@ -104,11 +104,11 @@ AUTH ?=
 export MLFLOW_BACKEND_STORE_URI MLFLOW_ARTIFACTS_DESTINATION
 
 tracking-server: install  ## mlflow server: MLFLOW_BACKEND_STORE_URI=postgresql://… + MLFLOW_ARTIFACTS_DESTINATION=gs://…, else mlflow.db + mlartifacts/; AUTH=basic for logins
-	python -m steps.tracking_server --host $(HOST) --port $(TRACKING_PORT) $(if $(AUTH),--auth $(AUTH)) $(TRACKING_ARGS)
+	python -m skyprophet.ops.tracking_server --host $(HOST) --port $(TRACKING_PORT) $(if $(AUTH),--auth $(AUTH)) $(TRACKING_ARGS)
 
 .PHONY: auth-roles
 auth-roles: install  ## as the admin of an AUTH=basic server: pipeline / promoter / reader users and grants from SKYPROPHET_*_USERNAME/_PASSWORD
-	python -m steps.auth --create-roles
+	python -m skyprophet.ops.auth --create-roles
 
 .PHONY: bench bench-score stress-test
 USERS ?= 100
@@ -143,7 +143,7 @@ rollback: install  ## production back to the version the current one replaced (h
 
 acceptance: install  ## the acceptance checks against a running server: make acceptance URL=http://… [MODEL_URI=models:/flight-delay/N]
 	@test -n "$(URL)" || { echo "usage: make acceptance URL=<model server base URL> [MODEL_URI=…]" >&2; exit 2; }
-	python -m steps.acceptance --url $(URL) --model-uri $(MODEL_URI)
+	python -m skyprophet.ops.acceptance --url $(URL) --model-uri $(MODEL_URI)
 
 .PHONY: retrain recalibrate replay
 # The data of record to retrain on (the scheduled workflow passes the latest). It has no digest known in

@@ -31,7 +31,7 @@ import pyarrow.parquet as pq
 from mlflow.models import Model
 
 from ingress.run import stop_groups
-from steps.processes import BIN, ServedModel, free_port, start_logged, wait_for_http
+from skyprophet.ops.processes import BIN, ServedModel, free_port, start_logged, wait_for_http
 from steps.serve import ingress_command, server_env
 
 

@@ -3,7 +3,7 @@
 The real file is scored once by ``python -m steps.score`` (the Production model of
 ``MLFLOW_TRACKING_URI``); its output is then resampled with replacement to each size, dates shifted
 by whole weeks (0-103, as ``bench/score.py``), into temporary Parquet files deleted afterwards
-(never committed). ``steps.report.build_report`` runs on each: the table gives the seconds of the
+(never committed). ``skyprophet.batch.report.build_report`` runs on each: the table gives the seconds of the
 one read of the output (aggregate), of the model's ``explain`` on the riskiest flights, of drawing
 the page, the total (wall) and the CPU seconds of this process (all threads), and the page's size.
 The machine is shared: the load average is printed; CPU seconds depend less on it than wall time.
@@ -22,9 +22,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from steps import report
-from steps.config import PROJECT_ROOT, SCL_DATA_PATH
-from steps.processes import process_env
+from skyprophet.batch import report
+from skyprophet.config import PROJECT_ROOT, SCL_DATA_PATH
+from skyprophet.ops.processes import process_env
 
 
 def resample(scores: Path, n: int, path: Path, seed: int = 0) -> None:

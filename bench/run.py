@@ -35,8 +35,8 @@ from pathlib import Path
 import requests
 
 from bench.flights import load_spec
-from steps.config import EMBEDDED_STORE_URI, MODEL_NAME, PROJECT_ROOT, SCL_DATA_PATH
-from steps.processes import ServedModel, locust_command, mlflow_run_command, run_logged
+from skyprophet.config import EMBEDDED_STORE_URI, MODEL_NAME, PROJECT_ROOT, SCL_DATA_PATH
+from skyprophet.ops.processes import ServedModel, locust_command, mlflow_run_command, run_logged
 
 POST_LUA = PROJECT_ROOT / "bench" / "post.lua"
 IN_PROCESS_SIZES = (1, 100, 100_000)
@@ -121,7 +121,7 @@ def newest_version_uri() -> str:
 def production_exists() -> bool:
     import mlflow
 
-    from steps.registry import production_version
+    from skyprophet.mlops.registry import production_version
 
     return production_version(mlflow.MlflowClient(), MODEL_NAME) is not None
 
@@ -529,7 +529,7 @@ def main() -> None:
     import mlflow
 
     from bench.flights import read_raw_flights, scorable_rows
-    from steps.storage import fetch
+    from skyprophet.storage import fetch
 
     mlflow.set_tracking_uri(os.environ["MLFLOW_TRACKING_URI"])
     out = Path(args.output)

@@ -37,8 +37,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pyfunc.schema import OPTIONAL_COLUMNS, REQUIRED_COLUMNS
-from steps.config import PROJECT_ROOT, SCL_DATA_PATH
-from steps.processes import process_env
+from skyprophet.config import PROJECT_ROOT, SCL_DATA_PATH
+from skyprophet.ops.processes import process_env
 
 DEFAULT_FLIGHTS = 5_000_000
 QUICK_FLIGHTS = 1_000_000

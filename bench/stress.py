@@ -16,8 +16,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from steps.config import MODEL_NAME, PROJECT_ROOT, SCL_DATA_PATH
-from steps.processes import (
+from skyprophet.config import MODEL_NAME, PROJECT_ROOT, SCL_DATA_PATH
+from skyprophet.ops.processes import (
     ServedModel,
     free_port,
     locust_command,

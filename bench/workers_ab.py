@@ -31,8 +31,8 @@ from pathlib import Path
 
 from bench.flights import FORMS, form_bodies, load_spec, read_raw_flights, scorable_rows
 from bench.run import connections_per_process, group_stats, peak_rss_mib, worker_pids, wrk_load
-from steps.config import MODEL_NAME, SCL_DATA_PATH
-from steps.processes import ServedModel
+from skyprophet.config import MODEL_NAME, SCL_DATA_PATH
+from skyprophet.ops.processes import ServedModel
 
 
 def cpu_ticks(pids: list[int]) -> dict[int, int]:

@@ -19,12 +19,12 @@ import mlflow
 import yaml
 from mlflow.entities.model_registry import ModelVersion
 
-from steps.digest import DIGEST_TAG, verify
+from skyprophet.mlops.digest import DIGEST_TAG, verify
 
 MODEL_URI_PATTERN = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<ref>[^/]+))$")
 # The pyfunc's artifact holding the threshold (pyfunc/model.py SPEC_ARTIFACT).
 SPEC_ARTIFACT = "spec"
-# The alias that serves (steps/registry.py PRODUCTION_ALIAS): its version's files are always verified.
+# The alias that serves (skyprophet/mlops/registry.py PRODUCTION_ALIAS): its version's files are always verified.
 PRODUCTION_ALIAS = "production"
 
 

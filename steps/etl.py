@@ -39,8 +39,9 @@ from pyfunc.schema import (
     normalise_flight_number,
     parse_scheduled_time,
 )
-from steps import config, tracking
-from steps.storage import DataSourceError, fetch, sha256_of
+from skyprophet import config
+from skyprophet.mlops import tracking
+from skyprophet.storage import DataSourceError, fetch, sha256_of
 
 logger = logging.getLogger("skyprophet.etl")
 TRAINING_COLUMNS = (*REQUIRED_COLUMNS, OPERATED_TIME)

@@ -38,8 +38,11 @@ from mlflow.entities.model_registry import ModelVersion
 from sklearn.metrics import roc_auc_score
 
 from pyfunc.schema import SCHEDULED_TIME, TARGET, clean_flights, parse_scheduled_time, scorable
-from steps import baselines, config, etl, metrics, tracking
-from steps.registry import production_version
+from skyprophet import config
+from skyprophet.mlops import tracking
+from skyprophet.mlops.registry import production_version
+from skyprophet.science import baselines, metrics
+from steps import etl
 from steps.train import (
     CONTRIBUTION_PREFIX,
     OBJECTIVES,

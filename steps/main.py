@@ -21,7 +21,8 @@ import mlflow
 import mlflow.projects
 from mlflow.projects import ExecutionException
 
-from steps import config, tracking
+from skyprophet import config
+from skyprophet.mlops import tracking
 from steps.train import MODEL_URI_TAG, Recipe
 
 logger = logging.getLogger("skyprophet.main")

@@ -8,7 +8,7 @@ and population stability index), ``reports/monitor/{report.md,top_drift.png,drif
 logged as run artifacts under ``report/``.
 
 When the flights carry what happened (``Fecha-O``), monitor also measures realized quality
-(``steps.realized``): each flown flight scored by the version that was Production when it flew,
+(``skyprophet.monitoring.realized``): each flown flight scored by the version that was Production when it flew,
 metrics ``realized_*`` overall and ``realized_weekly_*`` per ISO week (step 201727 = 2017 week 27),
 tables ``realized/{by_airline,weekly}.json``, ``report/realized.png``, and ``realized.*`` tags and a
 description line on the Production version. It is judged against the gate's figures of the version
@@ -58,9 +58,11 @@ from pyfunc.schema import (  # noqa: E402
     clean_flights,
     scorable,
 )
-from steps import config, realized, tracking  # noqa: E402
-from steps.registry import require_production  # noqa: E402
-from steps.storage import DataSourceError, fetch  # noqa: E402
+from skyprophet import config  # noqa: E402
+from skyprophet.mlops import tracking  # noqa: E402
+from skyprophet.mlops.registry import require_production  # noqa: E402
+from skyprophet.monitoring import realized  # noqa: E402
+from skyprophet.storage import DataSourceError, fetch  # noqa: E402
 from steps.train import TRAIN_CONTEXT, TRAIN_DATASET  # noqa: E402
 
 logger = logging.getLogger("skyprophet.monitor")

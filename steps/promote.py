@@ -3,7 +3,7 @@
 Downloads the version, records the digest of that copy and serves the copy with a real ``mlflow
 models serve`` on 127.0.0.1 in an allow-listed environment (no tracking, cloud or token
 credentials: the version's own code runs there), or checks a server already running at
-``--url``. Runs ``steps.acceptance``'s smoke, contract and load checks against it and the quality
+``--url``. Runs ``skyprophet.ops.acceptance``'s smoke, contract and load checks against it and the quality
 check (candidate and current Production scored here, isolated, on the gate's holdout period), and
 writes each result to the version (tag ``acceptance.<check>`` = ``passed`` / ``failed: <reason>``,
 ``acceptance.artifact_digest``, then ``acceptance.verdict``, a block in its description). Only when
@@ -39,10 +39,18 @@ import pandas as pd
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
-from steps import acceptance, config, digest, registry, tracking
-from steps.digest import DIGEST_TAG, PASSED, VERDICT_TAG, ArtifactDigestError
-from steps.processes import ServedModel, isolated_env
-from steps.registry import PRODUCTION_ALIAS, PRODUCTION_STAGE, STAGING_ALIAS, STAGING_STAGE, production_version
+from skyprophet import config
+from skyprophet.mlops import digest, registry, tracking
+from skyprophet.mlops.digest import DIGEST_TAG, PASSED, VERDICT_TAG, ArtifactDigestError
+from skyprophet.mlops.registry import (
+    PRODUCTION_ALIAS,
+    PRODUCTION_STAGE,
+    STAGING_ALIAS,
+    STAGING_STAGE,
+    production_version,
+)
+from skyprophet.ops import acceptance
+from skyprophet.ops.processes import ServedModel, isolated_env
 from steps.train import resolve_local
 
 logger = logging.getLogger("skyprophet.promote")

@@ -38,8 +38,11 @@ from scipy.optimize import brentq
 
 from pyfunc.model import SHIFT_CLIP, ModelSpec
 from pyfunc.schema import OPTIONAL_COLUMNS, REQUIRED_COLUMNS, TARGET
-from steps import config, monitor, promote, realized, register, tracking
-from steps.registry import require_production
+from skyprophet import config
+from skyprophet.mlops import tracking
+from skyprophet.mlops.registry import require_production
+from skyprophet.monitoring import realized
+from steps import monitor, promote, register
 from steps.train import MODEL_URI_TAG, TRAINED_THROUGH_TAG, FittedModel, log_pyfunc
 
 logger = logging.getLogger("skyprophet.recalibrate")

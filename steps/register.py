@@ -29,8 +29,10 @@ from mlflow.exceptions import MlflowException
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 from pyfunc.schema import SCHEDULED_TIME, TARGET, parse_scheduled_time
-from steps import config, metrics, tracking
-from steps.registry import STAGING_ALIAS, STAGING_STAGE, production_version, transition_stage
+from skyprophet import config
+from skyprophet.mlops import tracking
+from skyprophet.mlops.registry import STAGING_ALIAS, STAGING_STAGE, production_version, transition_stage
+from skyprophet.science import metrics
 from steps.train import (
     HOLDOUT_URI_TAG,
     MODEL_URI_TAG,

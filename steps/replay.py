@@ -7,7 +7,7 @@ day by day: every ``correction_every`` days the delay-rate correction (``steps.r
 solved on the last ``correction_days`` flown days and, when the serving mean is more than
 ``tolerance`` off, goes through register and promote as a new version. At the month's end
 ``steps.monitor`` gives the drift verdict, and realized quality is measured with the version that
-was Production when each flight flew (``steps.realized``).
+was Production when each flight flew (``skyprophet.monitoring.realized``).
 
 The replay works on its own registered model (``model_name``, default ``flight-delay-replay``)
 and datasets folder (``<report_dir>/datasets``), so it never moves ``flight-delay``. It ends with
@@ -28,8 +28,11 @@ import numpy as np
 import pandas as pd
 
 from pyfunc.schema import SCHEDULED_TIME, parse_scheduled_time
-from steps import config, etl, main, monitor, promote, realized, recalibrate, tracking
-from steps.storage import fetch, sha256_of
+from skyprophet import config
+from skyprophet.mlops import tracking
+from skyprophet.monitoring import realized
+from skyprophet.storage import fetch, sha256_of
+from steps import etl, main, monitor, promote, recalibrate
 
 logger = logging.getLogger("skyprophet.replay")
 REPLAY = config.DEFAULTS["replay"]

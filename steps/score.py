@@ -61,10 +61,12 @@ from pyfunc.schema import (
     normalise_category,
     parse_times,
 )
-from steps import config, registry, report, tracking
-from steps.config import PROJECT_ROOT
-from steps.digest import ArtifactDigestError
-from steps.storage import DataSourceError, fetch, gcs_client, split_gs_uri
+from skyprophet import config
+from skyprophet.batch import report
+from skyprophet.config import PROJECT_ROOT
+from skyprophet.mlops import registry, tracking
+from skyprophet.mlops.digest import ArtifactDigestError
+from skyprophet.storage import DataSourceError, fetch, gcs_client, split_gs_uri
 
 logger = logging.getLogger("skyprophet.score")
 SCORE = config.DEFAULTS["score"]

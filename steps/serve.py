@@ -26,9 +26,10 @@ from mlflow.models import Model
 
 from ingress.limits import Limits
 from ingress.run import stop_groups
-from steps import config, registry, tracking
-from steps.digest import ArtifactDigestError
-from steps.processes import BIN, ServedModel, free_port, start_logged
+from skyprophet import config
+from skyprophet.mlops import registry, tracking
+from skyprophet.mlops.digest import ArtifactDigestError
+from skyprophet.ops.processes import BIN, ServedModel, free_port, start_logged
 
 
 def example_curl(model_uri: str, host: str, port: int) -> str:

@@ -53,7 +53,9 @@ from pyfunc.schema import (
     parse_scheduled_time,
     scorable,
 )
-from steps import config, metrics, tracking
+from skyprophet import config
+from skyprophet.mlops import tracking
+from skyprophet.science import metrics
 
 logger = logging.getLogger("skyprophet.train")
 MODEL_URI_TAG = "skyprophet.model_uri"

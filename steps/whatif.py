@@ -40,7 +40,9 @@ from pyfunc.schema import (
     normalise_flight_number,
     parse_times,
 )
-from steps import config, score, tracking
+from skyprophet import config
+from skyprophet.mlops import tracking
+from steps import score
 
 logger = logging.getLogger("skyprophet.whatif")
 WHATIF = config.DEFAULTS["whatif"]

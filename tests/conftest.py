@@ -12,8 +12,8 @@ import mlflow
 import pandas as pd
 import pytest
 
-from steps.config import MODEL_NAME, PROJECT_ROOT, SCL_DATA_PATH, SCL_SHA256
-from steps.processes import (
+from skyprophet.config import MODEL_NAME, PROJECT_ROOT, SCL_DATA_PATH, SCL_SHA256
+from skyprophet.ops.processes import (
     BIN,
     MLFLOW_RUN_STATE,
     ServedModel,
@@ -24,7 +24,7 @@ from steps.processes import (
     stop_process_group,
     wait_for_http,
 )
-from steps.storage import sha256_of
+from skyprophet.storage import sha256_of
 from tests.factory import make_flights, write_flights
 
 REAL_DATA = Path(os.environ.get("SKYPROPHET_REAL_DATA", SCL_DATA_PATH))
@@ -229,7 +229,7 @@ def gcs_emulator(tmp_path_factory: pytest.TempPathFactory):
 
 
 class TrackingServer:
-    """``python -m steps.tracking_server`` (what ``make tracking-server`` runs) on a free port."""
+    """``python -m skyprophet.ops.tracking_server`` (what ``make tracking-server`` runs) on a free port."""
 
     def __init__(self, env: dict[str, str], log_path: Path) -> None:
         self.port = free_port()
@@ -241,7 +241,7 @@ class TrackingServer:
 
     def start(self, timeout: float = 180) -> None:
         """Start (or start again) on the same port and wait for ``/health``."""
-        command = [sys.executable, "-m", "steps.tracking_server", "--port", str(self.port), "--workers", "1"]
+        command = [sys.executable, "-m", "skyprophet.ops.tracking_server", "--port", str(self.port), "--workers", "1"]
         self.process = start_logged(command, self.env, self.log_path, mode="a")
         try:
             wait_for_http(f"{self.url}/health", timeout=timeout, process=self.process)

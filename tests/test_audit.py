@@ -3,7 +3,7 @@
 import subprocess
 import sys
 
-from steps.config import PROJECT_ROOT
+from skyprophet.config import PROJECT_ROOT
 
 AUDIT = PROJECT_ROOT / ".ci" / "audit.py"
 

@@ -6,7 +6,7 @@ import sys
 import time
 
 from bench.run import connections_per_process
-from steps.processes import free_port, stop_process_group
+from skyprophet.ops.processes import free_port, stop_process_group
 
 HOLDER = """
 import socket, sys, time

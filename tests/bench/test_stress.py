@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from steps.config import PROJECT_ROOT
-from steps.processes import process_env
+from skyprophet.config import PROJECT_ROOT
+from skyprophet.ops.processes import process_env
 
 pytestmark = [pytest.mark.stress, pytest.mark.slow]
 

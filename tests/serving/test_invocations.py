@@ -13,8 +13,8 @@ import pytest
 import requests
 
 from pyfunc.schema import MAX_BATCH_ROWS, REQUIRED_COLUMNS
-from steps.config import MODEL_NAME
-from steps.processes import ServedModel
+from skyprophet.config import MODEL_NAME
+from skyprophet.ops.processes import ServedModel
 
 pytestmark = [pytest.mark.slow]
 

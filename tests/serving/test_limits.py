@@ -31,8 +31,8 @@ from ingress import limits
 from ingress.run import group_members
 from pyfunc.explain import MAX_EXPLAIN_FLIGHTS, MAX_EXPLAIN_FLIGHTS_ENV, max_explain_flights
 from pyfunc.schema import MAX_BATCH_ROWS, REQUIRED_COLUMNS
-from steps.config import PROJECT_ROOT
-from steps.processes import free_port, process_env, stop_process_group, wait_for_http
+from skyprophet.config import PROJECT_ROOT
+from skyprophet.ops.processes import free_port, process_env, stop_process_group, wait_for_http
 from tests.factory import make_flights
 from tests.serving.test_image import instructions, stages
 

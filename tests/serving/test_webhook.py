@@ -23,7 +23,7 @@ import pytest
 import requests
 
 from sidecar.webhook import signature
-from steps.processes import BIN, free_port, process_env, start_logged, stop_process_group, wait_for_http
+from skyprophet.ops.processes import BIN, free_port, process_env, start_logged, stop_process_group, wait_for_http
 
 pytestmark = [pytest.mark.slow]
 

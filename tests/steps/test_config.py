@@ -1,9 +1,9 @@
-"""MLproject and steps/config.py declare the same defaults (every default lives in one place)."""
+"""MLproject and skyprophet/config.py declare the same defaults (every default lives in one place)."""
 
 import pytest
 import yaml
 
-from steps.config import DEFAULTS, MODEL_NAME, PROJECT_ROOT, argument_parser
+from skyprophet.config import DEFAULTS, MODEL_NAME, PROJECT_ROOT, argument_parser
 
 MLPROJECT = yaml.safe_load((PROJECT_ROOT / "MLproject").read_text())
 
@@ -26,7 +26,7 @@ def test_main_takes_every_step_parameter_it_does_not_hand_over():
 
 def test_the_makefile_names_the_same_model_as_config():
     makefile = (PROJECT_ROOT / "Makefile").read_text()
-    assert f"\nMODEL_NAME ?= {MODEL_NAME}\n" in makefile, "Makefile's MODEL_NAME default differs from steps.config"
+    assert f"\nMODEL_NAME ?= {MODEL_NAME}\n" in makefile, "Makefile's MODEL_NAME default differs from skyprophet.config"
 
 
 @pytest.mark.parametrize("step", sorted(DEFAULTS))

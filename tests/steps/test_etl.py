@@ -7,9 +7,9 @@ import mlflow
 import pandas as pd
 import pytest
 
+from skyprophet.config import SCL_SHA256
+from skyprophet.storage import DataSourceError, sha256_of
 from steps import etl
-from steps.config import SCL_SHA256
-from steps.storage import DataSourceError, sha256_of
 from tests.factory import make_flights, write_flights
 
 

@@ -7,9 +7,9 @@ import pandas as pd
 import pytest
 
 from pyfunc.features import FEATURE_NAMES
+from skyprophet.config import MODEL_NAME
+from skyprophet.storage import sha256_of
 from steps import etl, evaluate, promote, register, train
-from steps.config import MODEL_NAME
-from steps.storage import sha256_of
 from tests.factory import make_flights
 
 HYPER = {"n_estimators": 60}

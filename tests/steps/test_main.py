@@ -5,9 +5,9 @@ import subprocess
 import mlflow
 import pytest
 
-from steps.config import MODEL_NAME, PROJECT_ROOT
-from steps.processes import mlflow_run_command, process_env
-from steps.storage import sha256_of
+from skyprophet.config import MODEL_NAME, PROJECT_ROOT
+from skyprophet.ops.processes import mlflow_run_command, process_env
+from skyprophet.storage import sha256_of
 from tests.factory import make_flights
 
 pytestmark = [pytest.mark.slow]

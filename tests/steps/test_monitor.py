@@ -18,10 +18,12 @@ import pytest
 
 from pyfunc.features import fit_feature_spec
 from pyfunc.schema import REQUIRED_COLUMNS, SCHEDULED_TIME, clean_flights
-from steps import config, etl, monitor, promote, register, registry, train
-from steps.config import MODEL_NAME, PROJECT_ROOT
-from steps.processes import BIN, MLFLOW_RUN_STATE, process_env
-from steps.storage import sha256_of
+from skyprophet import config
+from skyprophet.config import MODEL_NAME, PROJECT_ROOT
+from skyprophet.mlops import registry
+from skyprophet.ops.processes import BIN, MLFLOW_RUN_STATE, process_env
+from skyprophet.storage import sha256_of
+from steps import etl, monitor, promote, register, train
 from tests.factory import make_flights, write_flights
 
 # Real-data checks with the step's own defaults (every flight, 5 folds).

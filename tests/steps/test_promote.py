@@ -16,10 +16,20 @@ import mlflow
 import pandas as pd
 import pytest
 
-from steps import acceptance, config, digest, etl, promote, register, registry, score, train
-from steps.config import MODEL_NAME
-from steps.processes import ServedModel, free_port, process_env, start_logged, stop_process_group, wait_for_http
-from steps.storage import sha256_of
+from skyprophet import config
+from skyprophet.config import MODEL_NAME
+from skyprophet.mlops import digest, registry
+from skyprophet.ops import acceptance
+from skyprophet.ops.processes import (
+    ServedModel,
+    free_port,
+    process_env,
+    start_logged,
+    stop_process_group,
+    wait_for_http,
+)
+from skyprophet.storage import sha256_of
+from steps import etl, promote, register, score, train
 from tests.factory import write_flights
 from tests.steps.test_register import log_with_code
 
@@ -171,7 +181,15 @@ def test_a_version_that_scores_bad_requests_fails_the_contract(staged, tmp_path)
     # The acceptance program alone, as Cloud Build runs it against a URL.
     with ServedModel(f"models:/{NAME}/{broken}", tmp_path / "serve.log") as server:
         done = subprocess.run(
-            [sys.executable, "-m", "steps.acceptance", "--url", server.url, "--model-uri", f"models:/{NAME}/{broken}"]
+            [
+                sys.executable,
+                "-m",
+                "skyprophet.ops.acceptance",
+                "--url",
+                server.url,
+                "--model-uri",
+                f"models:/{NAME}/{broken}",
+            ]
             + ["--checks", "smoke,contract", "--id-token", "a-token-the-local-server-ignores"],
             cwd=config.PROJECT_ROOT,
             env=process_env(),
@@ -255,7 +273,10 @@ PUBLISH = """
 import sys
 from pathlib import Path
 import mlflow
-from steps import acceptance, digest, promote, registry
+from steps import promote
+from skyprophet.ops import acceptance
+from skyprophet.mlops import digest
+from skyprophet.mlops import registry
 name, number, folder = sys.argv[1:4]
 client = mlflow.MlflowClient()
 results = [acceptance.CheckResult(check, True, "passed in the test's set-up") for check in acceptance.CHECKS]

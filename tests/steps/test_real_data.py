@@ -4,8 +4,8 @@ import mlflow
 import pytest
 
 from pyfunc.features import FEATURE_NAMES
+from skyprophet.config import MODEL_NAME
 from steps import etl, evaluate, promote, register, train
-from steps.config import MODEL_NAME
 
 pytestmark = [pytest.mark.real_data, pytest.mark.slow]
 

@@ -13,7 +13,8 @@ import pandas as pd
 import pytest
 
 from pyfunc.model import ModelSpec
-from steps import etl, realized, recalibrate
+from skyprophet.monitoring import realized
+from steps import etl, recalibrate
 from steps.train import TRAINED_THROUGH_TAG, Recipe, fit_model
 from tests.factory import make_flights
 

@@ -9,9 +9,11 @@ import pytest
 
 from pyfunc.model import BOOSTER_ARTIFACT, SPEC_ARTIFACT
 from pyfunc.schema import model_signature
-from steps import config, etl, promote, register, registry, train
-from steps.config import MODEL_NAME
-from steps.storage import sha256_of
+from skyprophet import config
+from skyprophet.config import MODEL_NAME
+from skyprophet.mlops import registry
+from skyprophet.storage import sha256_of
+from steps import etl, promote, register, train
 from tests.factory import make_flights
 
 

@@ -9,9 +9,9 @@ from __future__ import annotations
 import mlflow
 import pytest
 
+from skyprophet.config import MODEL_NAME
+from skyprophet.ops.processes import MLFLOW_RUN_STATE, process_env
 from steps import replay
-from steps.config import MODEL_NAME
-from steps.processes import MLFLOW_RUN_STATE, process_env
 from tests.factory import write_flights
 
 

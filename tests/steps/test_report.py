@@ -18,8 +18,9 @@ import pandas as pd
 import pytest
 
 from pyfunc.schema import UNKNOWN_FIELDS
-from steps import report, score
-from steps.config import PROJECT_ROOT
+from skyprophet.batch import report
+from skyprophet.config import PROJECT_ROOT
+from steps import score
 from tests.factory import make_flights
 
 CHROMIUM = Path("/usr/bin/chromium")

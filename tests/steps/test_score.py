@@ -19,9 +19,9 @@ import pyarrow as pa
 import pytest
 
 from pyfunc.schema import OPTIONAL_COLUMNS, REQUIRED_COLUMNS, UNKNOWN_FIELDS
+from skyprophet.config import MODEL_NAME, PROJECT_ROOT
+from skyprophet.ops.processes import process_env
 from steps import score
-from steps.config import MODEL_NAME, PROJECT_ROOT
-from steps.processes import process_env
 from tests.factory import make_flights
 
 FLIGHT_COLUMNS = [*REQUIRED_COLUMNS, *OPTIONAL_COLUMNS]

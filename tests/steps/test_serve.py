@@ -11,8 +11,8 @@ import pytest
 import requests
 
 from bench.run import nodelay_connections, worker_pids
-from steps.config import PROJECT_ROOT
-from steps.processes import free_port, process_env, stop_process_group, wait_for_http
+from skyprophet.config import PROJECT_ROOT
+from skyprophet.ops.processes import free_port, process_env, stop_process_group, wait_for_http
 
 pytestmark = [pytest.mark.slow]
 

@@ -6,8 +6,9 @@ import mlflow
 import pytest
 
 from pyfunc.schema import TARGET
-from steps import etl, registry, tracking, train
-from steps.storage import sha256_of
+from skyprophet.mlops import registry, tracking
+from skyprophet.storage import sha256_of
+from steps import etl, train
 from tests.factory import make_flights
 
 # What `make pipeline` printed again and again before (issue 18).

@@ -15,8 +15,8 @@ from sklearn.isotonic import IsotonicRegression
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 from pyfunc.schema import OPERATED_TIME, SCHEDULED_TIME, TARGET
+from skyprophet.science.metrics import expected_calibration_error
 from steps import etl, evaluate, main, train
-from steps.metrics import expected_calibration_error
 from steps.train import centred_isotonic
 from tests.factory import make_flights
 

@@ -136,7 +136,7 @@ DEFAULTS: dict[str, dict[str, object]] = {
         "port": 5001,
         "workers": 2,  # one uvicorn worker per core: a worker is one Python process, bound to one core by the GIL
     },
-    "acceptance": {  # make acceptance: the URL checks against a served version (steps/acceptance.py)
+    "acceptance": {  # make acceptance: the URL checks against a served version (skyprophet/ops/acceptance.py)
         "url": "",  # the model server's base URL (…/invocations is POSTed); required
         "id_token": "",  # Bearer token; "" = $ACCEPTANCE_ID_TOKEN
         "model_uri": "",  # the version served there (its input example is scored)

@@ -33,8 +33,8 @@ from pyfunc.schema import (  # noqa: E402
     minutes_late,
 )
 from pyfunc.schema import parse_scheduled_time as parse_time  # noqa: E402
-from steps import metrics  # noqa: E402
-from steps.registry import require_production  # noqa: E402
+from skyprophet.mlops.registry import require_production  # noqa: E402
+from skyprophet.science import metrics  # noqa: E402
 from steps.train import TRAINED_THROUGH_TAG  # noqa: E402
 
 logger = logging.getLogger("skyprophet.realized")

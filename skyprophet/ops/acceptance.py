@@ -3,7 +3,7 @@ r"""acceptance: the checks a model version passes before it may serve traffic, a
 One program for both places: ``steps.promote`` runs it against the ``mlflow models serve`` it
 starts on 127.0.0.1, Cloud Build against the Cloud Run revision tagged ``staging``::
 
-    python -m steps.acceptance --url https://staging---skyprophet-….run.app \\
+    python -m skyprophet.ops.acceptance --url https://staging---skyprophet-….run.app \\
         --id-token "$(gcloud auth print-identity-token)" --model-uri models:/flight-delay/7
 
 The checks (each a ``CheckResult``; the CLI prints one line per check, exit 1 when any failed):
@@ -36,9 +36,9 @@ from pathlib import Path
 import pandas as pd
 import requests
 
-from steps import config
-from steps.config import PROJECT_ROOT
-from steps.processes import BIN, process_env
+from skyprophet import config
+from skyprophet.config import PROJECT_ROOT
+from skyprophet.ops.processes import BIN, process_env
 
 logger = logging.getLogger("skyprophet.acceptance")
 

@@ -19,7 +19,7 @@ tests/integration/test_auth.py): every API call needs a known user and password 
 otherwise); READ lets a user read; creating a model version needs EDIT on the registered model,
 and **so does setting an alias or transitioning a stage**, so an identity that may register
 versions may also move ``production``. MLflow cannot tell the two apart, so the server runs with
-``authorization_function = steps.auth:authenticate_request``: MLflow's own basic-auth check, then
+``authorization_function = skyprophet.ops.auth:authenticate_request``: MLflow's own basic-auth check, then
 the project's rules, on every route that reaches them (``/api/2.0/…``, the UI's ``/ajax-api/2.0/…``,
 and the artifact routes FastAPI serves itself). Each refusal names its rule:
 
@@ -42,7 +42,7 @@ and the artifact routes FastAPI serves itself). Each refusal names its rule:
 Request parameters are read with MLflow's own request parser for the route, so a rule sees what
 the handler will act on.
 
-``python -m steps.auth --create-roles`` (as the admin) creates the identities from the environment:
+``python -m skyprophet.ops.auth --create-roles`` (as the admin) creates the identities from the environment:
 ``SKYPROPHET_PIPELINE_USERNAME``/``_PASSWORD`` (EDIT on the experiment and the registered model:
 runs, versions, ``gate.*`` tags, the ``staging`` alias), ``SKYPROPHET_PROMOTER_USERNAME``/``_PASSWORD``
 (MANAGE on the registered model, EDIT on the experiment for its promote and rollback runs), and optionally
@@ -63,7 +63,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from steps.config import MODEL_NAME, PROJECT_ROOT
+from skyprophet.config import MODEL_NAME, PROJECT_ROOT
 
 logger = logging.getLogger("skyprophet.auth")
 
@@ -77,7 +77,7 @@ SECRET_KEY_ENV = "MLFLOW_FLASK_SERVER_SECRET_KEY"
 DEFAULT_ADMIN = "admin"
 EMBEDDED_AUTH_DATABASE = f"sqlite:///{PROJECT_ROOT / 'mlflow-auth.db'}"
 AUTH_CHOICES = ("none", "basic")
-AUTHORIZATION_FUNCTION = "steps.auth:authenticate_request"
+AUTHORIZATION_FUNCTION = "skyprophet.ops.auth:authenticate_request"
 
 # What only the promoter (MANAGE on the registered model) may do, and only to an accepted version.
 PROTECTED_ALIASES = frozenset({"production"})
@@ -621,8 +621,9 @@ def create_roles(tracking_uri: str, experiment: str, model_name: str) -> dict[st
 
 
 def main() -> None:
-    """CLI: ``python -m steps.auth --create-roles [--experiment NAME] [--model-name NAME]``."""
-    from steps import config, tracking
+    """CLI: ``python -m skyprophet.ops.auth --create-roles [--experiment NAME] [--model-name NAME]``."""
+    from skyprophet import config
+    from skyprophet.mlops import tracking
 
     parser = config.argument_parser("auth", __doc__)
     args = parser.parse_args()

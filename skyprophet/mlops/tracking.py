@@ -17,8 +17,8 @@ from mlflow.data.dataset_source_registry import get_registered_sources, register
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from steps import storage
-from steps.config import EMBEDDED_STORE_URI, PROJECT_ROOT
+from skyprophet import storage
+from skyprophet.config import EMBEDDED_STORE_URI, PROJECT_ROOT
 
 EXPERIMENT_ENV = "MLFLOW_EXPERIMENT_NAME"
 DEFAULT_EXPERIMENT = "skyprophet"
@@ -81,7 +81,7 @@ def _forbidden(uri: str, action: str, needs: str, detail: str = "") -> TrackingA
     said = f"; the server says: {detail}" if detail else ""
     return TrackingAccessError(
         f"MLflow tracking server at {uri} refused {action} to {identity()} (HTTP 403 Forbidden): it lacks {needs}; "
-        f"an admin grants it (python -m steps.auth --create-roles, docs/operations.md: Authentication){said}"
+        f"an admin grants it (python -m skyprophet.ops.auth --create-roles, docs/operations.md: Authentication){said}"
     )
 
 

@@ -1,6 +1,6 @@
 """The acceptance load check's locust users: single flights and small batches, judged per answer.
 
-Run by ``steps.acceptance`` (headless, bounded); configured by the environment:
+Run by ``skyprophet.ops.acceptance`` (headless, bounded); configured by the environment:
 
 - ``ACCEPTANCE_FLIGHTS``: a JSON file holding a list of flight records the model accepts;
 - ``ACCEPTANCE_ID_TOKEN``: sent as ``Authorization: Bearer …`` when set (a private Cloud Run URL).

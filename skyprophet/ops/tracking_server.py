@@ -9,7 +9,7 @@ Before starting it checks what would otherwise fail later and slowly: the databa
 brings the schema to this MLflow's version. Then it becomes ``mlflow server`` (exec).
 
 Authentication: ``--auth basic`` (``make tracking-server AUTH=basic``, or ``MLFLOW_AUTH=basic``)
-runs MLflow's basic-auth app with the configuration of ``steps.auth`` (admin password, auth
+runs MLflow's basic-auth app with the configuration of ``skyprophet.ops.auth`` (admin password, auth
 database, default permission, all from the environment); it refuses to start without
 ``MLFLOW_AUTH_ADMIN_PASSWORD``. Without it the server is open to anyone who reaches it, and says so.
 """
@@ -24,8 +24,9 @@ import sys
 from pathlib import Path
 from urllib.parse import urlparse
 
-from steps import auth, config, storage
-from steps.config import EMBEDDED_STORE_URI, PROJECT_ROOT
+from skyprophet import config, storage
+from skyprophet.config import EMBEDDED_STORE_URI, PROJECT_ROOT
+from skyprophet.ops import auth
 
 logger = logging.getLogger("skyprophet.tracking_server")
 BACKEND_ENV = "MLFLOW_BACKEND_STORE_URI"
@@ -123,7 +124,7 @@ def server_command(
 
 
 def main() -> None:
-    """CLI: ``python -m steps.tracking_server [--host H] [--port P] [--workers N] [-- mlflow server options]``."""
+    """CLI: ``python -m skyprophet.ops.tracking_server [--host H] [--port P] [--workers N] [-- mlflow server args]``."""
     args, extra = config.argument_parser("tracking_server", __doc__).parse_known_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     # MLflow 3's job runner (GenAI evaluation jobs, a dozen huey workers) is unused here.

@@ -4,8 +4,8 @@ One pointer: the alias ``production`` is what serves; every consumer reads
 ``models:/flight-delay@production``. The stage ``Production`` (deprecated in MLflow 3, kept for
 the UI) follows the alias: ``sync`` repairs it idempotently, and ``promote`` and ``rollback`` run
 it first, so a crash between the two moves is mended by the next run (or ``python -m
-steps.registry sync``). A loader of the Production version gets it through ``download_production``
-/ ``verified_copy``: its artifacts must match the digest recorded at acceptance (``steps.digest``).
+skyprophet.mlops.registry sync``). A loader of the Production version gets it through ``download_production``
+/ ``verified_copy``: its artifacts must match the digest recorded at acceptance (``skyprophet.mlops.digest``).
 """
 
 from __future__ import annotations
@@ -20,9 +20,9 @@ import mlflow
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
-from steps import config
-from steps.digest import DIGEST_TAG as DIGEST_TAG_NAME
-from steps.digest import PASSED, VERDICT_TAG, ArtifactDigestError, verify
+from skyprophet import config
+from skyprophet.mlops.digest import DIGEST_TAG as DIGEST_TAG_NAME
+from skyprophet.mlops.digest import PASSED, VERDICT_TAG, ArtifactDigestError, verify
 
 logger = logging.getLogger("skyprophet.registry")
 
@@ -135,8 +135,8 @@ def verified_copy(model_uri: str, dst: Path) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """CLI: ``python -m steps.registry sync [--model-name NAME]``: the stage back onto the alias's version."""
-    parser = argparse.ArgumentParser(prog="python -m steps.registry", description=sync.__doc__)
+    """CLI: ``python -m skyprophet.mlops.registry sync [--model-name NAME]``: the stage onto the alias's version."""
+    parser = argparse.ArgumentParser(prog="python -m skyprophet.mlops.registry", description=sync.__doc__)
     parser.add_argument("command", choices=["sync"])
     parser.add_argument("--model-name", default=config.MODEL_NAME)
     args = parser.parse_args(argv)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import requests
 
-from steps.config import PROJECT_ROOT
+from skyprophet.config import PROJECT_ROOT
 
 BIN = Path(sys.executable).parent
 # What an in-process MLflow run or set_experiment leaves in os.environ; never for a child process,

@@ -1,0 +1,1 @@
+"""The library below the entry points of steps/: one home per concern."""

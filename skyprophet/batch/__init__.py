@@ -1,0 +1,1 @@
+"""Batch scoring: reading schedules, the validity tally, the engines, sinks and the report."""

@@ -1,0 +1,1 @@
+"""After training: drift of new flights and realized quality of flown ones."""

@@ -1,0 +1,1 @@
+"""Operations: processes, serving, the tracking server, auth rules, acceptance checks."""

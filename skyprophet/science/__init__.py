@@ -1,0 +1,1 @@
+"""The training science: recipe, splits, fitting and calibration, baselines, metrics."""
