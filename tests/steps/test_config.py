@@ -3,6 +3,7 @@
 import pytest
 import yaml
 
+from skyprophet import params
 from skyprophet.config import DEFAULTS, MODEL_NAME, PROJECT_ROOT, argument_parser
 
 MLPROJECT = yaml.safe_load((PROJECT_ROOT / "MLproject").read_text())
@@ -40,3 +41,30 @@ def test_a_boolean_option_alone_means_true_and_takes_a_value_from_mlflow_run():
     assert parser.parse_args(["--overwrite", "false"]).overwrite is False
     with pytest.raises(SystemExit):
         parser.parse_args(["--overwrite", "maybe"])
+
+
+def test_a_choice_outside_its_literal_is_refused_on_the_command_line_naming_the_option(capsys):
+    with pytest.raises(SystemExit):
+        argument_parser("train", None).parse_args(["--objective", "hinge"])
+    assert "--objective" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("step", "name", "allowed"),
+    [
+        ("etl", "split", ("latest", "day")),
+        ("score", "engine", ("pandas", "spark")),
+        ("promote", "promote", ("auto", "force", "never")),
+    ],
+)
+def test_choices_come_from_the_parameters_object(step, name, allowed):
+    assert params.choices(step, name) == allowed
+    assert params.choices(step, "model_name" if step == "promote" else "data_uri" if step == "etl" else "data") is None
+
+
+def test_parse_refuses_unknown_names_and_values_outside_a_choice():
+    assert params.parse("etl", {"split": "day"}).split == "day"
+    with pytest.raises(ValueError, match="split must be one of"):
+        params.parse("etl", {"split": "random"})
+    with pytest.raises(ValueError, match="unknown parameter"):
+        params.parse("etl", {"holdout_days": 3})
