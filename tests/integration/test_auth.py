@@ -152,7 +152,19 @@ def auth_server(tracking_server, tmp_path_factory) -> AuthServer:
         roles_env = {f"SKYPROPHET_{role.upper()}_USERNAME": user.name for role, user in users.items()}
         roles_env |= {f"SKYPROPHET_{role.upper()}_PASSWORD": user.password for role, user in users.items()}
         env = {"MLFLOW_TRACKING_URI": server.url, **roles_env, **admin.env}
-        done, _ = step("auth", env, "--create-roles", "--experiment", EXPERIMENT, "--model-name", MODEL)
+        done, _ = run_command(
+            [
+                sys.executable,
+                "-m",
+                "skyprophet.ops.auth",
+                "--create-roles",
+                "--experiment",
+                EXPERIMENT,
+                "--model-name",
+                MODEL,
+            ],
+            env,
+        )
         assert done.returncode == 0, f"create-roles: {done.stderr[-3000:]}"
         yield AuthServer(server, tracking_db, auth_db, admin, root=root, **users)
     finally:
