@@ -43,6 +43,8 @@ ICAO_COUNTRIES = {
 }  # fmt: skip
 # The ``country`` setting: "auto" infers it from the training flights' origin, "none" switches holidays off.
 COUNTRY_INFER, COUNTRY_NONE = "auto", "none"
+# Rows of the feature matrix filled at a time (17 float32 features: about 1 MB, cache-sized).
+WRITE_BLOCK_ROWS = 16_384
 # Specs saved before the date features were dropped carry this key (their day-of-year choice).
 LEGACY_CALENDAR_KEY = "calendar"
 
@@ -395,9 +397,35 @@ def _describe_flight(inputs: Inputs, rows: np.ndarray) -> list[str]:
     return [f"flight {key.replace('|', ' ')}" + ("" if key in known else " (rare in training)") for key in keys]
 
 
+def _factors(inputs: Inputs, column: str) -> tuple[np.ndarray, np.ndarray] | None:
+    """A column's codes and distinct values when validation factorized it (``schema.Columns.factors``)."""
+    return getattr(inputs.flights, "factors", {}).get(column)
+
+
 def _code(column: str) -> Callable[[Inputs], np.ndarray]:
     """The feature of a categorical column: each flight's code in the training vocabulary."""
-    return lambda inputs: inputs.tables.codes[column].lookup(inputs.flights[column])
+
+    def codes(inputs: Inputs) -> np.ndarray:
+        table = inputs.tables.codes[column]
+        factors = _factors(inputs, column)
+        if factors is not None:  # looked up once per distinct value
+            return table.lookup(factors[1])[factors[0]]
+        return table.lookup(inputs.flights[column])
+
+    return codes
+
+
+def _flight_key_code(inputs: Inputs) -> np.ndarray:
+    """Each flight's code among the training flight keys (airline + flight number)."""
+    table = inputs.tables.flight_keys
+    airlines, numbers = _factors(inputs, "Emp-I"), _factors(inputs, FLIGHT_NUMBER)
+    if airlines is None or numbers is None:
+        return table.lookup(flight_key(inputs.flights))
+    # The distinct (airline, number) pairs, each keyed and looked up once.
+    pairs = airlines[0].astype(np.int64) * len(numbers[1]) + numbers[0]
+    pair_codes, distinct = pd.factorize(pairs)
+    keys = airlines[1][distinct // len(numbers[1])] + "|" + numbers[1][distinct % len(numbers[1])]
+    return table.lookup(keys)[pair_codes]
 
 
 FEATURES: tuple[Feature, ...] = (
@@ -439,9 +467,7 @@ FEATURES: tuple[Feature, ...] = (
         _describe_destination,
         "destination",
     ),
-    Feature(
-        "flight_key_code", "q", lambda x: x.tables.flight_keys.lookup(flight_key(x.flights)), _describe_flight, "flight"
-    ),
+    Feature("flight_key_code", "q", _flight_key_code, _describe_flight, "flight"),
 )
 FEATURE_NAMES = tuple(f.name for f in FEATURES)
 FEATURE_TYPES = tuple(f.kind for f in FEATURES)
@@ -479,10 +505,15 @@ def build_features(flights: Mapping, spec: FeatureSpec, tables: CodedSpec | None
     """
     inputs = Inputs(flights, spec, tables if tables is not None else CodedSpec.of(spec))
     # Each feature written into one float32 matrix: column_stack made a float64 one, then a copy
-    # (200,000 flights: 670 ms against 300 ms on the shared machine).
+    # (200,000 flights: 670 ms against 300 ms on the shared machine). Written a block of rows at a
+    # time, so the rows being filled stay in the CPU cache while every feature is written into
+    # them (1,000,000 flights: 37 ms against 130 ms column by column).
+    columns = [feature.compute(inputs) for feature in FEATURES]
     matrix = np.empty((len(inputs.calendar["day"]), len(FEATURES)), dtype=np.float32)
-    for column, feature in enumerate(FEATURES):
-        matrix[:, column] = feature.compute(inputs)
+    for start in range(0, len(matrix), WRITE_BLOCK_ROWS):
+        block = matrix[start : start + WRITE_BLOCK_ROWS]
+        for column, values in enumerate(columns):
+            block[:, column] = values[start : start + WRITE_BLOCK_ROWS]
     return matrix
 
 
