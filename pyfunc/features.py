@@ -45,6 +45,9 @@ ICAO_COUNTRIES = {
 COUNTRY_INFER, COUNTRY_NONE = "auto", "none"
 # Rows of the feature matrix filled at a time (17 float32 features: about 1 MB, cache-sized).
 WRITE_BLOCK_ROWS = 16_384
+# From this many flights on, the calendar is computed with integer arithmetic rather than numpy's
+# datetime64 conversions (same numbers; fewer calls below, faster month conversion above).
+CALENDAR_ARITHMETIC_ROWS = 64
 # Specs saved before the date features were dropped carry this key (their day-of-year choice).
 LEGACY_CALENDAR_KEY = "calendar"
 
@@ -235,21 +238,43 @@ def calendar_fields(times: pd.Series | np.ndarray) -> dict[str, np.ndarray]:
     """Day number, hour, minute of day, weekday (Monday 0), month and month-day (MMDD), with numpy.
 
     One conversion to minutes and integer arithmetic: pandas' ``.dt`` accessors cost about as
-    much each on a one-flight request as the whole XGBoost prediction.
+    much each on a one-flight request as the whole XGBoost prediction, and numpy's own month
+    conversion (``datetime64[M]``) about 40 ms per 1,000,000 flights; the month and day come from
+    the day number by the proleptic Gregorian calendar (H. Hinnant's ``civil_from_days``).
     """
     minutes = np.asarray(times, dtype="datetime64[m]")
-    days = minutes.astype("datetime64[D]")
-    months = days.astype("datetime64[M]")
-    minute_of_day = (minutes - days).astype(np.int64)
-    month = months.astype(np.int64) % 12 + 1
-    day_number = days.astype(np.int64)
+    if len(minutes) < CALENDAR_ARITHMETIC_ROWS:  # few flights: fewer numpy calls, each with its fixed cost
+        days = minutes.astype("datetime64[D]")
+        months = days.astype("datetime64[M]")
+        minute_of_day = (minutes - days).astype(np.int64)
+        month = months.astype(np.int64) % 12 + 1
+        day_number = days.astype(np.int64)
+        month_day = month * 100 + (days - months).astype(np.int64) + 1
+        return {
+            "day": day_number,
+            "hour": minute_of_day // 60,
+            "minute_of_day": minute_of_day,
+            "weekday": (day_number + 3) % 7,  # 1970-01-01 was a Thursday
+            "month": month,
+            "month_day": month_day,
+        }
+    minutes = minutes.astype(np.int64)
+    day_number = minutes // 1440
+    minute_of_day = minutes - day_number * 1440
+    shifted = day_number + 719_468  # days since 0000-03-01: years counted from March
+    era = shifted // 146_097
+    day_of_era = shifted - era * 146_097
+    year_of_era = (day_of_era - day_of_era // 1460 + day_of_era // 36_524 - day_of_era // 146_096) // 365
+    day_of_year = day_of_era - (365 * year_of_era + year_of_era // 4 - year_of_era // 100)
+    month_from_march = (5 * day_of_year + 2) // 153
+    month = np.where(month_from_march < 10, month_from_march + 3, month_from_march - 9)
     return {
         "day": day_number,
         "hour": minute_of_day // 60,
         "minute_of_day": minute_of_day,
         "weekday": (day_number + 3) % 7,  # 1970-01-01 was a Thursday
         "month": month,
-        "month_day": month * 100 + (days - months).astype(np.int64) + 1,
+        "month_day": month * 100 + day_of_year - (153 * month_from_march + 2) // 5 + 1,
     }
 
 

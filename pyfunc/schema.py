@@ -532,15 +532,16 @@ def _parse_time_characters(chars: np.ndarray) -> np.ndarray | None:
     minute and second 0-59: no leap second), on whole columns rather than value by value; the day
     number is the proleptic Gregorian calendar's (H. Hinnant's ``days_from_civil``).
     """
-    if (chars[:, list(_SEPARATORS)] != _SEPARATOR_CODES).any():
+    columns = np.ascontiguousarray(chars.T)  # one row per character position: each read in one pass
+    if (columns[list(_SEPARATORS)] != _SEPARATOR_CODES[:, None]).any():
         return None
-    if (chars[:, _DIGITS] - np.uint8(48) > 9).any():  # below "0" wraps round to a large number
+    if (columns[_DIGITS] - np.uint8(48) > 9).any():  # below "0" wraps round to a large number
         return None
 
     def number(first: int, count: int) -> np.ndarray:
-        value = chars[:, first].astype(np.int64) - 48
+        value = columns[first].astype(np.int32) - 48
         for k in range(first + 1, first + count):
-            value = value * 10 + chars[:, k] - 48
+            value = value * 10 + columns[k] - 48
         return value
 
     year, month, day = number(0, 4), number(5, 2), number(8, 2)
@@ -556,7 +557,7 @@ def _parse_time_characters(chars: np.ndarray) -> np.ndarray | None:
     day_of_year = (153 * (month + np.where(month > 2, -3, 9)) + 2) // 5 + day - 1
     day_of_era = year_of_era * 365 + year_of_era // 4 - year_of_era // 100 + day_of_year
     days = era * 146_097 + day_of_era - 719_468  # 1970-01-01 is day 0
-    seconds = days * 86_400 + hour * 3_600 + minute * 60 + second
+    seconds = days.astype(np.int64) * 86_400 + (hour * 3_600 + minute * 60 + second)
     per_second = np.timedelta64(1, "s") // np.timedelta64(1, np.datetime_data(TIME_DTYPE)[0])
     return (seconds * per_second).view(TIME_DTYPE)
 
