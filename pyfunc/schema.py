@@ -584,7 +584,7 @@ def _distinct_times(column: pd.Series) -> np.ndarray | None:
 def _factorized(column: pd.Series, numbers: bool) -> tuple[np.ndarray, list] | None:
     """Codes and distinct values of a column of text (or, for ``numbers``, text and whole numbers) without nulls."""
     dtype = column.dtype
-    if numbers and dtype.kind in "iu":
+    if numbers and isinstance(dtype, np.dtype) and dtype.kind in "iu":  # numpy integers: no nulls
         codes, uniques = pd.factorize(column.to_numpy())
         return codes, uniques.tolist()
     if not (pd.api.types.is_object_dtype(dtype) or isinstance(dtype, pd.StringDtype)):
