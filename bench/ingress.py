@@ -9,6 +9,19 @@ serving input example, its flights repeated to each size, as JSON records and as
     python -m bench.ingress --rounds 4 --requests 200
     python -m bench.ingress --model-uri models:/flight-delay/3 --sizes 1 100 10000
 
+With ``--seed-dir DIR`` (a checkout of the seed project, github.com/UribeAlejandro/SkyProphet; its
+code is not part of this repository) it times instead one request of ``--flights`` real flights
+(``--data-uri``, rows the model can score, ``bench.flights``' ``batch-10k`` form) through the
+ingress and ``mlflow models serve`` as ``make serve`` runs them, for the working copy's ``pyfunc/``
+and each ``--baseline`` revision's (copied into the model's code, as a version logged from that
+code would carry), against the seed's FastAPI app (``uvicorn challenge.api:app``, one worker) on
+the same flights (its five one-hot columns), with a seed-style model (XGBoost on one-hot
+``OPERA, TIPOVUELO, MES, SIGLADES, DIANOM``, fitted on the file, registered in a temporary
+store where the seed's app loads it from): one server each, alternating, ``--rounds`` rounds of
+``--requests`` requests.
+
+    python -m bench.ingress --seed-dir /tmp/seed --baseline a57d81c --rounds 5 --requests 8
+
 Load only goes to 127.0.0.1; each round is bounded by ``--requests``.
 """
 
@@ -18,7 +31,10 @@ import argparse
 import http.client
 import io
 import json
+import os
+import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -31,6 +47,7 @@ import pyarrow.parquet as pq
 from mlflow.models import Model
 
 from ingress.run import stop_groups
+from skyprophet.config import PROJECT_ROOT
 from skyprophet.ops.processes import BIN, ServedModel, free_port, start_logged, wait_for_http
 from steps.serve import ingress_command, server_env
 
@@ -75,6 +92,145 @@ def timed(port: int, content_type: str, body: bytes, requests: int) -> list[floa
     return times
 
 
+SEED_COLUMNS = ("OPERA", "TIPOVUELO", "MES", "SIGLADES", "DIANOM")
+SEED_MODEL_NAME = "seed-delay"
+# The seed's app (pinned to pandas 2.2) under this pandas 3: its enforce_schema `update`s an int frame
+# with get_dummies' booleans, which pandas 2.2 did with a warning and pandas 3 refuses. The dummies
+# are cast to int before its own enforce_schema runs (one more conversion: never faster than it was).
+SEED_LAUNCHER = """
+import sys
+import uvicorn
+from challenge.pipeline import serving
+enforce_schema = serving.enforce_schema
+serving.enforce_schema = lambda data, columns: enforce_schema(data.astype(int), columns)
+uvicorn.run("challenge.api:app", host="127.0.0.1", port=int(sys.argv[1]), workers=1, log_level="warning")
+"""
+
+
+def seed_model_store(raw: pd.DataFrame, folder: Path) -> dict[str, str]:
+    """A seed-style model (XGBoost on the one-hot seed columns) registered as ``production``; the seed app's env."""
+    import xgboost as xgb
+
+    from steps.etl import delay_target
+
+    features = pd.get_dummies(seed_frame(raw), columns=list(SEED_COLUMNS)).astype(float)
+    model = xgb.XGBClassifier(random_state=1, learning_rate=0.01, n_jobs=2)
+    model.fit(features, delay_target(raw).to_numpy())
+    uri = f"sqlite:///{folder / 'mlflow.db'}"
+    mlflow.set_tracking_uri(uri)
+    experiment = mlflow.create_experiment("seed", artifact_location=(folder / "artifacts").as_uri())
+    with mlflow.start_run(experiment_id=experiment):
+        info = mlflow.sklearn.log_model(  # skops (MLflow 3's default) loads only the types it is told to trust
+            model,
+            name="model",
+            registered_model_name=SEED_MODEL_NAME,
+            skops_trusted_types=["xgboost.core.Booster", "xgboost.sklearn.XGBClassifier"],
+        )
+    mlflow.MlflowClient(uri).set_registered_model_alias(SEED_MODEL_NAME, "production", info.registered_model_version)
+    return {"MLFLOW_TRACKING_URI": uri, "MLFLOW_EXPERIMENT_NAME": SEED_MODEL_NAME}
+
+
+def seed_frame(rows: pd.DataFrame) -> pd.DataFrame:
+    """The seed app's five columns of raw rows (``MES`` a number, as its request model declares)."""
+    return rows[list(SEED_COLUMNS)].assign(MES=rows["MES"].astype(int))
+
+
+def side_model(model_dir: Path, root: Path, target: Path) -> Path:
+    """The model's files with ``root``'s ``pyfunc/`` as its code (what a version logged from that code carries)."""
+    shutil.copytree(model_dir, target)
+    shutil.rmtree(target / "code" / "pyfunc")
+    shutil.copytree(root / "pyfunc", target / "code" / "pyfunc", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(root / "pyfunc" / "model.py", target / "model.py")
+    return target
+
+
+def timed_post(port: int, path: str, body: bytes, requests: int) -> list[float]:
+    """Milliseconds of ``requests`` sequential keep-alive JSON POSTs to ``path`` (a 200 each, or it stops)."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=300)
+    times = []
+    try:
+        for _ in range(requests):
+            started = time.perf_counter()
+            connection.request("POST", path, body=body, headers={"Content-Type": "application/json"})
+            answer = connection.getresponse()
+            text = answer.read()
+            times.append((time.perf_counter() - started) * 1000)
+            if answer.status != 200:
+                raise SystemExit(f"HTTP {answer.status} from port {port}{path}: {text[:300]!r}")
+    finally:
+        connection.close()
+    return times
+
+
+def compare_seed(args: argparse.Namespace) -> None:
+    """One request of ``--flights`` real flights: ours (ingress + model server, per code side) against the seed app."""
+    from bench.flights import Form, read_raw_flights, request_body, sample_rows, scorable_rows
+    from ingress.run import stop_groups
+
+    work = Path(tempfile.mkdtemp(prefix="bench-seed-"))
+    local = Path(mlflow.artifacts.download_artifacts(artifact_uri=args.model_uri, dst_path=str(work / "model")))
+    spec = json.loads((local / "artifacts" / "spec.json").read_text(encoding="utf-8"))
+    raw = read_raw_flights(args.data_uri)
+    rows = sample_rows(scorable_rows(raw, spec), args.flights, seed=0)
+    ours_body = request_body(rows, Form("batch", args.flights, orient="dataframe_split")).encode()
+    seed_body = json.dumps({"flights": seed_frame(rows).to_dict(orient="records")}).encode()
+    roots = {"working copy": PROJECT_ROOT}
+    for revision in args.baseline:
+        roots[f"baseline {revision}"] = work / f"code-{revision}"
+        roots[f"baseline {revision}"].mkdir()
+        archive = subprocess.run(
+            ["git", "archive", revision, "pyfunc"], cwd=PROJECT_ROOT, capture_output=True, check=True
+        )
+        subprocess.run(["tar", "-x", "-C", str(roots[f"baseline {revision}"])], input=archive.stdout, check=True)
+    seed_env = seed_model_store(raw, work)
+    env = server_env(1)
+    processes, ports = [], {}
+    try:
+        for i, (name, root) in enumerate(roots.items()):
+            model = side_model(local, root, work / f"model-{i}")
+            server = ServedModel(str(model), work / f"serve-{i}.log", env, workers=1, timeout=300)
+            processes.append(server.process)
+            port = free_port()
+            ingress = start_logged(ingress_command("127.0.0.1", port, server.url), env, work / f"ingress-{i}.log")
+            processes.append(ingress)
+            wait_for_http(f"http://127.0.0.1:{port}/ping", timeout=60, process=ingress)
+            ports[f"ours, {name}"] = (port, "/invocations", ours_body)
+        seed_port = free_port()
+        seed = subprocess.Popen(
+            [str(BIN / "python"), "-c", SEED_LAUNCHER, str(seed_port)],
+            cwd=args.seed_dir,
+            env={**os.environ, **seed_env, "PYTHONPATH": str(args.seed_dir)},
+            stdout=open(work / "seed.log", "w", encoding="utf-8"),  # noqa: SIM115 (the child keeps it)
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        processes.append(seed)
+        wait_for_http(f"http://127.0.0.1:{seed_port}/ping", timeout=120, process=seed)
+        ports["seed app"] = (seed_port, "/predict", seed_body)
+        samples: dict[str, list[float]] = {name: [] for name in ports}
+        loads = []
+        for round_ in range(args.rounds):
+            names = list(ports)
+            for name in names[round_ % len(names) :] + names[: round_ % len(names)]:
+                port, path, body = ports[name]
+                timed_post(port, path, body, 2)  # warm this connection and the server's caches
+                samples[name].extend(timed_post(port, path, body, args.requests))
+            loads.append(float(Path("/proc/loadavg").read_text().split()[0]))
+    finally:
+        stop_groups(processes)
+    seed_median = statistics.median(samples["seed app"])
+    print(f"\nOne request of {args.flights:,} real flights, 1 worker each, keep-alive, {args.rounds} rounds")
+    print(f"of {args.requests}, alternating; load {min(loads):.1f}-{max(loads):.1f}; ours through the ingress\n")
+    print("| server | n | median ms | min-max ms | p90 ms | seed's median / this median |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: |")
+    for name, times in samples.items():
+        p90 = statistics.quantiles(times, n=10)[-1]
+        print(
+            f"| {name} | {len(times)} | {statistics.median(times):.0f} | {min(times):.0f}-{max(times):.0f} "
+            f"| {p90:.0f} | {seed_median / statistics.median(times):.2f}x |"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model-uri", default="models:/flight-delay/Production")
@@ -82,7 +238,14 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--requests", type=int, default=200, help="per body, per round, per path (fewer for big)")
     parser.add_argument("--sizes", type=int, nargs="+", default=[1, 100, 10_000])
+    parser.add_argument("--seed-dir", type=Path, help="a checkout of the seed project: time ours against its app")
+    parser.add_argument("--baseline", nargs="*", default=[], help="with --seed-dir: git revisions of pyfunc/ too")
+    parser.add_argument("--flights", type=int, default=10_000, help="with --seed-dir: flights per request")
+    parser.add_argument("--data-uri", default=os.environ.get("DATA_URI", "/work/shared/datasets/scl-2017/data.csv"))
     args = parser.parse_args()
+    if args.seed_dir:
+        compare_seed(args)
+        return
     all_bodies = bodies(example_flights(args.model_uri), args.sizes)
     logs = Path(tempfile.mkdtemp(prefix="bench-ingress-"))
     env = server_env(args.workers)

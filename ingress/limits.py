@@ -15,8 +15,11 @@ loopback port. Checked here, in this order, each refusal naming its variable:
 - and on the way back, an error answer's message is cut to ``SKYPROPHET_MAX_ERROR_BYTES``:
   MLflow's 400s echo the rows they failed on.
 
-JSON rows cannot be known without parsing the JSON; the body size covers JSON. Standalone
-(standard library, pyarrow, aiohttp, uvicorn: what the model image already has); no project import.
+A JSON body's rows are the values of its longest list (``dataframe_records``, ``dataframe_split``'s
+``data``, ``inputs`` in either form): a body with fewer commas than the limit has no list that long
+(one byte count); past that, the lists are measured on the body's skeleton (strings left out, then
+only brackets and commas kept) with numpy, nothing parsed into Python objects. Standalone (standard
+library, numpy, pyarrow, aiohttp, uvicorn: what the model image already has); no project import.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import aiohttp
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -135,7 +139,8 @@ def check_rows(kind: str, body: bytes, limits: Limits) -> None:
 
     Parquet: the footer's ``num_rows`` and the row groups' uncompressed sizes, read from the bytes
     without decoding a page. CSV: the line count, an upper bound on the rows (a quoted field with a
-    line break counts twice), found by a C-speed byte count. JSON: nothing to read before parsing.
+    line break counts twice), found by a C-speed byte count. JSON: the values of its longest list
+    (``json_rows``), measured only when the body has at least as many commas as the limit.
     """
     if kind == PARQUET:
         try:
@@ -157,6 +162,68 @@ def check_rows(kind: str, body: bytes, limits: Limits) -> None:
         rows = max(lines - 1, 0)  # the header line
         if rows > limits.rows:
             raise Refused(413, f"CSV body of {rows:,} rows exceeds the limit of {limits.rows:,} ({MAX_ROWS.env})")
+    elif kind == JSON and body.count(b",") + 1 > limits.rows:  # fewer commas: no list of more values
+        rows = json_rows(body)
+        if rows > limits.rows:
+            what = f"JSON body of {rows:,} rows (its longest list)"
+            raise Refused(413, f"{what} exceeds the limit of {limits.rows:,} ({MAX_ROWS.env})")
+
+
+# Every byte but a list's or an object's brackets and the commas between values.
+_STRUCTURE = b"[]{},"
+_NOT_STRUCTURE = bytes(sorted(set(range(256)) - set(_STRUCTURE)))
+# bytes.translate table: a quote -> 2, a structural byte -> 1, anything else -> 0.
+_KINDS = bytes(2 if b == ord('"') else 1 if b in _STRUCTURE else 0 for b in range(256))
+# Lists nested deeper than this are not measured: MLflow reads no rows from them.
+MAX_COUNTED_DEPTH = 8
+
+
+def json_skeleton(body: bytes) -> np.ndarray:
+    """The brackets and commas of a JSON body that are not inside a string, in order, as bytes.
+
+    Escaped backslashes, then escaped quotes, are dropped first (``bytes.replace`` reads pairs left
+    to right, as JSON does), so every quote left opens or closes a string; a structural byte is in
+    a string when an odd number of quotes comes before it. One ``bytes.translate`` marks quotes
+    and structural bytes; numpy works on the marked ones only.
+    """
+    if b'"' not in body:
+        return np.frombuffer(body.translate(None, _NOT_STRUCTURE), dtype=np.uint8)
+    if b"\\" in body:
+        body = body.replace(b"\\\\", b"").replace(b'\\"', b"")
+    kinds = np.frombuffer(body.translate(_KINDS), dtype=np.uint8)
+    marked = np.flatnonzero(kinds)
+    marked_kinds = kinds[marked]
+    quotes_before = np.cumsum(marked_kinds == 2, dtype=np.int32)
+    outside = (marked_kinds == 1) & (quotes_before % 2 == 0)
+    return np.frombuffer(body, dtype=np.uint8)[marked[outside]]
+
+
+def json_rows(body: bytes) -> int:
+    """The most values in any one list of a JSON body nested at most MAX_COUNTED_DEPTH deep: the rows of every form.
+
+    On the skeleton (``json_skeleton``): each level's containers are told apart by their opening
+    brackets, and the commas directly inside each are the level's commas between its opener and
+    the next one.
+    """
+    skeleton = json_skeleton(body)
+    opens = (skeleton == ord("[")) | (skeleton == ord("{"))
+    closes = (skeleton == ord("]")) | (skeleton == ord("}"))
+    depth = np.cumsum(opens.astype(np.int32) - closes, dtype=np.int32)  # after each byte
+    commas = skeleton == ord(",")
+    most = 0
+    for level in range(1, MAX_COUNTED_DEPTH + 1):
+        at_level = depth == level
+        openers = np.flatnonzero(opens & at_level)
+        if len(openers) == 0:
+            break
+        lists = skeleton[openers] == ord("[")
+        if not lists.any():
+            continue
+        level_commas = np.flatnonzero(commas & at_level)
+        ends = np.r_[openers[1:], len(skeleton)]
+        counts = np.searchsorted(level_commas, ends) - np.searchsorted(level_commas, openers)
+        most = max(most, int(counts[lists].max()) + 1)
+    return most
 
 
 def error_body(message: str) -> bytes:

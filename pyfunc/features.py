@@ -43,6 +43,11 @@ ICAO_COUNTRIES = {
 }  # fmt: skip
 # The ``country`` setting: "auto" infers it from the training flights' origin, "none" switches holidays off.
 COUNTRY_INFER, COUNTRY_NONE = "auto", "none"
+# Rows of the feature matrix filled at a time (17 float32 features: about 1 MB, cache-sized).
+WRITE_BLOCK_ROWS = 16_384
+# From this many flights on, the calendar is computed with integer arithmetic rather than numpy's
+# datetime64 conversions (same numbers; fewer calls below, faster month conversion above).
+CALENDAR_ARITHMETIC_ROWS = 64
 # Specs saved before the date features were dropped carry this key (their day-of-year choice).
 LEGACY_CALENDAR_KEY = "calendar"
 
@@ -233,36 +238,63 @@ def calendar_fields(times: pd.Series | np.ndarray) -> dict[str, np.ndarray]:
     """Day number, hour, minute of day, weekday (Monday 0), month and month-day (MMDD), with numpy.
 
     One conversion to minutes and integer arithmetic: pandas' ``.dt`` accessors cost about as
-    much each on a one-flight request as the whole XGBoost prediction.
+    much each on a one-flight request as the whole XGBoost prediction, and numpy's own month
+    conversion (``datetime64[M]``) about 40 ms per 1,000,000 flights; the month and day come from
+    the day number by the proleptic Gregorian calendar (H. Hinnant's ``civil_from_days``).
     """
     minutes = np.asarray(times, dtype="datetime64[m]")
-    days = minutes.astype("datetime64[D]")
-    months = days.astype("datetime64[M]")
-    minute_of_day = (minutes - days).astype(np.int64)
-    month = months.astype(np.int64) % 12 + 1
-    day_number = days.astype(np.int64)
+    if len(minutes) < CALENDAR_ARITHMETIC_ROWS:  # few flights: fewer numpy calls, each with its fixed cost
+        days = minutes.astype("datetime64[D]")
+        months = days.astype("datetime64[M]")
+        minute_of_day = (minutes - days).astype(np.int64)
+        month = months.astype(np.int64) % 12 + 1
+        day_number = days.astype(np.int64)
+        month_day = month * 100 + (days - months).astype(np.int64) + 1
+        return {
+            "day": day_number,
+            "hour": minute_of_day // 60,
+            "minute_of_day": minute_of_day,
+            "weekday": (day_number + 3) % 7,  # 1970-01-01 was a Thursday
+            "month": month,
+            "month_day": month_day,
+        }
+    minutes = minutes.astype(np.int64)
+    day_number = minutes // 1440
+    minute_of_day = minutes - day_number * 1440
+    shifted = day_number + 719_468  # days since 0000-03-01: years counted from March
+    era = shifted // 146_097
+    day_of_era = shifted - era * 146_097
+    year_of_era = (day_of_era - day_of_era // 1460 + day_of_era // 36_524 - day_of_era // 146_096) // 365
+    day_of_year = day_of_era - (365 * year_of_era + year_of_era // 4 - year_of_era // 100)
+    month_from_march = (5 * day_of_year + 2) // 153
+    month = np.where(month_from_march < 10, month_from_march + 3, month_from_march - 9)
     return {
         "day": day_number,
         "hour": minute_of_day // 60,
         "minute_of_day": minute_of_day,
         "weekday": (day_number + 3) % 7,  # 1970-01-01 was a Thursday
         "month": month,
-        "month_day": month * 100 + (days - months).astype(np.int64) + 1,
+        "month_day": month * 100 + day_of_year - (153 * month_from_march + 2) // 5 + 1,
     }
 
 
-def _high_season(inputs: Inputs) -> np.ndarray:
-    month_day = inputs.calendar["month_day"]
+def _high_season_of(month_day: np.ndarray) -> np.ndarray:
     high = np.zeros(len(month_day), dtype=bool)
     for start, end in HIGH_SEASON:
         high |= (month_day >= start) & (month_day <= end)
     return high
 
 
-def _holiday_distance(inputs: Inputs, direction: int) -> np.ndarray:
+# Whether a month-day (MMDD) is in high season, looked up (one array operation per batch, not eight).
+HIGH_SEASON_BY_MONTH_DAY = _high_season_of(np.arange(1232))
+
+
+def _high_season(inputs: Inputs) -> np.ndarray:
+    return HIGH_SEASON_BY_MONTH_DAY[inputs.calendar["month_day"]]
+
+
+def _holiday_distance_of(holidays: np.ndarray, day: np.ndarray, direction: int) -> np.ndarray:
     """Days to the next (``direction`` 1) or since the last (-1) public holiday, capped; 0 on one."""
-    holidays = inputs.tables.holidays
-    day = inputs.calendar["day"]
     if len(holidays) == 0:
         return np.full(len(day), HOLIDAY_HORIZON)
     if direction > 0:
@@ -270,6 +302,38 @@ def _holiday_distance(inputs: Inputs, direction: int) -> np.ndarray:
         return np.clip(nearest - day, 0, HOLIDAY_HORIZON)
     nearest = holidays[np.maximum(np.searchsorted(holidays, day, side="right") - 1, 0)]
     return np.clip(day - nearest, 0, HOLIDAY_HORIZON)
+
+
+@functools.lru_cache(maxsize=8)
+def calendar_tables(country: str | None) -> dict[str, np.ndarray]:
+    """Per day of ``days_off``'s range (from its first day): days to and since a holiday, eve and end of a long weekend.
+
+    Built once per country, so a batch looks each up in one array operation (a one-flight
+    request: ~2 us a feature against ~8 for the arithmetic).
+    """
+    first, runs = days_off(country)
+    day = np.arange(first, first + len(runs))
+    holidays = holiday_days(country)
+    next_runs = np.r_[runs[1:], 0]  # the range's last day is never a flight's (MAX_YEAR + 1)
+    tables = {
+        "to_holiday": _holiday_distance_of(holidays, day, 1),
+        "since_holiday": _holiday_distance_of(holidays, day, -1),
+        "eve": (runs == 0) & (next_runs >= LONG_WEEKEND_DAYS),
+        "end": (runs >= LONG_WEEKEND_DAYS) & (next_runs == 0),
+    }
+    for table in tables.values():
+        table.setflags(write=False)
+    return tables
+
+
+def _by_day(inputs: Inputs, table: str) -> np.ndarray:
+    """The flights' values in one of ``calendar_tables``."""
+    return inputs.tables.by_day[table][inputs.calendar["day"] - inputs.tables.days_off[0]]
+
+
+def _holiday_distance(inputs: Inputs, direction: int) -> np.ndarray:
+    """Days to the next (``direction`` 1) or since the last (-1) public holiday, capped; 0 on one."""
+    return _by_day(inputs, "to_holiday" if direction > 0 else "since_holiday")
 
 
 def _off_run(inputs: Inputs, shift: int = 0) -> np.ndarray:
@@ -280,12 +344,12 @@ def _off_run(inputs: Inputs, shift: int = 0) -> np.ndarray:
 
 def _eve_of_long_weekend(inputs: Inputs) -> np.ndarray:
     """A working day followed by three or more days off: the getaway day (SCL 2017: 29 % late, not 18 %)."""
-    return (_off_run(inputs) == 0) & (_off_run(inputs, 1) >= LONG_WEEKEND_DAYS)
+    return _by_day(inputs, "eve")
 
 
 def _end_of_long_weekend(inputs: Inputs) -> np.ndarray:
     """The last day off of three or more: the day everyone comes back."""
-    return (_off_run(inputs) >= LONG_WEEKEND_DAYS) & (_off_run(inputs, 1) == 0)
+    return _by_day(inputs, "end")
 
 
 def _density(inputs: Inputs) -> np.ndarray:
@@ -395,9 +459,35 @@ def _describe_flight(inputs: Inputs, rows: np.ndarray) -> list[str]:
     return [f"flight {key.replace('|', ' ')}" + ("" if key in known else " (rare in training)") for key in keys]
 
 
+def _factors(inputs: Inputs, column: str) -> tuple[np.ndarray, np.ndarray] | None:
+    """A column's codes and distinct values when validation factorized it (``schema.Columns.factors``)."""
+    return getattr(inputs.flights, "factors", {}).get(column)
+
+
 def _code(column: str) -> Callable[[Inputs], np.ndarray]:
     """The feature of a categorical column: each flight's code in the training vocabulary."""
-    return lambda inputs: inputs.tables.codes[column].lookup(inputs.flights[column])
+
+    def codes(inputs: Inputs) -> np.ndarray:
+        table = inputs.tables.codes[column]
+        factors = _factors(inputs, column)
+        if factors is not None:  # looked up once per distinct value
+            return table.lookup(factors[1])[factors[0]]
+        return table.lookup(inputs.flights[column])
+
+    return codes
+
+
+def _flight_key_code(inputs: Inputs) -> np.ndarray:
+    """Each flight's code among the training flight keys (airline + flight number)."""
+    table = inputs.tables.flight_keys
+    airlines, numbers = _factors(inputs, "Emp-I"), _factors(inputs, FLIGHT_NUMBER)
+    if airlines is None or numbers is None:
+        return table.lookup(flight_key(inputs.flights))
+    # The distinct (airline, number) pairs, each keyed and looked up once.
+    pairs = airlines[0].astype(np.int64) * len(numbers[1]) + numbers[0]
+    pair_codes, distinct = pd.factorize(pairs)
+    keys = airlines[1][distinct // len(numbers[1])] + "|" + numbers[1][distinct % len(numbers[1])]
+    return table.lookup(keys)[pair_codes]
 
 
 FEATURES: tuple[Feature, ...] = (
@@ -439,9 +529,7 @@ FEATURES: tuple[Feature, ...] = (
         _describe_destination,
         "destination",
     ),
-    Feature(
-        "flight_key_code", "q", lambda x: x.tables.flight_keys.lookup(flight_key(x.flights)), _describe_flight, "flight"
-    ),
+    Feature("flight_key_code", "q", _flight_key_code, _describe_flight, "flight"),
 )
 FEATURE_NAMES = tuple(f.name for f in FEATURES)
 FEATURE_TYPES = tuple(f.kind for f in FEATURES)
@@ -457,6 +545,7 @@ class CodedSpec:
     per_weekday: np.ndarray
     holidays: np.ndarray
     days_off: tuple[int, np.ndarray]
+    by_day: dict[str, np.ndarray] = field(default_factory=dict)  # calendar_tables
 
     @classmethod
     def of(cls, spec: FeatureSpec) -> CodedSpec:
@@ -468,6 +557,7 @@ class CodedSpec:
             per_weekday=np.asarray(spec.flights_per_weekday, dtype=np.float32),
             holidays=holiday_days(spec.country),
             days_off=days_off(spec.country),
+            by_day=calendar_tables(spec.country),
         )
 
 
@@ -479,10 +569,15 @@ def build_features(flights: Mapping, spec: FeatureSpec, tables: CodedSpec | None
     """
     inputs = Inputs(flights, spec, tables if tables is not None else CodedSpec.of(spec))
     # Each feature written into one float32 matrix: column_stack made a float64 one, then a copy
-    # (200,000 flights: 670 ms against 300 ms on the shared machine).
+    # (200,000 flights: 670 ms against 300 ms on the shared machine). Written a block of rows at a
+    # time, so the rows being filled stay in the CPU cache while every feature is written into
+    # them (1,000,000 flights: 37 ms against 130 ms column by column).
+    columns = [feature.compute(inputs) for feature in FEATURES]
     matrix = np.empty((len(inputs.calendar["day"]), len(FEATURES)), dtype=np.float32)
-    for column, feature in enumerate(FEATURES):
-        matrix[:, column] = feature.compute(inputs)
+    for start in range(0, len(matrix), WRITE_BLOCK_ROWS):
+        block = matrix[start : start + WRITE_BLOCK_ROWS]
+        for column, values in enumerate(columns):
+            block[:, column] = values[start : start + WRITE_BLOCK_ROWS]
     return matrix
 
 

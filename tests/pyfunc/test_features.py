@@ -1,8 +1,10 @@
 """Feature engineering: the numpy calendar agrees with pandas'; holidays and their country; no date memory."""
 
+import numpy as np
 import pandas as pd
 import pytest
 
+from pyfunc import features
 from pyfunc.features import (
     FEATURE_NAMES,
     HOLIDAY_HORIZON,
@@ -101,3 +103,13 @@ def test_long_weekends_from_holidays_and_weekends():
     ordinary = features_of(["2017-03-10 18:00:00", "2017-03-11 10:00:00"], "CL")  # a Friday, a Saturday
     assert ordinary["days_off_in_a_row"].tolist() == [0, 2] and ordinary["eve_of_long_weekend"].sum() == 0
     assert (features_of(times, None)[["days_off_in_a_row", "eve_of_long_weekend"]] == 0).all().all()
+
+
+def test_the_calendar_is_the_same_by_datetime_conversions_and_by_integer_arithmetic(monkeypatch):
+    times = np.arange(np.datetime64("1999-12-01T00:00"), np.datetime64("2101-02-01T00:00"), np.timedelta64(997, "m"))
+    by_arithmetic = calendar_fields(times.astype("datetime64[us]"))
+    monkeypatch.setattr(features, "CALENDAR_ARITHMETIC_ROWS", len(times) + 1)
+    by_conversions = calendar_fields(times.astype("datetime64[us]"))
+    for name, values in by_conversions.items():
+        assert by_arithmetic[name].dtype == values.dtype, name
+        np.testing.assert_array_equal(by_arithmetic[name], values, err_msg=name)

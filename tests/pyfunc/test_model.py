@@ -122,3 +122,22 @@ def test_loaded_objects_are_frozen_only_in_a_model_server(monkeypatch, environme
         assert (gc.get_freeze_count() > 0) is frozen
     finally:
         gc.unfreeze()
+
+
+def test_the_direct_xgboost_call_and_the_output_frame_give_what_the_library_calls_give(fitted_and_loaded):
+    fitted, model, flights = fitted_and_loaded
+    features = build_features(clean_flights(flights), fitted.spec.features)
+    for rows in (slice(0, 1), slice(0, 7), slice(None)):
+        chunk = np.ascontiguousarray(features[rows])
+        np.testing.assert_array_equal(
+            model_module.predict_values(fitted.booster, chunk), fitted.booster.inplace_predict(chunk)
+        )
+        probability = fitted.spec.calibrate(fitted.booster.inplace_predict(chunk))
+        columns = {"delay_probability": probability, "delay": (probability >= 0.5).astype(np.int64)}
+        pd.testing.assert_frame_equal(model_module.output_frame(columns), pd.DataFrame(columns), check_exact=True)
+        columns["unknown_fields"] = ["Emp-I"] * len(probability)
+        pd.testing.assert_frame_equal(model_module.output_frame(columns), pd.DataFrame(columns), check_exact=True)
+    np.testing.assert_array_equal(  # a float64 or strided matrix goes through inplace_predict itself
+        model_module.predict_values(fitted.booster, features[:5, :].astype(np.float64)),
+        fitted.booster.inplace_predict(features[:5, :]),
+    )

@@ -21,6 +21,13 @@ from tests.pyfunc import oracle
 HYPER = train.Recipe(n_estimators=40)
 
 
+@pytest.fixture(autouse=True, params=["per value", "distinct values"])
+def validation_path(request, monkeypatch):
+    """Every test twice: batches cleaned value by value, and on each column's distinct values (any size)."""
+    monkeypatch.setattr(schema, "DISTINCT_PATH_ROWS", 10**9 if request.param == "per value" else 1)
+    return request.param
+
+
 @pytest.fixture(scope="module")
 def spec():
     return fit_feature_spec(oracle.clean_flights(make_flights(days=60, seed=1)))
@@ -398,3 +405,23 @@ def test_loaded_tables_give_the_features_of_fresh_ones(logged_model, requests_fr
     np.testing.assert_array_equal(
         build_features(clean, fitted.spec.features, python_model.tables), build_features(clean, fitted.spec.features)
     )
+
+
+def test_batches_of_plain_values_are_cleaned_on_their_distinct_values(spec, requests_frame, validation_path):
+    """The distinct-value path takes every form a clean batch comes in; what it leaves goes value by value."""
+    if validation_path == "per value":
+        pytest.skip("the distinct-value path only")
+    plain_times = requests_frame.assign(**{SCHEDULED_TIME: requests_frame[SCHEDULED_TIME].str.strip()})
+    forms = number_forms(plain_times)
+    forms["object columns"] = plain_times.astype(object)
+    for form, frame in forms.items():
+        clean = schema.clean_columns(frame)
+        taken = form != "float64 column"  # float flight numbers: value by value
+        assert bool(clean.factors) == taken, form
+        assert_frame_equal(as_frame(clean), oracle.clean_flights(frame), obj=form)
+        plain = dict(clean)  # the same columns without their factors: features computed value by value
+        np.testing.assert_array_equal(build_features(clean, spec), build_features(plain, spec), err_msg=form)
+        unknown = schema.unknown_columns(clean, spec.vocabulary)
+        for column, mask in schema.unknown_columns(plain, spec.vocabulary).items():
+            np.testing.assert_array_equal(unknown[column], mask, err_msg=f"{form}: {column}")
+    assert not schema.clean_columns(requests_frame).factors, "times with spaces around: value by value"

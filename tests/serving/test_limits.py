@@ -85,6 +85,39 @@ def test_a_parquet_body_is_counted_from_its_footer_and_a_csv_body_by_its_lines()
         limits.check_rows(limits.CSV, csv + csv.splitlines(keepends=True)[1], small)
 
 
+def test_a_json_body_is_counted_by_its_longest_list_in_every_form_mlflow_reads():
+    small = limits.Limits(body_bytes=10**9, rows=10, decoded_bytes=10**9, error_bytes=100)
+    tricky = {**GOOD, "OPERA": 'Alpha, [Air] {"x": [1, 2]} \\', "SIGLADES": 'Au"ro,ra\\" [,'}  # JSON in strings
+
+    def forms(n: int) -> dict[str, bytes]:
+        return {
+            name: json.dumps(body).encode()
+            for name, body in {
+                "records": {"dataframe_records": [tricky] * n, "params": {"explain": False}},
+                "split": {"dataframe_split": {"columns": list(tricky), "data": [list(tricky.values())] * n}},
+                "inputs as records": {"inputs": [tricky] * n},
+                "inputs as columns": {"inputs": {k: [v] * n for k, v in tricky.items()}},
+            }.items()
+        }
+
+    for n in (1, 9, 10, 11, 500):
+        for name, body in forms(n).items():
+            assert limits.json_rows(body) == max(n, len(tricky) if name == "split" else 1), (name, n)
+            if n <= small.rows:
+                limits.check_rows(limits.JSON, body, small)
+            else:
+                words = rf"JSON body of {n:,} rows .* 10 \(SKYPROPHET_MAX_ROWS\)"
+                with pytest.raises(limits.Refused, match=words) as no:
+                    limits.check_rows(limits.JSON, body, small)
+                assert no.value.status == 413, name
+    hostile = b'{"dataframe_records": [' + b",".join([b"{}"] * 20) + b"]}"  # rows of nothing, 3 bytes each
+    with pytest.raises(limits.Refused, match="JSON body of 20 rows"):
+        limits.check_rows(limits.JSON, hostile, small)
+    limits.check_rows(limits.JSON, b'{"dataframe_records": [' + b"1," * 5, small)  # not JSON: MLflow's to refuse
+    with pytest.raises(limits.Refused, match="JSON body of 31 rows"):  # truncated: what is there is counted
+        limits.check_rows(limits.JSON, b'{"dataframe_records": [' + b"1," * 30, small)
+
+
 def test_content_types_and_sizes_are_refused_naming_the_limit():
     assert limits.check_content_type("application/json; charset=utf-8") == limits.JSON
     assert limits.check_content_type("Text/CSV") == limits.CSV
@@ -257,6 +290,11 @@ def test_the_hostile_list_gets_4xx_naming_each_limit_with_bounded_worker_memory(
     chunks = (oversize[i : i + (1 << 20)] for i in range(0, len(oversize), 1 << 20))  # chunked: no Content-Length
     answer = serve.post(chunks)
     assert answer.status_code == 413 and "SKYPROPHET_MAX_BODY_BYTES" in message(answer), answer.text[:300]
+
+    rows_of_nothing = b'{"dataframe_records": [' + b",".join([b"{}"] * 2_000_000) + b"]}"  # 6 MB, 2,000,000 rows
+    answer = serve.post(rows_of_nothing)
+    assert answer.status_code == 413 and "JSON body of 2,000,000 rows" in message(answer), answer.text[:300]
+    assert "SKYPROPHET_MAX_ROWS" in message(answer)
 
     csv = ("\n".join(["a,b"] + ["1,2"] * 200_000) + "\n").encode()
     answer = serve.post(csv, "text/csv")
