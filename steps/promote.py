@@ -28,7 +28,8 @@ import socket
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -370,23 +371,35 @@ def quality_check(
     env = isolated_env(workdir)
     production = production_version(client, candidate.name)
     label = "none"
-    try:
-        scores = {"candidate": score_isolated(str(model_dir), holdout_path, env=env)}
-    except RuntimeError as err:
-        return acceptance.CheckResult("quality", False, f"the candidate did not score the holdout: {str(err)[-300:]}")
-    if production is not None and str(production.version) != str(candidate.version):
-        label = f"v{production.version}"
+    # Each model scores in a process of its own; the candidate's runs while Production is fetched and scored.
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        candidate_scores = pool.submit(score_isolated, str(model_dir), holdout_path, env=env)
+        compared, production_error = None, None
+        if production is not None and str(production.version) != str(candidate.version):
+            label = f"v{production.version}"
+            try:
+                if DIGEST_TAG in production.tags:
+                    production_dir = registry.download_verified(production, workdir / "production")
+                else:  # moved there before digests were recorded
+                    label += " (no recorded digest)"
+                    production_dir = registry.download_version(
+                        production.name, production.version, workdir / "production"
+                    )
+                compared = score_isolated(str(production_dir), holdout_path, env=env)
+            except (ArtifactDigestError, RuntimeError) as err:
+                production_error = err
         try:
-            if DIGEST_TAG in production.tags:
-                production_dir = registry.download_verified(production, workdir / "production")
-            else:  # moved there before digests were recorded
-                label += " (no recorded digest)"
-                production_dir = registry.download_version(production.name, production.version, workdir / "production")
-            scores["production"] = score_isolated(str(production_dir), holdout_path, env=env)
-        except (ArtifactDigestError, RuntimeError) as err:
-            if mode != "force":
-                return acceptance.CheckResult("quality", False, f"Production {label} not comparable: {str(err)[-300:]}")
-            return acceptance.CheckResult("quality", True, f"Production {label} not comparable, promotion forced")
+            scores = {"candidate": candidate_scores.result()}
+        except RuntimeError as err:
+            reason = f"the candidate did not score the holdout: {str(err)[-300:]}"
+            return acceptance.CheckResult("quality", False, reason)
+    if production_error is not None:
+        if mode != "force":
+            reason = f"Production {label} not comparable: {str(production_error)[-300:]}"
+            return acceptance.CheckResult("quality", False, reason)
+        return acceptance.CheckResult("quality", True, f"Production {label} not comparable, promotion forced")
+    if compared is not None:
+        scores["production"] = compared
     figures = gate_metrics(holdout[TARGET].to_numpy(), scores)
     return acceptance.quality(figures, period, label, mode, candidate.tags.get("gate.decision", ""))
 
@@ -431,11 +444,15 @@ def promote(
                 model_dir = registry.download_version(model_name, number, workdir / "candidate")
                 artifact_digest = digest.artifact_digest(model_dir)  # before anything loads (and writes) it
                 flights = acceptance_flights(candidate, model_dir)
+
+                def quality() -> acceptance.CheckResult:
+                    return quality_check(client, candidate, model_dir, promote_mode, workdir)
+
                 if url:
                     results = acceptance.run_url_checks(acceptance.Endpoint(url, id_token), flights, **load_options)
-                else:
-                    results = serve_and_check(model_dir, number, workdir, flights, workers, load_options)
-                results.append(quality_check(client, candidate, model_dir, promote_mode, workdir))
+                    results.append(quality())
+                else:  # the quality check runs while the server starts
+                    results = serve_and_check(model_dir, number, workdir, flights, workers, load_options, quality)
             failed = [r.name for r in results if not r.passed]
             mlflow.set_tags({f"acceptance.{r.name}": r.tag[:5000] for r in results})
             mlflow.set_tags({"acceptance.failed": ",".join(failed) or "none", DIGEST_TAG: artifact_digest})
@@ -445,20 +462,31 @@ def promote(
 
 
 def serve_and_check(
-    model_dir: Path, number: str, workdir: Path, flights: list[dict], workers: int, load_options: dict
+    model_dir: Path,
+    number: str,
+    workdir: Path,
+    flights: list[dict],
+    workers: int,
+    load_options: dict,
+    meanwhile: Callable[[], acceptance.CheckResult] | None = None,
 ) -> list[acceptance.CheckResult]:
-    """The URL checks against ``mlflow models serve`` of the local copy, in an allow-listed environment."""
+    """The URL checks against ``mlflow models serve`` of the local copy, in an allow-listed environment.
+
+    ``meanwhile`` (promote's quality check) runs while the server starts up; its result comes last.
+    """
     home = workdir / "home"
     home.mkdir()
     log = workdir / "model-server.log"
-    try:
-        env = isolated_env(home, {"UVICORN_LOOP": os.environ.get("UVICORN_LOOP", "uvloop")})
-        with ServedModel(str(model_dir), log, env, workers=workers, isolated=True) as server:
-            logger.info("promote: serving version %s (local copy) on %s", number, server.url)
-            return acceptance.run_url_checks(acceptance.Endpoint(server.url), flights, **load_options)
-    except RuntimeError as err:  # the server never answered /ping: every URL check fails
-        reason = f"the model server did not start: {str(err)[-400:]}"
-        return [acceptance.CheckResult(name, False, reason) for name in acceptance.URL_CHECKS]
+    env = isolated_env(home, {"UVICORN_LOOP": os.environ.get("UVICORN_LOOP", "uvloop")})
+    with ServedModel(str(model_dir), log, env, workers=workers, isolated=True, wait=False) as server:
+        after = [meanwhile()] if meanwhile is not None else []
+        try:
+            server.wait_ready()
+        except RuntimeError as err:  # the server never answered /ping: every URL check fails
+            reason = f"the model server did not start: {str(err)[-400:]}"
+            return [acceptance.CheckResult(name, False, reason) for name in acceptance.URL_CHECKS] + after
+        logger.info("promote: serving version %s (local copy) on %s", number, server.url)
+        return acceptance.run_url_checks(acceptance.Endpoint(server.url), flights, **load_options) + after
 
 
 def rollback(model_name: str = PROMOTE["model_name"]) -> PromoteResult:

@@ -18,6 +18,7 @@ import os
 import subprocess
 import sys
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -304,12 +305,17 @@ def run_gate(client: mlflow.MlflowClient, model_uri: str, model_name: str, proce
     times = parse_scheduled_time(holdout[SCHEDULED_TIME])
     period = f"{times.min():%Y-%m-%d} to {times.max():%Y-%m-%d}"
     logger.info("gate: %d holdout flights, %s", len(holdout), period)
-    scores = {"candidate": score_isolated(model_uri, holdout_path)}
     production, how = production_version(client, model_name), ""
-    if production is not None:
-        scores["production"], how = production_scores(
-            client, production, holdout_path, holdout, processed / "train.parquet"
-        )
+    # The two scorings are separate processes (or Production's refit): side by side, not one after the other.
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        candidate = pool.submit(score_isolated, model_uri, holdout_path)
+        if production is not None:
+            scores_how = pool.submit(
+                production_scores, client, production, holdout_path, holdout, processed / "train.parquet"
+            )
+        scores = {"candidate": candidate.result()}
+        if production is not None:
+            scores["production"], how = scores_how.result()
     figures = gate_metrics(holdout[TARGET].to_numpy(), scores)
     better = production is None or figures["candidate"]["roc_auc"] >= figures["production"]["roc_auc"]
     return Gate(figures, period, production, how, better)
