@@ -47,6 +47,8 @@ from pyfunc.schema import (  # noqa: E402
     normalise_category,
     parse_times,
 )
+from skyprophet.batch.sinks import publish  # noqa: E402
+from skyprophet.batch.sources import is_gs, local_copy, local_path  # noqa: E402
 
 logger = logging.getLogger("skyprophet.report")
 
@@ -653,11 +655,9 @@ def write_and_log(
     """
     import mlflow
 
-    from steps import score
-
-    local_output = score.local_copy(output, workdir)
+    local_output = local_copy(output, workdir)
     target = report_uri(output)
-    local = workdir / Path(target).name if score._is_gs(target) else score._local_path(target)
+    local = workdir / Path(target).name if is_gs(target) else local_path(target)
     run = mlflow.active_run()
     about = Provenance(
         data=data,
@@ -677,6 +677,6 @@ def write_and_log(
     if mlflow.active_run():
         mlflow.log_artifact(str(local))
         mlflow.log_metric("report_seconds", seconds["total"])
-    if score._is_gs(target):
-        score.publish(local, target)
+    if is_gs(target):
+        publish(local, target)
     return target
