@@ -57,7 +57,7 @@ def main() -> None:
         )
         if done.returncode:
             sys.exit(f"score failed:\n{done.stderr[-3000:]}")
-        from steps.score import resolve_model
+        from skyprophet.batch.model import resolve_model
 
         uri, name, version = resolve_model(args.model_uri)
         about = report.Provenance(data=args.data_uri, model_uri=uri, model_name=name, model_version=version)

@@ -41,8 +41,10 @@ from pyfunc.schema import (
     parse_times,
 )
 from skyprophet import config
+from skyprophet.batch.contract import FLIGHT_COLUMNS, ScoreInputError
+from skyprophet.batch.model import resolve_model
+from skyprophet.batch.sources import file_columns, local_path, read_batches
 from skyprophet.mlops import tracking
-from steps import score
 
 logger = logging.getLogger("skyprophet.whatif")
 WHATIF = config.DEFAULTS["whatif"]
@@ -86,14 +88,14 @@ def read_flights(data: str) -> pd.DataFrame:
     """Every flight column of ``data`` (one local CSV or Parquet file) as text, chunk by chunk."""
     if not data:
         raise WhatIfInputError("data: no schedule given; pass data=<CSV or Parquet file>")
-    path = score._local_path(data)
+    path = local_path(data)
     if not path.is_file():
         raise WhatIfInputError(f"data: {data}: no such file")
     try:
-        kind, columns, _ = score.file_columns(path, data)
-    except score.ScoreInputError as err:
+        kind, columns, _ = file_columns(path, data)
+    except ScoreInputError as err:
         raise WhatIfInputError(f"data: {err}") from err
-    tables = [table.to_pandas() for table in score.read_batches(path, data, kind, columns, 100_000)]
+    tables = [table.to_pandas() for table in read_batches(path, data, kind, columns, 100_000)]
     return pd.concat(tables, ignore_index=True)
 
 
@@ -164,7 +166,7 @@ def factor_contributions(values: str) -> tuple[dict[str, float], dict[str, str]]
 
 def compare(model, before: pd.DataFrame, after: pd.DataFrame) -> pd.DataFrame:
     """One row per flight: both probabilities and the ``MOVED_FACTORS`` factors whose contribution moved most."""
-    columns = [c for c in score.FLIGHT_COLUMNS if c in before.columns]
+    columns = [c for c in FLIGHT_COLUMNS if c in before.columns]
     scored = [model.predict(frame[columns].reset_index(drop=True), params=PARAMS) for frame in (before, after)]
     unit = json.loads(scored[0][FACTOR_VALUES_COLUMN].iloc[0])["unit"]
     rows = []
@@ -263,8 +265,8 @@ def run(
             }
         )
         try:
-            uri, name, version = score.resolve_model(model_uri)
-        except score.ScoreInputError as err:
+            uri, name, version = resolve_model(model_uri)
+        except ScoreInputError as err:
             raise WhatIfInputError(f"model_uri: {err}") from err
         mlflow.set_tags(
             {"skyprophet.model_uri": uri, "skyprophet.model_name": name, "skyprophet.model_version": version}

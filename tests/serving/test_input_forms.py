@@ -15,7 +15,8 @@ import pandas as pd
 import pytest
 
 from pyfunc.schema import FLIGHT_NUMBER, OPTIONAL_COLUMNS, REQUIRED_COLUMNS, SCHEDULED_TIME
-from steps.score import MODEL_PARAMS, SPARK_RESULT_TYPE, spark_session
+from skyprophet.batch.contract import MODEL_PARAMS, SPARK_RESULT_TYPE
+from skyprophet.batch.spark_engine import spark_session
 from tests.factory import make_flights
 
 pytestmark = [pytest.mark.slow]

@@ -1,6 +1,6 @@
 """report: the planner's HTML page of a scored schedule, summed right and rendered by a real Chromium.
 
-The sums are checked against pandas on a scored file written here (no model); the page is the one
+The sums are checked in tests/batch/test_report.py (no model); the page is the one
 ``score`` writes for a generated schedule scored by the session's registered model, opened in
 headless Chromium (``--dump-dom`` for what rendered, ``--screenshot`` kept under reports/report/).
 """
@@ -13,12 +13,10 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 import mlflow
-import numpy as np
 import pandas as pd
 import pytest
 
-from pyfunc.schema import UNKNOWN_FIELDS
-from skyprophet.batch import report
+from skyprophet.batch import report_data
 from skyprophet.config import PROJECT_ROOT
 from steps import score
 from tests.factory import make_flights
@@ -51,62 +49,6 @@ def chromium(*args: str, tmp_path: Path) -> str:
     done = subprocess.run(command, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-3000:]
     return done.stdout
-
-
-# ------------------------------------------------------------------ the sums, without a model
-
-
-def scored_frame(n: int = 5_000, seed: int = 1) -> pd.DataFrame:
-    """A file shaped like score's output: generated flights with made-up probabilities and flags."""
-    rng = np.random.default_rng(seed)
-    flights = make_flights(days=50, flights_per_day=n // 50, seed=seed)
-    frame = flights[["Fecha-I", "Vlo-I", "Des-I", "Emp-I", "TIPOVUELO", "OPERA", "SIGLADES", "Ori-I", "SIGLAORI"]]
-    frame = frame.assign(delay_probability=rng.random(len(frame)))
-    frame = frame.assign(delay=(frame["delay_probability"] >= 0.5).astype(np.int64), **{UNKNOWN_FIELDS: ""})
-    frame.loc[[3, 4, 4000], UNKNOWN_FIELDS] = ["Des-I", "Des-I", "Emp-I,OPERA"]
-    # Scheduled times in another form the schema accepts (spaces around) take the schema's parser.
-    frame.loc[10, "Fecha-I"] = f"  {frame.loc[10, 'Fecha-I']} "
-    # An airline spelled two ways is one airline, as the model sees it.
-    frame.loc[frame.index[frame["Emp-I"] == "AAA"][:7], "Emp-I"] = " aaa"
-    return frame.reset_index(drop=True)
-
-
-def test_aggregates_match_pandas_across_batches(tmp_path, monkeypatch):
-    frame = scored_frame()
-    path = tmp_path / "scores.parquet"
-    frame.to_parquet(path, index=False, row_group_size=700)
-    monkeypatch.setattr(report, "BATCH_ROWS", 600)  # several batches: the sums must carry across them
-    found = report.aggregate(path)
-
-    assert found.flights == len(frame) and found.delayed == int(frame["delay"].sum())
-    times = pd.to_datetime(frame["Fecha-I"].str.strip())
-    expected = (
-        frame.assign(day=times.dt.normalize(), hour=times.dt.hour)
-        .groupby(["day", "hour"])
-        .agg(flights=("delay", "size"), probability_sum=("delay_probability", "sum"))
-    )
-    cells = found.table("cells").assign(day=lambda t: pd.to_datetime(t["day"])).set_index(["day", "hour"])
-    assert cells["flights"].sum() == len(frame)
-    assert cells.index.tolist() == expected.index.tolist()
-    assert cells["flights"].tolist() == expected["flights"].tolist()
-    np.testing.assert_allclose(cells["probability_sum"], expected["probability_sum"])
-
-    airlines = report._by_category(found.table("airlines"), "Emp-I", "OPERA", len(frame)).set_index("Emp-I")
-    assert sorted(airlines.index) == ["AAA", "BBB", "CCC"]
-    assert airlines.loc["AAA", "flights"] == (frame["Emp-I"].str.strip().str.upper() == "AAA").sum()
-    assert airlines["share"].sum() == pytest.approx(1.0)
-    assert airlines.loc["AAA", "label"] == "AAA · Alpha Air"
-
-    top = frame.nlargest(report.TOP_FLIGHTS, "delay_probability")
-    assert found.top["delay_probability"].tolist() == top["delay_probability"].tolist()
-    assert found.flagged_by_fields == {"Des-I": 2, "Emp-I,OPERA": 1}
-    assert found.flagged["Vlo-I"].tolist() == frame.loc[[3, 4, 4000], "Vlo-I"].tolist()
-
-
-def test_report_path_sits_beside_the_output():
-    assert report.report_uri("/x/scores.parquet") == "/x/scores.report.html"
-    assert report.report_uri("gs://b/out/2018.PARQUET") == "gs://b/out/2018.report.html"
-    assert report.report_uri("/x/scores") == "/x/scores.report.html"
 
 
 # ------------------------------------------------------------------ the page score writes, in Chromium
@@ -146,8 +88,8 @@ def test_score_writes_a_report_that_renders_in_chromium(model_env, registered_mo
     assert f'title="{busiest[0]} {busiest[1]:02d}:00-{busiest[1]:02d}:59: {n} flights' in dom
     # The riskiest flights, each with three factors in words, the riskiest first.
     table = dom.split('id="top-flights-table"')[1].split("</table>")[0]
-    assert table.count("<tr>") == 1 + report.TOP_FLIGHTS
-    assert table.count("pts)") == 3 * report.TOP_FLIGHTS
+    assert table.count("<tr>") == 1 + report_data.TOP_FLIGHTS
+    assert table.count("pts)") == 3 * report_data.TOP_FLIGHTS
     riskiest = scored.sort_values("delay_probability", ascending=False).iloc[0]
     assert f'<td class="n">{riskiest["delay_probability"]:.3f}</td>' in table.split("</tr>")[1]
     # The flagged flights, by field and one by one.

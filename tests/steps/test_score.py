@@ -15,10 +15,12 @@ from pathlib import Path
 import mlflow
 import numpy as np
 import pandas as pd
-import pyarrow as pa
 import pytest
 
 from pyfunc.schema import OPTIONAL_COLUMNS, REQUIRED_COLUMNS, UNKNOWN_FIELDS
+from skyprophet.batch import pandas_engine
+from skyprophet.batch.contract import MODEL_PARAMS, ScoreInputError, TooManyRejectsError
+from skyprophet.batch.sinks import rejects_uri
 from skyprophet.config import MODEL_NAME, PROJECT_ROOT
 from skyprophet.ops.processes import process_env
 from steps import score
@@ -83,7 +85,7 @@ def sort_rows(frame: pd.DataFrame) -> pd.DataFrame:
 def assert_scored_schedule(output: Path, model_uri: str) -> pd.DataFrame:
     """The checks every engine must pass on ``schedule_frame``'s scores."""
     scored = pd.read_parquet(output)
-    rejects = pd.read_parquet(score.rejects_uri(str(output)))
+    rejects = pd.read_parquet(rejects_uri(str(output)))
     expected = schedule_frame()
     valid = ~expected.index.isin(list(BAD))
     assert list(scored.columns) == [*FLIGHT_COLUMNS, "delay_probability", "delay", UNKNOWN_FIELDS]
@@ -101,7 +103,7 @@ def assert_scored_schedule(output: Path, model_uri: str) -> pd.DataFrame:
         assert fields == [column], f"row {row}: {fields}"
     # The model's own predict on the valid flights gives the same probabilities.
     model = mlflow.pyfunc.load_model(model_uri)
-    own = model.predict(expected.loc[valid, FLIGHT_COLUMNS].reset_index(drop=True), params=score.MODEL_PARAMS)
+    own = model.predict(expected.loc[valid, FLIGHT_COLUMNS].reset_index(drop=True), params=MODEL_PARAMS)
     own = sort_rows(pd.concat([expected.loc[valid, FLIGHT_COLUMNS].reset_index(drop=True), own], axis=1))
     np.testing.assert_allclose(by_time["delay_probability"], own["delay_probability"], rtol=0, atol=1e-12)
     assert by_time["delay"].tolist() == own["delay"].tolist()
@@ -194,27 +196,15 @@ def test_streamed_batches_give_the_output_of_one_batch(model_env, schedule, tmp_
         pd.testing.assert_frame_equal(*tables)
     client = mlflow.MlflowClient()
     metrics = client.get_run(streamed.run_id).data.metrics
-    assert {f"seconds_{stage}" for stage in score.STAGES} <= set(metrics)
-    assert metrics["score_workers"] == score.score_workers(ROWS, 97)  # one per core (2 here)
+    assert {f"seconds_{stage}" for stage in pandas_engine.STAGES} <= set(metrics)
+    assert metrics["score_workers"] == pandas_engine.score_workers(ROWS, 97)  # one per core (2 here)
     assert client.get_run(whole.run_id).data.metrics["score_workers"] == 0  # one batch: scored in process
-
-
-def test_rebatch_gives_exact_sizes_in_order():
-    batches = [pa.record_batch({"x": list(range(a, b))}) for a, b in ((0, 3), (3, 4), (4, 11), (11, 12))]
-    tables = list(score.rebatch(iter(batches), 5))
-    assert [t.num_rows for t in tables] == [5, 5, 2]
-    assert [v for t in tables for v in t["x"].to_pylist()] == list(range(12))
-
-
-def test_flight_days_plain_and_other_accepted_forms():
-    times = pd.Series(["2017-03-01 23:59:00", " 2017-03-02 00:10:00 ", "2017-12-31 10:00:00"], dtype=str)
-    assert score.flight_days(times).tolist() == ["2017-03-01", "2017-03-02", "2017-12-31"]
 
 
 @pytest.mark.slow
 def test_too_many_rejects_fails_keeping_rejects_and_no_output(model_env, schedule, tmp_path):
     output = tmp_path / "scores.parquet"
-    with pytest.raises(score.TooManyRejectsError, match=r"5 of 800 rows .*limit 0\.1%"):
+    with pytest.raises(TooManyRejectsError, match=r"5 of 800 rows .*limit 0\.1%"):
         score.run(data=str(schedule), output=str(output), max_reject_fraction=0.001)
     assert not output.exists()
     assert len(pd.read_parquet(tmp_path / "scores.rejects.parquet")) == len(BAD)
@@ -267,7 +257,7 @@ def test_bad_input_names_the_file_and_leaves_no_output(model_env, schedule, tmp_
         data = schedule
         output = output.with_name("taken.parquet")
         output.write_bytes(b"earlier scores")
-    with pytest.raises(score.ScoreInputError, match=pattern):
+    with pytest.raises(ScoreInputError, match=pattern):
         score.run(data=str(data), output=str(output))
     left = sorted(p.name for p in output.parent.iterdir())
     assert left == (["taken.parquet"] if case == "output_exists" else []), left
@@ -291,15 +281,6 @@ def test_cli_reports_bad_input_with_exit_code_2(registered_model, tmp_path):
     assert done.returncode == 2, done.stderr[-3000:]
     assert f"{data}: the file is empty" in done.stderr
     assert not (tmp_path / "scores.parquet").exists()
-
-
-def test_reject_reasons_use_the_schema_alone():
-    frame = schedule_frame()[FLIGHT_COLUMNS]
-    reasons, details = score.reject_reasons(frame)
-    assert {i: r for i, r in enumerate(reasons) if r} == {row: reason for row, (_, _, reason) in BAD.items()}
-    assert details[7] == "Fecha-I: expected a time as YYYY-MM-DD HH:MM:SS"
-    clean, _ = score.reject_reasons(frame.drop(index=list(BAD)))
-    assert (clean == "").all()
 
 
 # ------------------------------------------------------------------ spark engine

@@ -1,0 +1,208 @@
+"""The pandas engine: every file streamed in Arrow batches, scored by a worker process per core.
+
+This process reads each batch and writes the scores in input order; the workers (forked once the
+model is loaded here, so they share it) validate, build features and predict. The model is handed
+to the pool's initializer: nothing in this module holds it in the parent process.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import logging
+import multiprocessing
+import os
+import time
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+from mlflow.exceptions import MlflowException
+
+from pyfunc.schema import SCHEDULED_TIME, UNKNOWN_FIELDS
+from skyprophet.batch.contract import (
+    AIRLINE,
+    FLIGHT_COLUMNS,
+    REJECT_DETAIL,
+    REJECT_REASON,
+    SCORE_COLUMNS,
+    SCORE_TYPES,
+)
+from skyprophet.batch.model import load_model, predict
+from skyprophet.batch.sinks import ParquetSink, empty_frame
+from skyprophet.batch.sources import file_columns, local_copy, read_batches
+from skyprophet.batch.tally import BatchScores, Tally, flight_days, group_sums, reject_reasons
+
+# The score step's logger: its lines (``stages:`` is read by bench/score.py) keep the step's name.
+logger = logging.getLogger("skyprophet.score")
+PROGRESS_SECONDS = 10.0
+# Per-stage CPU seconds of the pandas engine (logged as seconds_<stage>; CPU rather than wall time,
+# which on a shared machine mostly measures the others): reading batches and writing the scores in
+# this process; scoring (validation, features, XGBoost, sums) summed over the workers.
+STAGES = ("read", "score", "write")
+
+
+class Progress:
+    """A log line every PROGRESS_SECONDS: flights done, rate and, where known, the share of the total."""
+
+    def __init__(self, total: int | None) -> None:
+        self.total, self.done, self.start, self.last = total, 0, time.monotonic(), time.monotonic()
+
+    def update(self, rows: int) -> None:
+        """Count ``rows`` more; log when due."""
+        self.done += rows
+        now = time.monotonic()
+        if now - self.last >= PROGRESS_SECONDS:
+            self.last = now
+            rate = self.done / max(now - self.start, 1e-9)
+            share = f" ({self.done / self.total:.0%})" if self.total else ""
+            logger.info("scored %d rows%s, %.0f rows/s", self.done, share, rate)
+
+
+def score_batch(model, chunk: pd.DataFrame) -> BatchScores:
+    """Score one batch; the model validates, bad rows are looked for only when it refuses."""
+    started = time.process_time()
+    chunk = chunk.reset_index(drop=True)
+    valid = None
+    reasons = details = np.array([], dtype=object)
+    try:
+        predicted = predict(model, chunk)
+    except MlflowException as refused:
+        found, why = reject_reasons(chunk)
+        mask = found == ""
+        if mask.all():
+            # Refused for something that is not one flight's fault; as a plain MlflowException,
+            # which pickles from a worker process (the schema's error type does not).
+            raise MlflowException(refused.message) from None
+        valid, reasons, details = mask, found[~mask], why[~mask]
+        chunk = chunk[mask].reset_index(drop=True)
+        predicted = predict(model, chunk) if len(chunk) else empty_frame([], {c: "float64" for c in SCORE_COLUMNS})
+    scores = {
+        "delay_probability": predicted["delay_probability"].to_numpy(np.float64),
+        "delay": predicted["delay"].to_numpy(np.int64),
+        UNKNOWN_FIELDS: predicted[UNKNOWN_FIELDS].to_numpy(dtype=object),
+    }
+    flagged = scores[UNKNOWN_FIELDS] != ""
+    days = flight_days(chunk[SCHEDULED_TIME]) if len(chunk) else None
+    groups = group_sums(chunk[AIRLINE], days, scores, flagged) if len(chunk) else pd.DataFrame()
+    rejected = pd.Series(reasons, dtype=object).value_counts().to_dict()
+    rows = len(chunk) if valid is None else len(valid)
+    counts = {r: int(n) for r, n in rejected.items()}
+    return BatchScores(rows, valid, reasons, details, scores, groups, counts, time.process_time() - started)
+
+
+def split_batch(table: pa.Table, part: BatchScores) -> tuple[pa.Table, pa.Table]:
+    """(scored flights: the valid rows plus their scores, rejected rows plus reason and detail) of one batch."""
+    scored = table if part.valid is None else table.filter(pa.array(part.valid))
+    for column in SCORE_COLUMNS:
+        scored = scored.append_column(column, pa.array(part.scores[column], type=SCORE_TYPES[column]))
+    rejects = table.slice(0, 0) if part.valid is None else table.filter(pa.array(~part.valid))
+    rejects = rejects.append_column(REJECT_REASON, pa.array(part.reasons, type=pa.string()))
+    rejects = rejects.append_column(REJECT_DETAIL, pa.array(part.details, type=pa.string()))
+    return scored, rejects
+
+
+# Set in each worker process by the pool's initializer (inherited through fork, never pickled);
+# the parent process never sets it.
+_worker_model = None
+
+
+def _start_worker(model) -> None:
+    global _worker_model
+    _worker_model = model
+
+
+def _score_in_worker(table: pa.Table) -> BatchScores:
+    return score_batch(_worker_model, table.to_pandas())
+
+
+def score_workers(total: int | None, chunk_rows: int) -> int:
+    """Worker processes for the pandas engine: one per core, none (this process) for a single batch."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if cores < 2 or (total is not None and total <= chunk_rows):
+        return 0
+    return cores
+
+
+def score_pandas(
+    model_uri: str, uris: list[str], output: ParquetSink, rejects: ParquetSink, chunk_rows: int, workdir: Path
+) -> tuple[Tally, list[str]]:
+    """Score every file batch by batch, streamed: memory is a few batches, whatever the size.
+
+    This process reads each batch (pyarrow) and writes the scores in input order (ParquetWriter);
+    one worker process per core validates, builds features and predicts (XGBoost on one thread
+    each), forked once the model is loaded here (they share it). At most two batches per worker
+    are in flight. A single batch is scored here. Returns the tally and the flight columns;
+    gs:// files are downloaded to ``workdir`` first.
+    """
+    checked = []
+    for uri in uris:
+        path = local_copy(uri, workdir)
+        checked.append((uri, path, *file_columns(path, uri)))
+    columns = [c for c in FLIGHT_COLUMNS if any(c in cols for *_, cols, _ in checked)]
+    known = [rows for *_, rows in checked]
+    total = sum(known) if None not in known else None
+    workers = score_workers(total, chunk_rows)
+    # With workers, one XGBoost thread each: the workers already use every core.
+    model = load_model(model_uri, batch_threads=1 if workers else None)
+    progress = Progress(total)
+    tally = Tally()
+    stages = dict.fromkeys(STAGES, 0.0)
+
+    def batches() -> Iterator[pa.Table]:
+        for name, path, kind, file_cols, _ in checked:
+            logger.info("read: %s (%s)", name, kind)
+            tables = read_batches(path, name, kind, file_cols, chunk_rows)
+            while True:
+                started = time.process_time()
+                table = next(tables, None)
+                if table is None:
+                    break
+                for column in columns:
+                    if column not in table.column_names:
+                        table = table.append_column(column, pa.array([""] * table.num_rows, type=pa.large_string()))
+                stages["read"] += time.process_time() - started
+                yield table.select(columns)
+
+    def finish(table: pa.Table, part: BatchScores) -> None:
+        started = time.process_time()
+        tally.add(part)
+        scored, rejected = split_batch(table, part)
+        if scored.num_rows:
+            output.write(scored)
+        if rejected.num_rows:
+            rejects.write(rejected)
+        progress.update(table.num_rows)
+        stages["score"] += part.seconds
+        stages["write"] += time.process_time() - started
+
+    if workers:
+        logger.info("score: %d worker processes, %d flights a batch", workers, chunk_rows)
+        # A worker that dies (killed for memory) fails the step with BrokenProcessPool, not a hang.
+        pool = ProcessPoolExecutor(
+            workers, mp_context=multiprocessing.get_context("fork"), initializer=_start_worker, initargs=(model,)
+        )
+        try:
+            pending: collections.deque = collections.deque()
+            for table in batches():
+                pending.append((table, pool.submit(_score_in_worker, table)))
+                if len(pending) >= 2 * workers:
+                    finish(pending[0][0], pending.popleft()[1].result())
+            while pending:
+                finish(pending[0][0], pending.popleft()[1].result())
+        finally:
+            pool.shutdown(cancel_futures=True)
+    else:
+        for table in batches():
+            finish(table, score_batch(model, table.to_pandas()))
+    started = time.process_time()
+    output.close(empty_frame(columns, {"delay_probability": "float64", "delay": "int64", UNKNOWN_FIELDS: "str"}))
+    rejects.close(empty_frame(columns, {REJECT_REASON: "str", REJECT_DETAIL: "str"}))
+    stages["write"] += time.process_time() - started
+    logger.info("stages: %s", json.dumps({k: round(v, 2) for k, v in stages.items()} | {"workers": workers}))
+    mlflow.log_metrics({f"seconds_{stage}": value for stage, value in stages.items()} | {"score_workers": workers})
+    return tally, columns

@@ -1,0 +1,116 @@
+"""Where the scores go, written so that nothing half-written is ever left at the output.
+
+The output and rejects locations are checked before any work, and Parquet files written
+batch by batch under a temporary name, then moved into place in one step (a rename, or one ``gs://``
+upload).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import uuid
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from skyprophet.batch.contract import ScoreInputError
+from skyprophet.batch.sources import is_gs, local_path
+from skyprophet.storage import gcs_client, split_gs_uri
+
+
+def rejects_uri(output: str) -> str:
+    """Where the rejects go: ``scores.parquet`` -> ``scores.rejects.parquet``, beside the output."""
+    if output.lower().endswith(".parquet"):
+        return output[: -len(".parquet")] + ".rejects.parquet"
+    return output + ".rejects.parquet"
+
+
+def _exists(uri: str) -> bool:
+    if is_gs(uri):
+        bucket, name = split_gs_uri(uri)
+        return gcs_client().bucket(bucket).blob(name).exists()
+    return local_path(uri).exists()
+
+
+def check_output(output: str, overwrite: bool) -> None:
+    """Refuse an unusable output location, or one that exists unless ``overwrite``."""
+    if not output:
+        raise ScoreInputError("no output given: pass output=<Parquet path or gs:// URI>")
+    for uri in (output, rejects_uri(output)):
+        try:
+            exists = _exists(uri)
+        except ScoreInputError:
+            raise
+        except Exception as err:
+            raise ScoreInputError(f"cannot check output {uri}: {err.__class__.__name__}: {err}") from err
+        if exists and not overwrite:
+            raise ScoreInputError(f"output {uri} exists; remove it or pass overwrite=true")
+        if not is_gs(uri) and local_path(uri).is_dir():
+            raise ScoreInputError(f"output {uri} is a folder; give a Parquet file path")
+    if not is_gs(output) and not local_path(output).parent.is_dir():
+        raise ScoreInputError(f"output {output}: folder {local_path(output).parent} does not exist")
+
+
+def publish(local: Path, uri: str) -> None:
+    """Move a finished local file to ``uri`` in one step (rename, or one upload)."""
+    if is_gs(uri):
+        bucket, name = split_gs_uri(uri)
+        gcs_client().bucket(bucket).blob(name).upload_from_filename(str(local))
+        local.unlink()
+    else:
+        os.replace(local, local_path(uri))
+
+
+def staging_path(uri: str, workdir: Path) -> Path:
+    """A temporary local name for ``uri``: beside it (same file system, so the rename is atomic) or in ``workdir``."""
+    if is_gs(uri):
+        return workdir / f"{uuid.uuid4().hex}.parquet"
+    final = local_path(uri)
+    return final.with_name(f".{final.name}.partial-{uuid.uuid4().hex}")
+
+
+class ParquetSink:
+    """One Parquet file written batch by batch under a temporary name; ``publish`` moves it into place."""
+
+    def __init__(self, uri: str, workdir: Path) -> None:
+        self.uri = uri
+        self.path = staging_path(uri, workdir)
+        self.writer: pq.ParquetWriter | None = None
+
+    def write(self, table: pa.Table | pd.DataFrame) -> None:
+        """Append rows (the first batch fixes the schema; later ones are cast to it)."""
+        if isinstance(table, pd.DataFrame):
+            table = pa.Table.from_pandas(table, preserve_index=False)
+        if self.writer is None:
+            self.writer = pq.ParquetWriter(self.path, table.schema.remove_metadata())
+        if table.schema != self.writer.schema:
+            table = table.cast(self.writer.schema)
+        self.writer.write_table(table)
+
+    def close(self, empty: pd.DataFrame) -> None:
+        """Finish the file (``empty``, the columns' shape, when nothing was written)."""
+        if self.writer is None:
+            self.write(empty)
+        self.writer.close()
+
+    def publish(self) -> None:
+        """Move the finished file to its URI."""
+        publish(self.path, self.uri)
+
+    def discard(self) -> None:
+        """Drop the temporary file."""
+        if self.writer is not None:
+            with contextlib.suppress(Exception):
+                self.writer.close()
+        self.path.unlink(missing_ok=True)
+
+
+def empty_frame(columns: list[str], extra: dict[str, str]) -> pd.DataFrame:
+    """No rows: ``columns`` as text plus ``extra`` (name -> dtype), the shape of a file nothing was written to."""
+    frame = pd.DataFrame({c: pd.Series([], dtype=str) for c in columns})
+    for column, dtype in extra.items():
+        frame[column] = pd.Series([], dtype=dtype)
+    return frame
