@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import matplotlib
 
@@ -305,3 +306,45 @@ def record_on_version(client: mlflow.MlflowClient, version: ModelVersion, realiz
     kept = re.sub(rf"\n*{REALIZED_HEADING}\n\n.*?(?=\n### |\Z)", "", description, flags=re.S).rstrip()
     text = (kept + "\n\n" if kept else "") + f"{REALIZED_HEADING}\n\n{line}"
     client.update_model_version(version.name, version.version, description=text)
+
+
+def measure_realized(
+    client: mlflow.MlflowClient,
+    version: ModelVersion,
+    raw: pd.DataFrame,
+    ece_margin: float,
+    auc_margin: float,
+    folder: Path,
+) -> Realized:
+    """Realized quality of the flown flights in the active run, the report and on the Production version."""
+    scored = realized_scores(client, version.name, raw)
+    measured = measure(scored)
+    reference = gate_reference(client, version)
+    measured.reasons = judge(measured, reference.tags, ece_margin, auc_margin)
+    o = measured.overall
+    logger.info(
+        "realized: %d flights, ROC AUC %.4f, ECE %.4f, rate %.4f vs predicted %.4f: %s",
+        int(o["flights"]),
+        o["roc_auc"],
+        o["ece"],
+        o["base_rate"],
+        o["mean_predicted"],
+        "; ".join(measured.reasons) or "within thresholds",
+    )
+    log_realized(measured)
+    run_id = mlflow.active_run().info.run_id
+    mlflow.set_tags(
+        {
+            "monitor.realized": "degraded" if measured.degraded else "ok",
+            "monitor.realized_versions": ",".join(measured.versions),
+            "monitor.realized_reasons": "; ".join(measured.reasons)[:5000] or "none",
+        }
+    )
+    title = f"{version.name}: realized quality by week ({measured.period})"
+    fig = realized_figure(measured, title)
+    fig.savefig(folder / "realized.png", dpi=100)
+    plt.close(fig)
+    with open(folder / "report.md", "a", encoding="utf-8") as report:
+        report.write("\n".join(markdown(measured)))
+    record_on_version(client, version, measured, run_id)
+    return measured

@@ -21,6 +21,9 @@ from pyfunc.schema import REQUIRED_COLUMNS, SCHEDULED_TIME, clean_flights
 from skyprophet import config
 from skyprophet.config import MODEL_NAME, PROJECT_ROOT
 from skyprophet.mlops import registry
+from skyprophet.monitoring.drift import UNSEEN, DriftReport, categorical_psi, detect_drift, numeric_psi
+from skyprophet.monitoring.flights import EXIT_BAD_INPUT, BadFlightsError, clean_new_flights, read_flights
+from skyprophet.monitoring.reference import ReferenceDataError, load_reference, reference_input
 from skyprophet.ops.processes import BIN, MLFLOW_RUN_STATE, process_env
 from skyprophet.storage import sha256_of
 from steps import etl, monitor, promote, register, train
@@ -46,8 +49,8 @@ def real_flights(real_data: Path) -> pd.DataFrame:
     return clean_flights(raw[etl.reject_reasons(raw) == ""])
 
 
-def check(reference: pd.DataFrame, new: pd.DataFrame) -> monitor.DriftReport:
-    report = monitor.detect_drift(
+def check(reference: pd.DataFrame, new: pd.DataFrame) -> DriftReport:
+    report = detect_drift(
         reference, new, fit_feature_spec(reference), MONITOR["cv_folds"], MONITOR["seed"], MONITOR["max_rows"]
     )
     print(  # the closing note of the issue quotes these
@@ -231,7 +234,7 @@ def test_new_season_and_airline_exit_3_naming_them(production, tmp_path):
     assert run.data.metrics["new_unseen_rows"] > 0, "flights of an unknown airline are counted, not refused"
     drift = json.loads((tmp_path / "report" / "drift.json").read_text())
     psi = {f["name"]: f for f in drift["features"]}
-    assert psi["OPERA_code"]["bins"][0]["bin"] == monitor.UNSEEN, psi["OPERA_code"]["bins"][:2]
+    assert psi["OPERA_code"]["bins"][0]["bin"] == UNSEEN, psi["OPERA_code"]["bins"][:2]
     assert SEASON_FEATURES & set(run.data.tags["monitor.top_psi_features"].split(",")), run.data.tags
     assert "**DRIFT**" in (tmp_path / "report" / "report.md").read_text()
 
@@ -261,7 +264,7 @@ def test_schedule_without_a_required_column_exits_4(production, tmp_path):
     data = tmp_path / "no_airline.csv"
     same_schedule(production).drop(columns=["OPERA"]).to_csv(data, index=False)
     done = monitor_process(production, data, tmp_path / "report")
-    assert done.returncode == monitor.EXIT_BAD_INPUT, f"bad input exits {monitor.EXIT_BAD_INPUT}: {done.stderr}"
+    assert done.returncode == EXIT_BAD_INPUT, f"bad input exits {EXIT_BAD_INPUT}: {done.stderr}"
     assert "Field 'OPERA': required column missing" in done.stderr, done.stderr[-2000:]
     assert not (tmp_path / "report").exists(), "no report for input that could not be checked"
 
@@ -269,13 +272,13 @@ def test_schedule_without_a_required_column_exits_4(production, tmp_path):
 @pytest.mark.slow
 def test_training_data_changed_since_training_is_refused(production, tmp_path):
     client = mlflow.MlflowClient(production["env"]["MLFLOW_TRACKING_URI"])
-    source = json.loads(monitor.reference_input(client, production["train_run_id"]).dataset.source)["uri"]
+    source = json.loads(reference_input(client, production["train_run_id"]).dataset.source)["uri"]
     reference = Path(source.removeprefix("file://"))
     original = reference.read_bytes()
     try:
         pd.read_parquet(reference).iloc[:-1].to_parquet(reference, index=False)
-        with pytest.raises(monitor.ReferenceDataError, match="changed since training"):
-            monitor.load_reference(monitor.reference_input(client, production["train_run_id"]))
+        with pytest.raises(ReferenceDataError, match="changed since training"):
+            load_reference(reference_input(client, production["train_run_id"]))
     finally:
         reference.write_bytes(original)
 
@@ -295,20 +298,20 @@ def test_unusable_new_flights_fail_with_a_clear_error(tmp_path, content, message
     data = tmp_path / "new.csv"
     if content is not None:
         data.write_text(content)
-    with pytest.raises(monitor.BadFlightsError, match=message):
-        monitor.clean_new_flights(monitor.read_flights(str(data), tmp_path / "work"), str(data))
+    with pytest.raises(BadFlightsError, match=message):
+        clean_new_flights(read_flights(str(data), tmp_path / "work"), str(data))
 
 
 def test_no_data_uri_says_how_to_pass_one(tmp_path):
-    with pytest.raises(monitor.BadFlightsError, match="pass -P data="):
-        monitor.read_flights("", tmp_path)
+    with pytest.raises(BadFlightsError, match="pass -P data="):
+        read_flights("", tmp_path)
 
 
 @pytest.mark.slow
 def test_without_a_production_model_says_what_to_run(production):
     client = mlflow.MlflowClient(production["env"]["MLFLOW_TRACKING_URI"])
     with pytest.raises(registry.NoProductionVersionError, match=r"no Production version: run `mlflow run \. -e main`"):
-        monitor.production_version(client, "no-such-model")
+        registry.require_production(client, "no-such-model")
 
 
 def flown_april() -> pd.DataFrame:
@@ -368,24 +371,22 @@ def test_realized_quality_past_the_gate_exits_5(production, tmp_path):
 
 def test_psi_is_zero_for_equal_shares_and_names_the_moved_category():
     same = np.array([0, 0, 1, 2] * 50, dtype=np.float32)
-    psi, _ = monitor.categorical_psi(same, same.copy(), ["A", "B", "C"], monitor.UNSEEN)
+    psi, _ = categorical_psi(same, same.copy(), ["A", "B", "C"], UNSEEN)
     assert psi == pytest.approx(0.0, abs=1e-12), "identical shares have PSI 0"
     moved = np.array([0, 1, 1, 3] * 50, dtype=np.float32)
-    psi, bins = monitor.categorical_psi(same, moved, ["A", "B", "C"], monitor.UNSEEN)
-    assert psi > 1.0 and bins[0]["bin"] == monitor.UNSEEN, bins
+    psi, bins = categorical_psi(same, moved, ["A", "B", "C"], UNSEEN)
+    assert psi > 1.0 and bins[0]["bin"] == UNSEEN, bins
     numbers = np.arange(1000, dtype=np.float32)
-    psi, bins = monitor.numeric_psi(numbers, numbers + 500)
+    psi, bins = numeric_psi(numbers, numbers + 500)
     assert psi > 1.0 and bins[0]["bin"].startswith(">"), "values above the reference's top decile dominate"
-    assert monitor.numeric_psi(numbers, numbers[::-1].copy())[0] == pytest.approx(0.0, abs=1e-12)
+    assert numeric_psi(numbers, numbers[::-1].copy())[0] == pytest.approx(0.0, abs=1e-12)
 
 
 def test_exclude_features_must_name_model_features():
     flights = clean_flights(make_flights(days=5))
     with pytest.raises(ValueError, match="not model features"):
-        monitor.detect_drift(flights, flights, fit_feature_spec(flights), exclude_features=("MES",))
-    report = monitor.detect_drift(
-        flights, flights, fit_feature_spec(flights), cv_folds=2, exclude_features=("hour", "weekday")
-    )
+        detect_drift(flights, flights, fit_feature_spec(flights), exclude_features=("MES",))
+    report = detect_drift(flights, flights, fit_feature_spec(flights), cv_folds=2, exclude_features=("hour", "weekday"))
     assert {"hour", "weekday"}.isdisjoint(f.name for f in report.features), report.top(20)
 
 
@@ -396,10 +397,10 @@ def test_new_flights_come_from_gs(gcs_emulator, monkeypatch, tmp_path):
     bucket = gcs_emulator.client().create_bucket("monitor-schedules")
     schedule = make_flights(days=3, seed=5)[list(REQUIRED_COLUMNS)]
     bucket.blob("2018/01.csv").upload_from_string(schedule.to_csv(index=False), content_type="text/csv")
-    raw = monitor.read_flights("gs://monitor-schedules/2018/01.csv", tmp_path)
-    assert len(monitor.clean_new_flights(raw, "gs://…")) == len(schedule), "every scheduled flight read from GCS"
-    with pytest.raises(monitor.BadFlightsError, match="cannot fetch new flights"):
-        monitor.read_flights("gs://monitor-schedules/2018/02.csv", tmp_path)
+    raw = read_flights("gs://monitor-schedules/2018/01.csv", tmp_path)
+    assert len(clean_new_flights(raw, "gs://…")) == len(schedule), "every scheduled flight read from GCS"
+    with pytest.raises(BadFlightsError, match="cannot fetch new flights"):
+        read_flights("gs://monitor-schedules/2018/02.csv", tmp_path)
 
 
 def test_other_days_of_the_same_months_do_not_alert():
@@ -407,5 +408,5 @@ def test_other_days_of_the_same_months_do_not_alert():
     flights = clean_flights(make_flights(days=120, seed=4))
     days = flights[SCHEDULED_TIME].dt.day
     reference, new = flights[days % 2 == 0], flights[days % 2 == 1]
-    report = monitor.detect_drift(reference, new, fit_feature_spec(reference), cv_folds=3)
+    report = detect_drift(reference, new, fit_feature_spec(reference), cv_folds=3)
     assert report.roc_auc < 0.6, report.top(3)
