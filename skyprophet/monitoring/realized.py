@@ -14,17 +14,14 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import matplotlib
+import mlflow
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+from mlflow.entities.model_registry import ModelVersion
+from sklearn.metrics import average_precision_score, roc_auc_score
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import mlflow  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-from mlflow.entities.model_registry import ModelVersion  # noqa: E402
-from sklearn.metrics import average_precision_score, roc_auc_score  # noqa: E402
-
-from pyfunc.schema import (  # noqa: E402
+from pyfunc.schema import (
     DELAY_MINUTES,
     MAX_BATCH_ROWS,
     OPERATED_TIME,
@@ -33,10 +30,10 @@ from pyfunc.schema import (  # noqa: E402
     SCHEDULED_TIME,
     minutes_late,
 )
-from pyfunc.schema import parse_scheduled_time as parse_time  # noqa: E402
-from skyprophet.mlops.registry import require_production  # noqa: E402
-from skyprophet.science import metrics  # noqa: E402
-from steps.train import TRAINED_THROUGH_TAG  # noqa: E402
+from pyfunc.schema import parse_scheduled_time as parse_time
+from skyprophet.mlops.registry import require_production
+from skyprophet.science import metrics
+from steps.train import TRAINED_THROUGH_TAG
 
 logger = logging.getLogger("skyprophet.realized")
 # On a delay-rate correction (steps.recalibrate): the last flown flight its shift was chosen from,
@@ -240,11 +237,12 @@ def log_realized(realized: Realized) -> None:
     mlflow.log_table(realized.weekly, artifact_file="realized/weekly.json")
 
 
-def realized_figure(realized: Realized, title: str) -> plt.Figure:
+def realized_figure(realized: Realized, title: str) -> Figure:
     """Per week: realized delay rate against mean predicted probability; ECE and ROC AUC."""
     weekly = realized.weekly
     labels = [f"{w // 100}-W{w % 100:02d}" for w in weekly["week"]]
-    fig, (rates, quality) = plt.subplots(2, 1, figsize=(max(6, 0.45 * len(labels) + 2), 6), sharex=True)
+    fig = Figure(figsize=(max(6, 0.45 * len(labels) + 2), 6))
+    rates, quality = fig.subplots(2, 1, sharex=True)
     rates.plot(labels, weekly["base_rate"], "o-", label="realized delay rate")
     rates.plot(labels, weekly["mean_predicted"], "s--", label="mean predicted probability")
     rates.set(ylabel="share of flights", title=title)
@@ -343,7 +341,6 @@ def measure_realized(
     title = f"{version.name}: realized quality by week ({measured.period})"
     fig = realized_figure(measured, title)
     fig.savefig(folder / "realized.png", dpi=100)
-    plt.close(fig)
     with open(folder / "report.md", "a", encoding="utf-8") as report:
         report.write("\n".join(markdown(measured)))
     record_on_version(client, version, measured, run_id)
