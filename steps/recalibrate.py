@@ -41,8 +41,8 @@ from pyfunc.schema import OPTIONAL_COLUMNS, REQUIRED_COLUMNS, TARGET
 from skyprophet import config
 from skyprophet.mlops import tracking
 from skyprophet.mlops.registry import require_production
-from skyprophet.monitoring import realized
-from steps import monitor, promote, register
+from skyprophet.monitoring import flights, realized, reference
+from steps import promote, register
 from steps.train import MODEL_URI_TAG, TRAINED_THROUGH_TAG, FittedModel, log_pyfunc
 
 logger = logging.getLogger("skyprophet.recalibrate")
@@ -130,12 +130,12 @@ def run(
     if days < 1:
         raise ValueError(f"days must be at least 1, got {days}")
     with tempfile.TemporaryDirectory(prefix="recalibrate-") as tmp:
-        raw = monitor.read_flights(data, Path(tmp))
-        monitor.clean_new_flights(raw, data)  # the schedule's columns, named when wrong
+        raw = flights.read_flights(data, Path(tmp))
+        flights.clean_new_flights(raw, data)  # the schedule's columns, named when wrong
         try:
             outcomes = realized.flown_outcomes(raw)
         except realized.NotFlownError as err:
-            raise monitor.BadFlightsError(f"{data}: {err}") from err
+            raise flights.BadFlightsError(f"{data}: {err}") from err
         client = mlflow.MlflowClient()
         production = require_production(client, model_name)
         base = realized.gate_reference(client, production)
@@ -205,7 +205,7 @@ def run(
                 }
             )
             # The booster's training flights stay the drift reference of the corrected version (monitor).
-            client.log_inputs(active.info.run_id, [monitor.reference_input(client, base.run_id)])
+            client.log_inputs(active.info.run_id, [reference.reference_input(client, base.run_id)])
             folder = Path(tmp) / WINDOW_FOLDER
             folder.mkdir()
             for name in ("holdout", "train"):  # register's gate reads a processed folder
@@ -257,9 +257,9 @@ def main() -> None:
     tracking.setup_logging()
     try:
         result = run(**args)
-    except monitor.BadFlightsError as err:
+    except flights.BadFlightsError as err:
         logger.error("bad input: %s", err)
-        sys.exit(monitor.EXIT_BAD_INPUT)
+        sys.exit(flights.EXIT_BAD_INPUT)
     except promote.AcceptanceFailed as err:
         logger.error("recalibrate: %s", err)
         sys.exit(1)

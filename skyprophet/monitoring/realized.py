@@ -12,18 +12,16 @@ from __future__ import annotations
 import logging
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 
-import matplotlib
+import mlflow
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+from mlflow.entities.model_registry import ModelVersion
+from sklearn.metrics import average_precision_score, roc_auc_score
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import mlflow  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-from mlflow.entities.model_registry import ModelVersion  # noqa: E402
-from sklearn.metrics import average_precision_score, roc_auc_score  # noqa: E402
-
-from pyfunc.schema import (  # noqa: E402
+from pyfunc.schema import (
     DELAY_MINUTES,
     MAX_BATCH_ROWS,
     OPERATED_TIME,
@@ -32,10 +30,10 @@ from pyfunc.schema import (  # noqa: E402
     SCHEDULED_TIME,
     minutes_late,
 )
-from pyfunc.schema import parse_scheduled_time as parse_time  # noqa: E402
-from skyprophet.mlops.registry import require_production  # noqa: E402
-from skyprophet.science import metrics  # noqa: E402
-from steps.train import TRAINED_THROUGH_TAG  # noqa: E402
+from pyfunc.schema import parse_scheduled_time as parse_time
+from skyprophet.mlops.registry import require_production
+from skyprophet.science import metrics
+from steps.train import TRAINED_THROUGH_TAG
 
 logger = logging.getLogger("skyprophet.realized")
 # On a delay-rate correction (steps.recalibrate): the last flown flight its shift was chosen from,
@@ -239,11 +237,12 @@ def log_realized(realized: Realized) -> None:
     mlflow.log_table(realized.weekly, artifact_file="realized/weekly.json")
 
 
-def realized_figure(realized: Realized, title: str) -> plt.Figure:
+def realized_figure(realized: Realized, title: str) -> Figure:
     """Per week: realized delay rate against mean predicted probability; ECE and ROC AUC."""
     weekly = realized.weekly
     labels = [f"{w // 100}-W{w % 100:02d}" for w in weekly["week"]]
-    fig, (rates, quality) = plt.subplots(2, 1, figsize=(max(6, 0.45 * len(labels) + 2), 6), sharex=True)
+    fig = Figure(figsize=(max(6, 0.45 * len(labels) + 2), 6))
+    rates, quality = fig.subplots(2, 1, sharex=True)
     rates.plot(labels, weekly["base_rate"], "o-", label="realized delay rate")
     rates.plot(labels, weekly["mean_predicted"], "s--", label="mean predicted probability")
     rates.set(ylabel="share of flights", title=title)
@@ -305,3 +304,44 @@ def record_on_version(client: mlflow.MlflowClient, version: ModelVersion, realiz
     kept = re.sub(rf"\n*{REALIZED_HEADING}\n\n.*?(?=\n### |\Z)", "", description, flags=re.S).rstrip()
     text = (kept + "\n\n" if kept else "") + f"{REALIZED_HEADING}\n\n{line}"
     client.update_model_version(version.name, version.version, description=text)
+
+
+def measure_realized(
+    client: mlflow.MlflowClient,
+    version: ModelVersion,
+    raw: pd.DataFrame,
+    ece_margin: float,
+    auc_margin: float,
+    folder: Path,
+) -> Realized:
+    """Realized quality of the flown flights in the active run, the report and on the Production version."""
+    scored = realized_scores(client, version.name, raw)
+    measured = measure(scored)
+    reference = gate_reference(client, version)
+    measured.reasons = judge(measured, reference.tags, ece_margin, auc_margin)
+    o = measured.overall
+    logger.info(
+        "realized: %d flights, ROC AUC %.4f, ECE %.4f, rate %.4f vs predicted %.4f: %s",
+        int(o["flights"]),
+        o["roc_auc"],
+        o["ece"],
+        o["base_rate"],
+        o["mean_predicted"],
+        "; ".join(measured.reasons) or "within thresholds",
+    )
+    log_realized(measured)
+    run_id = mlflow.active_run().info.run_id
+    mlflow.set_tags(
+        {
+            "monitor.realized": "degraded" if measured.degraded else "ok",
+            "monitor.realized_versions": ",".join(measured.versions),
+            "monitor.realized_reasons": "; ".join(measured.reasons)[:5000] or "none",
+        }
+    )
+    title = f"{version.name}: realized quality by week ({measured.period})"
+    fig = realized_figure(measured, title)
+    fig.savefig(folder / "realized.png", dpi=100)
+    with open(folder / "report.md", "a", encoding="utf-8") as report:
+        report.write("\n".join(markdown(measured)))
+    record_on_version(client, version, measured, run_id)
+    return measured

@@ -1,7 +1,7 @@
 """monitor: adversarial validation against the Production model's training flights.
 
-Real data: the core check on halves, seasons and a re-weighted airline (no registry, fast).
-Generated data: the whole step against a registered Production model, exit codes from real processes.
+The whole step against a registered Production model on generated data, exit codes from real
+processes. The library's own checks (real data, PSI, reading flights) are in ``tests/monitoring``.
 """
 
 from __future__ import annotations
@@ -16,95 +16,21 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pyfunc.features import fit_feature_spec
-from pyfunc.schema import REQUIRED_COLUMNS, SCHEDULED_TIME, clean_flights
+from pyfunc.schema import REQUIRED_COLUMNS, SCHEDULED_TIME
 from skyprophet import config
 from skyprophet.config import MODEL_NAME, PROJECT_ROOT
 from skyprophet.mlops import registry
+from skyprophet.monitoring.drift import UNSEEN
+from skyprophet.monitoring.flights import EXIT_BAD_INPUT
+from skyprophet.monitoring.reference import ReferenceDataError, load_reference, reference_input
 from skyprophet.ops.processes import BIN, MLFLOW_RUN_STATE, process_env
 from skyprophet.storage import sha256_of
 from steps import etl, monitor, promote, register, train
 from tests.factory import make_flights, write_flights
 
-# Real-data checks with the step's own defaults (every flight, 5 folds).
 MONITOR = config.DEFAULTS["monitor"]
-# Where in the year a flight is: any of them alone splits January-June from July-December.
-AIRLINE_FEATURES = {"OPERA_code", "Emp-I_code"}
-
-
-# ---------------------------------------------------------------- real data: the core check
-
-
 # What tells a summer apart from a January-March reference, without a month feature.
 SEASON_FEATURES = {"high_season", "days_to_holiday", "days_since_holiday"}
-
-
-@pytest.fixture(scope="module")
-def real_flights(real_data: Path) -> pd.DataFrame:
-    """The SCL flights etl would keep, cleaned as the model sees them."""
-    raw = etl.read_raw(str(real_data))
-    return clean_flights(raw[etl.reject_reasons(raw) == ""])
-
-
-def check(reference: pd.DataFrame, new: pd.DataFrame) -> monitor.DriftReport:
-    report = monitor.detect_drift(
-        reference, new, fit_feature_spec(reference), MONITOR["cv_folds"], MONITOR["seed"], MONITOR["max_rows"]
-    )
-    print(  # the closing note of the issue quotes these
-        f"\nAUC {report.roc_auc:.4f} folds {np.round(report.fold_roc_auc, 4).tolist()} "
-        f"top importance {[(n, round(report.feature(n).importance, 3)) for n in report.top(3)]} "
-        f"top PSI {[(n, round(report.feature(n).psi, 3)) for n in report.top(3, by='psi')]}"
-    )
-    return report
-
-
-@pytest.mark.real_data
-@pytest.mark.slow
-def test_random_halves_are_not_drift(real_flights):
-    half = np.random.default_rng(0).random(len(real_flights)) < 0.5
-    report = check(real_flights[half], real_flights[~half])
-    assert abs(report.roc_auc - 0.5) < 0.03, f"halves of one file look alike, got AUC {report.roc_auc:.4f}"
-    assert report.roc_auc < MONITOR["auc_threshold"]
-    assert max(f.psi for f in report.features) < 0.1, "no feature moves between random halves"
-
-
-@pytest.mark.real_data
-@pytest.mark.slow
-def test_first_half_year_against_second_is_drift_led_by_the_new_seasons_schedule(real_flights):
-    """No month feature: what tells the halves apart is the schedule itself (other flights, other times)."""
-    first_half = real_flights[SCHEDULED_TIME].dt.month <= 6
-    report = check(real_flights[first_half], real_flights[~first_half])
-    assert report.roc_auc >= MONITOR["auc_threshold"], (
-        f"January-June vs July-December must alert, AUC {report.roc_auc:.4f}"
-    )
-    assert report.top(1)[0] == "flight_key_code", f"the flights scheduled separate the halves, top {report.top(3)}"
-    assert report.top(1, by="psi")[0] == "flight_key_code", f"flight keys move most, PSI top {report.top(3, by='psi')}"
-
-
-@pytest.mark.real_data
-@pytest.mark.slow
-def test_tripled_airline_share_is_drift_naming_the_airline(real_flights):
-    reference = real_flights[np.random.default_rng(1).random(len(real_flights)) < 0.5].reset_index(drop=True)
-    sky = reference["OPERA"] == "SKY AIRLINE"
-    n_sky = int(round(3 * sky.mean() * len(reference)))
-    new = pd.concat(
-        [
-            reference[sky].sample(n_sky, replace=True, random_state=2),
-            reference[~sky].sample(len(reference) - n_sky, replace=True, random_state=3),
-        ]
-    )
-    assert (new["OPERA"] == "SKY AIRLINE").mean() == pytest.approx(3 * sky.mean(), abs=1e-3)
-    report = check(reference, new)
-    assert report.roc_auc >= MONITOR["auc_threshold"], f"a tripled airline share must alert, AUC {report.roc_auc:.4f}"
-    named = AIRLINE_FEATURES & (set(report.top(3)) | set(report.top(3, by="psi")))
-    assert named, f"the airline columns lead: importance {report.top(3)}, PSI {report.top(3, by='psi')}"
-    for column in AIRLINE_FEATURES:
-        top_bin = report.feature(column).bins[0]
-        assert top_bin["bin"] in ("SKY AIRLINE", "SKU"), f"{column}: the moved category is Sky, got {top_bin}"
-        assert top_bin["new"] == pytest.approx(3 * top_bin["reference"], rel=0.05), top_bin
-
-
-# ---------------------------------------------------------------- generated data: the whole step
 
 
 def experiment_here(env: dict[str, str], folder: Path) -> None:
@@ -231,7 +157,7 @@ def test_new_season_and_airline_exit_3_naming_them(production, tmp_path):
     assert run.data.metrics["new_unseen_rows"] > 0, "flights of an unknown airline are counted, not refused"
     drift = json.loads((tmp_path / "report" / "drift.json").read_text())
     psi = {f["name"]: f for f in drift["features"]}
-    assert psi["OPERA_code"]["bins"][0]["bin"] == monitor.UNSEEN, psi["OPERA_code"]["bins"][:2]
+    assert psi["OPERA_code"]["bins"][0]["bin"] == UNSEEN, psi["OPERA_code"]["bins"][:2]
     assert SEASON_FEATURES & set(run.data.tags["monitor.top_psi_features"].split(",")), run.data.tags
     assert "**DRIFT**" in (tmp_path / "report" / "report.md").read_text()
 
@@ -261,7 +187,7 @@ def test_schedule_without_a_required_column_exits_4(production, tmp_path):
     data = tmp_path / "no_airline.csv"
     same_schedule(production).drop(columns=["OPERA"]).to_csv(data, index=False)
     done = monitor_process(production, data, tmp_path / "report")
-    assert done.returncode == monitor.EXIT_BAD_INPUT, f"bad input exits {monitor.EXIT_BAD_INPUT}: {done.stderr}"
+    assert done.returncode == EXIT_BAD_INPUT, f"bad input exits {EXIT_BAD_INPUT}: {done.stderr}"
     assert "Field 'OPERA': required column missing" in done.stderr, done.stderr[-2000:]
     assert not (tmp_path / "report").exists(), "no report for input that could not be checked"
 
@@ -269,46 +195,22 @@ def test_schedule_without_a_required_column_exits_4(production, tmp_path):
 @pytest.mark.slow
 def test_training_data_changed_since_training_is_refused(production, tmp_path):
     client = mlflow.MlflowClient(production["env"]["MLFLOW_TRACKING_URI"])
-    source = json.loads(monitor.reference_input(client, production["train_run_id"]).dataset.source)["uri"]
+    source = json.loads(reference_input(client, production["train_run_id"]).dataset.source)["uri"]
     reference = Path(source.removeprefix("file://"))
     original = reference.read_bytes()
     try:
         pd.read_parquet(reference).iloc[:-1].to_parquet(reference, index=False)
-        with pytest.raises(monitor.ReferenceDataError, match="changed since training"):
-            monitor.load_reference(monitor.reference_input(client, production["train_run_id"]))
+        with pytest.raises(ReferenceDataError, match="changed since training"):
+            load_reference(reference_input(client, production["train_run_id"]))
     finally:
         reference.write_bytes(original)
-
-
-@pytest.mark.parametrize(
-    ("content", "message"),
-    [
-        ("", "is empty"),
-        (",".join(REQUIRED_COLUMNS) + "\n", "has no flights"),
-        (",".join(REQUIRED_COLUMNS) + "\n2017-01-01 10:00:00,226,ZZAA,AAA,N,Alpha Air,\n", "Field 'SIGLADES'"),
-        (",".join(REQUIRED_COLUMNS) + "\n01/02/2017 10:00,226,ZZAA,AAA,N,Alpha Air,Aurora\n", "Field 'Fecha-I'"),
-        (None, "not found"),
-    ],
-    ids=["empty-file", "header-only", "null-value", "bad-time", "missing-file"],
-)
-def test_unusable_new_flights_fail_with_a_clear_error(tmp_path, content, message):
-    data = tmp_path / "new.csv"
-    if content is not None:
-        data.write_text(content)
-    with pytest.raises(monitor.BadFlightsError, match=message):
-        monitor.clean_new_flights(monitor.read_flights(str(data), tmp_path / "work"), str(data))
-
-
-def test_no_data_uri_says_how_to_pass_one(tmp_path):
-    with pytest.raises(monitor.BadFlightsError, match="pass -P data="):
-        monitor.read_flights("", tmp_path)
 
 
 @pytest.mark.slow
 def test_without_a_production_model_says_what_to_run(production):
     client = mlflow.MlflowClient(production["env"]["MLFLOW_TRACKING_URI"])
     with pytest.raises(registry.NoProductionVersionError, match=r"no Production version: run `mlflow run \. -e main`"):
-        monitor.production_version(client, "no-such-model")
+        registry.require_production(client, "no-such-model")
 
 
 def flown_april() -> pd.DataFrame:
@@ -364,48 +266,3 @@ def test_realized_quality_past_the_gate_exits_5(production, tmp_path):
     assert done.returncode == monitor.EXIT_DEGRADED, f"{done.stdout}\n{done.stderr[-3000:]}"
     assert "REALIZED QUALITY DEGRADED" in done.stdout and "realized_ece_margin -1" in done.stdout, done.stdout
     assert monitor_runs(production)[0].data.tags["monitor.realized"] == "degraded"
-
-
-def test_psi_is_zero_for_equal_shares_and_names_the_moved_category():
-    same = np.array([0, 0, 1, 2] * 50, dtype=np.float32)
-    psi, _ = monitor.categorical_psi(same, same.copy(), ["A", "B", "C"], monitor.UNSEEN)
-    assert psi == pytest.approx(0.0, abs=1e-12), "identical shares have PSI 0"
-    moved = np.array([0, 1, 1, 3] * 50, dtype=np.float32)
-    psi, bins = monitor.categorical_psi(same, moved, ["A", "B", "C"], monitor.UNSEEN)
-    assert psi > 1.0 and bins[0]["bin"] == monitor.UNSEEN, bins
-    numbers = np.arange(1000, dtype=np.float32)
-    psi, bins = monitor.numeric_psi(numbers, numbers + 500)
-    assert psi > 1.0 and bins[0]["bin"].startswith(">"), "values above the reference's top decile dominate"
-    assert monitor.numeric_psi(numbers, numbers[::-1].copy())[0] == pytest.approx(0.0, abs=1e-12)
-
-
-def test_exclude_features_must_name_model_features():
-    flights = clean_flights(make_flights(days=5))
-    with pytest.raises(ValueError, match="not model features"):
-        monitor.detect_drift(flights, flights, fit_feature_spec(flights), exclude_features=("MES",))
-    report = monitor.detect_drift(
-        flights, flights, fit_feature_spec(flights), cv_folds=2, exclude_features=("hour", "weekday")
-    )
-    assert {"hour", "weekday"}.isdisjoint(f.name for f in report.features), report.top(20)
-
-
-@pytest.mark.integration
-def test_new_flights_come_from_gs(gcs_emulator, monkeypatch, tmp_path):
-    for key, value in gcs_emulator.env.items():
-        monkeypatch.setenv(key, value)
-    bucket = gcs_emulator.client().create_bucket("monitor-schedules")
-    schedule = make_flights(days=3, seed=5)[list(REQUIRED_COLUMNS)]
-    bucket.blob("2018/01.csv").upload_from_string(schedule.to_csv(index=False), content_type="text/csv")
-    raw = monitor.read_flights("gs://monitor-schedules/2018/01.csv", tmp_path)
-    assert len(monitor.clean_new_flights(raw, "gs://…")) == len(schedule), "every scheduled flight read from GCS"
-    with pytest.raises(monitor.BadFlightsError, match="cannot fetch new flights"):
-        monitor.read_flights("gs://monitor-schedules/2018/02.csv", tmp_path)
-
-
-def test_other_days_of_the_same_months_do_not_alert():
-    """Odd against even days of the same months: the model has no date feature that tells them apart."""
-    flights = clean_flights(make_flights(days=120, seed=4))
-    days = flights[SCHEDULED_TIME].dt.day
-    reference, new = flights[days % 2 == 0], flights[days % 2 == 1]
-    report = monitor.detect_drift(reference, new, fit_feature_spec(reference), cv_folds=3)
-    assert report.roc_auc < 0.6, report.top(3)
