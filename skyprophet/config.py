@@ -16,6 +16,10 @@ SCL_SHA256 = "66d7334fbc9c2c070842e9a99d465f552f94a2b1d5c4047be825e5954e12e829"
 # The registered model every step, tool and test means unless told another name.
 MODEL_NAME = "flight-delay"
 
+# register's and promote's ``promote``: auto: the gate must have passed a version; force: the gate
+# may have lost; never: check only (register: stop at Staging).
+PROMOTE_CHOICES = ("auto", "force", "never")
+
 # The acceptance load check: a short headless locust run on the served version (promote, acceptance).
 LOAD_CHECK = {"users": 4, "spawn_rate": 4.0, "duration": "5s", "p95_ms": 1000.0}
 

@@ -61,9 +61,9 @@ from pyfunc.schema import (  # noqa: E402
 from skyprophet import config  # noqa: E402
 from skyprophet.mlops import tracking  # noqa: E402
 from skyprophet.mlops.registry import require_production  # noqa: E402
+from skyprophet.mlops.tags import TRAIN_CONTEXT, TRAIN_DATASET  # noqa: E402
 from skyprophet.monitoring import realized  # noqa: E402
 from skyprophet.storage import DataSourceError, fetch  # noqa: E402
-from steps.train import TRAIN_CONTEXT, TRAIN_DATASET  # noqa: E402
 
 logger = logging.getLogger("skyprophet.monitor")
 MONITOR = config.DEFAULTS["monitor"]

@@ -34,8 +34,8 @@ from pyfunc.schema import (  # noqa: E402
 )
 from pyfunc.schema import parse_scheduled_time as parse_time  # noqa: E402
 from skyprophet.mlops.registry import require_production  # noqa: E402
+from skyprophet.mlops.tags import TRAINED_THROUGH_TAG  # noqa: E402
 from skyprophet.science import metrics  # noqa: E402
-from steps.train import TRAINED_THROUGH_TAG  # noqa: E402
 
 logger = logging.getLogger("skyprophet.realized")
 # On a delay-rate correction (steps.recalibrate): the last flown flight its shift was chosen from,
