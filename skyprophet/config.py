@@ -39,8 +39,8 @@ DEFAULTS: dict[str, dict[str, object]] = {
     "train": {
         "processed_uri": "",  # "" = datasets/processed (what etl wrote locally)
         "country": "auto",  # public holidays of: "auto" = the origin's country from its ICAO code, "none", or e.g. "CL"
-        "objective": "minutes_late",  # or "delayed" (0/1 label, logistic loss); see steps/train.py
-        "calibration": "forward",  # or "days" (day-grouped folds); see steps/train.py CALIBRATIONS
+        "objective": "minutes_late",  # or "delayed" (0/1 label, logistic loss); see skyprophet/science/recipe.py
+        "calibration": "forward",  # or "days" (day-grouped folds); see skyprophet/science/splits.py CALIBRATIONS
         # Chosen by the month-ahead backtest of SCL 2017's last six months (docs/model.md):
         # shallow and short beats the deep day-split winner (depth 9, 400 trees at 0.02) on unseen
         # months, and fits about ten times faster.
