@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import typing
 from pathlib import Path
 
 from skyprophet import params
@@ -17,6 +18,9 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 SCL_SHA256 = "66d7334fbc9c2c070842e9a99d465f552f94a2b1d5c4047be825e5954e12e829"
 MODEL_NAME = params.MODEL_NAME
 LOAD_CHECK = params.LOAD_CHECK
+# register's and promote's ``promote``: auto: the gate must have passed a version; force: the gate
+# may have lost; never: check only (register: stop at Staging).
+PROMOTE_CHOICES = typing.get_args(params.Promote)
 # Every step's parameters and defaults, derived from its parameters object (skyprophet/params.py).
 DEFAULTS: dict[str, dict[str, object]] = {step: params.defaults(step) for step in params.STEPS}
 

@@ -41,6 +41,7 @@ from pyfunc.schema import (
 )
 from skyprophet import config
 from skyprophet.mlops import tracking
+from skyprophet.science.splits import SPLITS, RawDataError, split_by_day, split_latest
 from skyprophet.storage import DataSourceError, fetch, sha256_of
 
 logger = logging.getLogger("skyprophet.etl")
@@ -49,10 +50,6 @@ TRAINING_COLUMNS = (*REQUIRED_COLUMNS, OPERATED_TIME)
 MAX_ABS_DEVIATION = pd.Timedelta(hours=24)
 # --sha256 none: no checksum check (recorded on the run); "" means the SCL 2017 file's digest.
 NO_CHECKSUM = "none"
-
-
-class RawDataError(ValueError):
-    """The raw file cannot be used as it is."""
 
 
 @dataclass
@@ -106,9 +103,6 @@ def delay_target(raw: pd.DataFrame) -> pd.Series:
     return (minutes_late(raw) > DELAY_MINUTES).astype(np.int64)
 
 
-SPLITS = ("latest", "day")
-
-
 def expected_sha256(sha256: str) -> str:
     """The digest to check: the SCL 2017 one for "", none for ``none``, else the one given (64 hex digits)."""
     value = sha256.strip().lower()
@@ -144,45 +138,6 @@ def publish_latest(processed: Path, names: tuple[str, ...]) -> None:
         temporary.unlink(missing_ok=True)
         temporary.symlink_to(Path(processed.name) / f"{name}.parquet")
         os.replace(temporary, link)
-
-
-def latest_period_start(times: pd.Series, months: int) -> pd.Timestamp:
-    """First day of the file's last ``months`` calendar months (the last month counts even if partial)."""
-    last_month = times.max().to_period("M")
-    return (last_month - (months - 1)).to_timestamp()
-
-
-def split_latest(flights: pd.DataFrame, holdout_months: int) -> pd.Series:
-    """True for holdout flights: those of the file's last ``holdout_months`` calendar months.
-
-    What users do is score months that have not flown yet, so the holdout that gates a version
-    is the latest period, trained on everything before it (never random days of the same months).
-    """
-    times = parse_scheduled_time(flights[SCHEDULED_TIME])
-    if holdout_months < 1:
-        raise ValueError(f"holdout_months must be at least 1, got {holdout_months}")
-    start = latest_period_start(times, holdout_months)
-    holdout = times >= start
-    if holdout.all():
-        span = f"{times.min():%Y-%m-%d} to {times.max():%Y-%m-%d}"
-        raise RawDataError(
-            f"the file's flights ({span}) leave no month before the last {holdout_months} to train on: "
-            "lower holdout_months"
-        )
-    return holdout
-
-
-def split_by_day(flights: pd.DataFrame, holdout_fraction: float, seed: int) -> pd.Series:
-    """True for holdout flights: whole calendar days drawn at random, so no day is on both sides.
-
-    A secondary view only (``split=day``): the model may learn the weather of the training days'
-    neighbours, which no future flight offers.
-    """
-    days = parse_scheduled_time(flights[SCHEDULED_TIME]).dt.normalize()
-    unique_days = np.sort(days.unique())
-    n_holdout = int(round(holdout_fraction * len(unique_days)))
-    holdout_days = np.random.default_rng(seed).choice(unique_days, size=n_holdout, replace=False)
-    return days.isin(holdout_days)
 
 
 ETL = config.DEFAULTS["etl"]

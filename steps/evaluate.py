@@ -42,18 +42,16 @@ from skyprophet import config
 from skyprophet.mlops import tracking
 from skyprophet.mlops.registry import production_version
 from skyprophet.science import baselines, metrics
-from steps import etl
-from steps.train import (
-    CONTRIBUTION_PREFIX,
-    OBJECTIVES,
-    Recipe,
-    fit_model,
-    fitting_label,
+from skyprophet.science.fit import CONTRIBUTION_PREFIX, fit_model, fitting_label, out_of_fold_scores, training_features
+from skyprophet.science.recipe import OBJECTIVES, Recipe, recipe_of
+from skyprophet.science.splits import (
+    forward_split,
     load_processed,
+    month_ahead,
     month_ahead_folds,
-    out_of_fold_scores,
-    recipe_of,
-    training_features,
+    months_of,
+    period_of,
+    split_by_day,
 )
 
 logger = logging.getLogger("skyprophet.evaluate")
@@ -77,8 +75,6 @@ TABLE_COLUMNS = (
     "ece",
     "threshold",
 )
-# Forward split: train before this month of the data's last year, test from it on.
-FORWARD_FIRST_TEST_MONTH = 11
 # The day split's share of days and seed (etl's defaults for split=day).
 DAY_FRACTION, DAY_SEED = config.DEFAULTS["etl"]["holdout_fraction"], config.DEFAULTS["etl"]["split_seed"]
 # Hyper-parameter candidates of the optional search (sampled without replacement).
@@ -134,11 +130,6 @@ class EvaluateResult:
     version: str | None
 
 
-def months_of(flights: pd.DataFrame) -> pd.Series:
-    """Each flight's scheduled calendar month (a pandas Period)."""
-    return parse_scheduled_time(flights[SCHEDULED_TIME]).dt.to_period("M")
-
-
 Splits = dict[str, tuple[pd.DataFrame, pd.DataFrame]]
 
 
@@ -146,35 +137,13 @@ def backtest_splits(flights: pd.DataFrame, months: int = BACKTEST_MONTHS) -> Spl
     """Month ahead: for each of the last ``months`` months (never the first), all earlier months -> that month."""
     month = months_of(flights)
     splits = {}
-    for m in sorted(month.unique())[1:][-months:]:
+    for m in month_ahead(month, months):
         test = flights[month == m].reset_index(drop=True)
         if test[TARGET].nunique() < 2:
             logger.warning("backtest: %s has %d flights of one class only; left out", m, len(test))
             continue
         splits[str(m)] = (flights[month < m].reset_index(drop=True), test)
     return splits
-
-
-def forward_split(flights: pd.DataFrame) -> pd.Series:
-    """True for forward-test flights: scheduled on or after Nov 1 of the data's last year.
-
-    A file that does not reach November falls back to its last sixth of calendar days, so the
-    split exists for any airport's file.
-    """
-    times = parse_scheduled_time(flights[SCHEDULED_TIME])
-    cutoff = pd.Timestamp(year=int(times.max().year), month=FORWARD_FIRST_TEST_MONTH, day=1)
-    test = times >= cutoff
-    if test.all() or not test.any():
-        days = np.sort(times.dt.normalize().unique())
-        cutoff = days[int(len(days) * 5 / 6)]
-        test = times >= cutoff
-    return test
-
-
-def period_of(flights: pd.DataFrame) -> str:
-    """First and last scheduled day of ``flights``."""
-    times = parse_scheduled_time(flights[SCHEDULED_TIME])
-    return f"{times.min():%Y-%m-%d} to {times.max():%Y-%m-%d}"
 
 
 def score_split(train: pd.DataFrame, test: pd.DataFrame, recipe: Recipe) -> Scored:
@@ -375,7 +344,7 @@ def run(
         pooled = Scored.pool(months)
         rows += table_rows("backtest", POOLED, pooled)
         is_forward = forward_split(flights).to_numpy()
-        in_day_holdout = etl.split_by_day(flights, DAY_FRACTION, DAY_SEED).to_numpy()
+        in_day_holdout = split_by_day(flights, DAY_FRACTION, DAY_SEED).to_numpy()
         splits = {"backtest": pooled}
         for split, test_rows, period in (
             ("forward", is_forward, period_of(flights[is_forward])),

@@ -22,8 +22,15 @@ import mlflow.projects
 from mlflow.projects import ExecutionException
 
 from skyprophet import config
-from skyprophet.mlops import tracking
-from steps.train import MODEL_URI_TAG, Recipe
+from skyprophet.mlops import tags, tracking
+from skyprophet.mlops.tags import (
+    ACCEPTANCE_FAILED_TAG,
+    ACCEPTANCE_QUALITY_TAG,
+    GATE_DECISION_TAG,
+    MODEL_URI_TAG,
+    REGISTERED_VERSION_TAG,
+)
+from skyprophet.science.recipe import Recipe
 
 logger = logging.getLogger("skyprophet.main")
 STEPS = ("etl", "train", "register", "promote")
@@ -69,10 +76,10 @@ def run_promote(version: str, mode: str, promote_params: dict) -> dict[str, str]
     try:
         promote_run = run_step("promote", {**promote_params, "version": version, "promote": mode})
     except StepFailed as err:
-        failed = err.run.data.tags.get("acceptance.failed", "")
+        failed = err.run.data.tags.get(ACCEPTANCE_FAILED_TAG, "")
         if mode == "auto" and failed == "quality":
             logger.info(
-                "promote: version %s stays in Staging: %s", version, err.run.data.tags.get("acceptance.quality")
+                "promote: version %s stays in Staging: %s", version, err.run.data.tags.get(ACCEPTANCE_QUALITY_TAG)
             )
             return {"promote_run_id": err.run.info.run_id, "promoted": "False", "acceptance_failed": failed}
         logger.error("promote: version %s failed acceptance (%s); run %s", version, failed or "?", err.run.info.run_id)
@@ -99,12 +106,12 @@ def run(
             "train_run_id": train_run.info.run_id,
             "register_run_id": register_run.info.run_id,
             "model_uri": model_uri,
-            "registered_version": register_run.data.tags.get("registered_version", ""),
-            "gate_decision": register_run.data.tags.get("gate_decision", ""),
+            "registered_version": register_run.data.tags.get(REGISTERED_VERSION_TAG, ""),
+            "gate_decision": register_run.data.tags.get(GATE_DECISION_TAG, ""),
             "promoted": "False",
         }
         mode = register_params.get("promote", "auto")
-        if mode != "never" and register_run.data.tags.get("staged") == "True":
+        if mode != "never" and tags.is_staged(register_run.data.tags):
             ids.update(run_promote(ids["registered_version"], mode, promote_params or {}))
         else:
             logger.info("promote: skipped (promote=%s); version %s on staging", mode, ids["registered_version"])

@@ -41,6 +41,7 @@ from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
 from skyprophet import config
+from skyprophet.config import PROMOTE_CHOICES
 from skyprophet.mlops import digest, registry, tracking
 from skyprophet.mlops.digest import DIGEST_TAG, PASSED, VERDICT_TAG, ArtifactDigestError
 from skyprophet.mlops.registry import (
@@ -50,13 +51,12 @@ from skyprophet.mlops.registry import (
     STAGING_STAGE,
     production_version,
 )
+from skyprophet.mlops.tracking import resolve_local
 from skyprophet.ops import acceptance
 from skyprophet.ops.processes import ServedModel, isolated_env
-from steps.train import resolve_local
 
 logger = logging.getLogger("skyprophet.promote")
 PROMOTE = config.DEFAULTS["promote"]
-PROMOTE_CHOICES = ("auto", "force", "never")
 HISTORY_TAG = "promotion.history"  # on the registered model: the Production versions in order, comma-separated
 PREVIOUS_TAG = "promotion.previous_version"
 ACCEPTANCE_HEADING = "### Acceptance checks"

@@ -41,9 +41,10 @@ from pyfunc.schema import OPTIONAL_COLUMNS, REQUIRED_COLUMNS, TARGET
 from skyprophet import config
 from skyprophet.mlops import tracking
 from skyprophet.mlops.registry import require_production
+from skyprophet.mlops.tags import MODEL_URI_TAG, TRAINED_THROUGH_TAG
 from skyprophet.monitoring import flights, realized, reference
+from skyprophet.science.fit import FittedModel, log_pyfunc
 from steps import promote, register
-from steps.train import MODEL_URI_TAG, TRAINED_THROUGH_TAG, FittedModel, log_pyfunc
 
 logger = logging.getLogger("skyprophet.recalibrate")
 RECALIBRATE = config.DEFAULTS["recalibrate"]

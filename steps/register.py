@@ -31,27 +31,28 @@ from sklearn.metrics import average_precision_score, roc_auc_score
 
 from pyfunc.schema import SCHEDULED_TIME, TARGET, parse_scheduled_time
 from skyprophet import config
+from skyprophet.config import PROMOTE_CHOICES
+from skyprophet.mlops import tags as run_tags
 from skyprophet.mlops import tracking
 from skyprophet.mlops.registry import STAGING_ALIAS, STAGING_STAGE, production_version, transition_stage
-from skyprophet.science import metrics
-from steps.train import (
+from skyprophet.mlops.tags import (
+    CANDIDATE_URI_TAG,
+    GATE_DECISION_TAG,
     HOLDOUT_URI_TAG,
     MODEL_URI_TAG,
+    REFIT_OF_TAG,
+    REFIT_RUN_TAG,
+    REGISTERED_MODEL_TAG,
+    REGISTERED_VERSION_TAG,
+    STAGED_TAG,
     TRAINED_THROUGH_TAG,
-    MissingInputError,
-    artifact_location,
-    fit_model,
-    log_fitted,
-    recipe_of,
-    resolve_local,
 )
+from skyprophet.mlops.tracking import MissingInputError, artifact_location, resolve_local
+from skyprophet.science import metrics
+from skyprophet.science.fit import fit_model, log_fitted
+from skyprophet.science.recipe import recipe_of
 
 logger = logging.getLogger("skyprophet.register")
-PROMOTE_CHOICES = ("auto", "force", "never")
-# The candidate a version was refitted from, and the refit's link back to its candidate.
-CANDIDATE_URI_TAG = "skyprophet.candidate_model_uri"
-REFIT_OF_TAG = "skyprophet.refit_of"
-REFIT_RUN_TAG = "skyprophet.refit_run_id"
 # Where a refit run keeps the flights it was fitted on (train + holdout).
 REFIT_FOLDER, REFIT_FLIGHTS = "training", "train.parquet"
 
@@ -143,8 +144,7 @@ def gate_metrics(target: np.ndarray, scores: dict[str, np.ndarray]) -> dict[str,
 
 def trained_through(version: ModelVersion) -> pd.Timestamp | None:
     """The last scheduled time among the version's training flights (tagged by train), if known."""
-    value = version.tags.get(TRAINED_THROUGH_TAG)
-    return pd.Timestamp(value) if value else None
+    return run_tags.trained_through(version.tags)
 
 
 def production_scores(
@@ -420,10 +420,10 @@ def run(
             raise
         mlflow.set_tags(
             {
-                "registered_model": model_name,
-                "registered_version": version.version,
-                "gate_decision": tags["gate.decision"],
-                "staged": str(staged),
+                REGISTERED_MODEL_TAG: model_name,
+                REGISTERED_VERSION_TAG: version.version,
+                GATE_DECISION_TAG: tags["gate.decision"],
+                STAGED_TAG: run_tags.staged_value(staged),
             }
         )
         run_id = active.info.run_id

@@ -8,6 +8,7 @@ import os
 import uuid
 import warnings
 from collections.abc import Iterator
+from pathlib import Path
 from urllib.parse import urlparse
 
 import mlflow
@@ -29,6 +30,25 @@ logger = logging.getLogger("skyprophet")
 
 class TrackingUnavailableError(RuntimeError):
     """The tracking server does not answer; nothing was written."""
+
+
+class MissingInputError(FileNotFoundError):
+    """A step's input is not there; the message says which step to run first."""
+
+
+def resolve_local(uri: str) -> Path:
+    """A local path for ``uri``: downloaded when it is a ``runs:/``, ``models:/`` or remote URI."""
+    if urlparse(uri).scheme in ("", "file") and not uri.startswith("file:"):
+        return Path(uri)
+    return Path(mlflow.artifacts.download_artifacts(artifact_uri=uri))
+
+
+def artifact_location(uri: str) -> str:
+    """``runs:/<id>/<path>`` as the artifact store's own URI (what dataset lineage can record)."""
+    if not uri.startswith("runs:/"):
+        return uri
+    run_id, _, path = uri[len("runs:/") :].partition("/")
+    return f"{mlflow.MlflowClient().get_run(run_id).info.artifact_uri}/{path}"
 
 
 def tracking_uri() -> str:

@@ -13,8 +13,8 @@ import mlflow
 import numpy as np
 from matplotlib.figure import Figure
 
+from skyprophet.mlops.tags import TRAIN_DATASET
 from skyprophet.monitoring.drift import DriftReport
-from steps.train import TRAIN_DATASET
 
 TOP_FEATURES = 10
 

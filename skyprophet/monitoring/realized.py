@@ -32,8 +32,8 @@ from pyfunc.schema import (
 )
 from pyfunc.schema import parse_scheduled_time as parse_time
 from skyprophet.mlops.registry import require_production
+from skyprophet.mlops.tags import TRAINED_THROUGH_TAG
 from skyprophet.science import metrics
-from steps.train import TRAINED_THROUGH_TAG
 
 logger = logging.getLogger("skyprophet.realized")
 # On a delay-rate correction (steps.recalibrate): the last flown flight its shift was chosen from,

@@ -13,7 +13,7 @@ from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 
 from pyfunc.schema import TARGET
 from skyprophet.mlops import tracking
-from steps.train import TRAIN_CONTEXT, TRAIN_DATASET
+from skyprophet.mlops.tags import TRAIN_CONTEXT, TRAIN_DATASET
 
 
 class ReferenceDataError(RuntimeError):

@@ -44,7 +44,7 @@ logger = logging.getLogger("skyprophet.acceptance")
 
 URL_CHECKS = ("smoke", "contract", "load")
 CHECKS = (*URL_CHECKS, "quality")
-LOCUSTFILE = PROJECT_ROOT / "steps" / "acceptance_locust.py"
+LOCUSTFILE = Path(__file__).with_name("acceptance_locust.py")
 REQUEST_TIMEOUT = 60
 DEFAULT_LOAD = config.LOAD_CHECK
 

@@ -15,10 +15,11 @@ import pandas as pd
 import pytest
 
 from pyfunc.schema import OPERATED_COLUMNS, REQUIRED_COLUMNS, SCHEDULED_TIME, TARGET
-from steps import etl, train
+from skyprophet.science import fit, recipe
+from steps import etl
 from tests.factory import make_flights
 
-HYPER = train.Recipe(n_estimators=80)
+HYPER = recipe.Recipe(n_estimators=80)
 
 
 def with_target(flights: pd.DataFrame) -> pd.DataFrame:
@@ -33,9 +34,9 @@ def trained(tmp_path_factory):
     mlflow.set_tracking_uri(f"sqlite:///{store / 'mlflow.db'}")
     mlflow.set_experiment("behavioral")  # not an experiment id cached by an earlier test's store
     flights = with_target(make_flights(days=120, seed=3))
-    fitted, _ = train.fit_model(flights, HYPER)
+    fitted, _ = fit.fit_model(flights, HYPER)
     with mlflow.start_run():
-        info = train.log_pyfunc(fitted, flights[list(REQUIRED_COLUMNS)].head(5))
+        info = fit.log_pyfunc(fitted, flights[list(REQUIRED_COLUMNS)].head(5))
     unseen = with_target(make_flights(days=30, seed=11, start="2017-03-01"))
     return mlflow.pyfunc.load_model(info.model_uri), flights, unseen
 
@@ -167,8 +168,8 @@ def test_training_is_deterministic_for_a_fixed_seed(trained):
     _, flights, unseen = trained
     small = flights.head(1500)
     hyper = HYPER.replace(n_estimators=30)
-    first, _ = train.fit_model(small, hyper)
-    second, _ = train.fit_model(small, hyper)
+    first, _ = fit.fit_model(small, hyper)
+    second, _ = fit.fit_model(small, hyper)
     from pyfunc.schema import clean_flights
 
     clean = clean_flights(unseen.head(300))

@@ -13,9 +13,11 @@ import pandas as pd
 import pytest
 
 from pyfunc.model import ModelSpec
+from skyprophet.mlops.tags import TRAINED_THROUGH_TAG
 from skyprophet.monitoring import realized
+from skyprophet.science.fit import fit_model
+from skyprophet.science.recipe import Recipe
 from steps import etl, recalibrate
-from steps.train import TRAINED_THROUGH_TAG, Recipe, fit_model
 from tests.factory import make_flights
 
 

@@ -8,9 +8,10 @@ import pandas as pd
 import pytest
 
 from pyfunc.explain import FACTOR_VALUES_COLUMN, FACTORS, TOP_FACTORS_COLUMN, factors_of, feature_matrix
-from pyfunc.features import FEATURE_NAMES, FEATURES, CodedSpec, Feature, Inputs, build_features
+from pyfunc.features import FEATURE_NAMES, FEATURES, CodedSpec, Feature, Inputs, build_features, fit_feature_spec
 from pyfunc.schema import REQUIRED_COLUMNS, InvalidFlightsError, clean_flights
-from steps import etl, train
+from skyprophet.science import fit, recipe
+from steps import etl
 from tests.factory import make_flights
 
 
@@ -22,7 +23,7 @@ def test_every_feature_is_in_exactly_one_factor():
 
 def test_a_feature_declared_without_words_reads_as_name_and_value():
     flights = clean_flights(make_flights(days=1, flights_per_day=3))
-    spec = train.fit_feature_spec(flights)
+    spec = fit_feature_spec(flights)
     inputs = Inputs(flights, spec, CodedSpec.of(spec))
     new = Feature("minutes_after_six", "q", lambda x: x.calendar["minute_of_day"] - 360)
     (factor,) = factors_of((new,))
@@ -39,10 +40,10 @@ def loaded(request, tmp_path_factory):
     mlflow.set_experiment("explain")
     flights = make_flights(days=60, seed=4)
     flights["delay"] = etl.delay_target(flights)
-    hyper = train.Recipe(n_estimators=30, cv_folds=3, objective=request.param)
-    fitted, _ = train.fit_model(flights, hyper)
+    hyper = recipe.Recipe(n_estimators=30, cv_folds=3, objective=request.param)
+    fitted, _ = fit.fit_model(flights, hyper)
     with mlflow.start_run():
-        info = train.log_pyfunc(fitted, flights[list(REQUIRED_COLUMNS)].head(5))
+        info = fit.log_pyfunc(fitted, flights[list(REQUIRED_COLUMNS)].head(5))
     records = pd.DataFrame(json.loads(flights[list(REQUIRED_COLUMNS)].head(800).to_json(orient="records")))
     return fitted, mlflow.pyfunc.load_model(info.model_uri), records
 

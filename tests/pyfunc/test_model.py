@@ -11,10 +11,11 @@ import pytest
 from pyfunc import model as model_module
 from pyfunc.features import FEATURE_NAMES, build_features
 from pyfunc.schema import REQUIRED_COLUMNS, InvalidFlightsError, clean_flights, validate_request
-from steps import etl, train
+from skyprophet.science import fit, recipe
+from steps import etl
 from tests.factory import make_flights
 
-HYPER = train.Recipe(n_estimators=60)
+HYPER = recipe.Recipe(n_estimators=60)
 
 
 @pytest.fixture(scope="module")
@@ -25,9 +26,9 @@ def fitted_and_loaded(tmp_path_factory):
     mlflow.set_experiment("pyfunc-model")  # not the experiment id an earlier test left active
     flights = make_flights(days=90)
     flights["delay"] = etl.delay_target(flights)
-    fitted, _ = train.fit_model(flights, HYPER)
+    fitted, _ = fit.fit_model(flights, HYPER)
     with mlflow.start_run():
-        info = train.log_pyfunc(fitted, flights[list(REQUIRED_COLUMNS)].head(5))
+        info = fit.log_pyfunc(fitted, flights[list(REQUIRED_COLUMNS)].head(5))
     return fitted, mlflow.pyfunc.load_model(info.model_uri), flights
 
 

@@ -14,11 +14,12 @@ from pyfunc import schema
 from pyfunc.features import FEATURE_NAMES, CodedSpec, CodeTable, build_features, fit_feature_spec
 from pyfunc.model import FlightDelayModel
 from pyfunc.schema import CATEGORY_COLUMNS, FLIGHT_NUMBER, REQUIRED_COLUMNS, SCHEDULED_TIME, InvalidFlightsError
-from steps import etl, train
+from skyprophet.science import fit, recipe
+from steps import etl
 from tests.factory import make_flights
 from tests.pyfunc import oracle
 
-HYPER = train.Recipe(n_estimators=40)
+HYPER = recipe.Recipe(n_estimators=40)
 
 
 @pytest.fixture(autouse=True, params=["per value", "distinct values"])
@@ -331,9 +332,9 @@ def logged_model(tmp_path_factory):
     experiment = mlflow.create_experiment("oracle", artifact_location=(folder / "artifacts").as_uri())
     flights = make_flights(days=60, seed=11)
     flights["delay"] = etl.delay_target(flights)
-    fitted, _ = train.fit_model(flights, HYPER)
+    fitted, _ = fit.fit_model(flights, HYPER)
     with mlflow.start_run(experiment_id=experiment):
-        info = train.log_pyfunc(fitted, flights[list(REQUIRED_COLUMNS)].head(3))
+        info = fit.log_pyfunc(fitted, flights[list(REQUIRED_COLUMNS)].head(3))
     return fitted, mlflow.pyfunc.load_model(info.model_uri)
 
 

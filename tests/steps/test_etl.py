@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 
 from skyprophet.config import SCL_SHA256
+from skyprophet.science import splits
 from skyprophet.storage import DataSourceError, sha256_of
 from steps import etl
 from tests.factory import make_flights, write_flights
@@ -54,23 +55,23 @@ def test_missing_column_is_a_clear_error(tmp_path):
 
 def test_day_split_keeps_days_whole_and_is_seeded():
     flights = make_flights(days=60, flights_per_day=20)
-    holdout = etl.split_by_day(flights, 0.33, seed=42)
+    holdout = splits.split_by_day(flights, 0.33, seed=42)
     days = flights["Fecha-I"].str[:10]
     assert not set(days[holdout]) & set(days[~holdout]), "no day is on both sides"
     assert days[holdout].nunique() == 20, "33 % of 60 days"
-    assert holdout.equals(etl.split_by_day(flights, 0.33, seed=42)), "same seed, same split"
-    assert not holdout.equals(etl.split_by_day(flights, 0.33, seed=7)), "another seed, another split"
+    assert holdout.equals(splits.split_by_day(flights, 0.33, seed=42)), "same seed, same split"
+    assert not holdout.equals(splits.split_by_day(flights, 0.33, seed=7)), "another seed, another split"
 
 
 def test_latest_split_holds_out_the_last_months_and_trains_on_what_came_before():
     flights = make_flights(days=90, flights_per_day=10)  # 2017-01-01 .. 2017-03-31
-    holdout = etl.split_latest(flights, holdout_months=1)
+    holdout = splits.split_latest(flights, holdout_months=1)
     assert set(flights.loc[holdout, "Fecha-I"].str[:7]) == {"2017-03"}
     assert flights.loc[~holdout, "Fecha-I"].max() < flights.loc[holdout, "Fecha-I"].min(), "time-forward"
-    two = etl.split_latest(flights, holdout_months=2)
+    two = splits.split_latest(flights, holdout_months=2)
     assert set(flights.loc[two, "Fecha-I"].str[:7]) == {"2017-02", "2017-03"}
     with pytest.raises(etl.RawDataError, match="no month before the last 3 to train on"):
-        etl.split_latest(flights, holdout_months=3)
+        splits.split_latest(flights, holdout_months=3)
 
 
 def test_an_unknown_split_is_refused_before_any_run(tracking_store, flights_csv):

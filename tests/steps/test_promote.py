@@ -28,6 +28,7 @@ from skyprophet.ops.processes import (
     stop_process_group,
     wait_for_http,
 )
+from skyprophet.science import fit, recipe
 from skyprophet.storage import sha256_of
 from steps import etl, promote, register, score, train
 from tests.factory import write_flights
@@ -58,9 +59,9 @@ def broken_code(tmp_path, old: str, new: str):
     return code
 
 
-def fitted_on(processed: str) -> train.FittedModel:
+def fitted_on(processed: str) -> fit.FittedModel:
     local = mlflow.artifacts.download_artifacts(processed)
-    fitted, _ = train.fit_model(pd.read_parquet(f"{local}/train.parquet"), train.Recipe.of(HYPER))
+    fitted, _ = fit.fit_model(pd.read_parquet(f"{local}/train.parquet"), recipe.Recipe.of(HYPER))
     return fitted
 
 

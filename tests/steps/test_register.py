@@ -12,12 +12,13 @@ from pyfunc.schema import model_signature
 from skyprophet import config
 from skyprophet.config import MODEL_NAME
 from skyprophet.mlops import registry
+from skyprophet.science import fit, recipe
 from skyprophet.storage import sha256_of
 from steps import etl, promote, register, train
 from tests.factory import make_flights
 
 
-def log_with_code(fitted: train.FittedModel, code_dir, tmp_path) -> str:
+def log_with_code(fitted: fit.FittedModel, code_dir, tmp_path) -> str:
     """Log ``fitted`` like train does, but bundling the ``pyfunc`` package from ``code_dir``."""
     fitted.booster.save_model(tmp_path / "booster.ubj")
     fitted.spec.save(str(tmp_path / "spec.json"))
@@ -44,7 +45,7 @@ def test_gate_runs_each_model_on_its_own_code(tracking_store, flights_csv, tmp_p
     assert scoring in source
     model_py.write_text(source.replace(scoring, "probability = 0.5 + 0 * score"))
     local = mlflow.artifacts.download_artifacts(processed)
-    fitted, _ = train.fit_model(pd.read_parquet(f"{local}/train.parquet"), train.Recipe(n_estimators=30, cv_folds=2))
+    fitted, _ = fit.fit_model(pd.read_parquet(f"{local}/train.parquet"), recipe.Recipe(n_estimators=30, cv_folds=2))
     constant_uri = log_with_code(fitted, constant, tmp_path)
     first = register.run(model_uri=constant_uri, holdout_uri=holdout_uri)
     assert first.gate_passed and first.candidate_roc_auc == 0.5, "the constant model's own code scored it"

@@ -14,13 +14,15 @@ import pytest
 from sklearn.isotonic import IsotonicRegression
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-from pyfunc.schema import OPERATED_TIME, SCHEDULED_TIME, TARGET
+from pyfunc.schema import OPERATED_TIME, SCHEDULED_TIME, TARGET, clean_flights
+from skyprophet import config
+from skyprophet.science import fit, recipe
+from skyprophet.science.fit import centred_isotonic
 from skyprophet.science.metrics import expected_calibration_error
 from steps import etl, evaluate, main, train
-from steps.train import centred_isotonic
 from tests.factory import make_flights
 
-HYPER = train.Recipe(n_estimators=60)
+HYPER = recipe.Recipe(n_estimators=60)
 
 
 def _flights_late_by(minutes: list[int]) -> pd.DataFrame:
@@ -36,16 +38,16 @@ def _flights_late_by(minutes: list[int]) -> pd.DataFrame:
 
 def test_minutes_late_label_is_clipped_at_zero_and_twice_the_delay_line():
     flights = _flights_late_by([-12, 0, 14, 16, 30, 240])
-    assert train.fitting_label(flights, "minutes_late").tolist() == [0, 0, 14, 16, 30, 30]
-    assert train.fitting_label(flights, "delayed").tolist() == [0, 0, 0, 1, 1, 1]
-    assert train.MINUTES_LATE_CAP == 30
+    assert fit.fitting_label(flights, "minutes_late").tolist() == [0, 0, 14, 16, 30, 30]
+    assert fit.fitting_label(flights, "delayed").tolist() == [0, 0, 0, 1, 1, 1]
+    assert fit.MINUTES_LATE_CAP == 30
 
 
 def test_minutes_late_label_refuses_flights_without_an_operated_time():
     flights = _flights_late_by([5, 20])
     flights.loc[1, OPERATED_TIME] = "not a time"
     with pytest.raises(ValueError, match="1 training flights have no parsable Fecha-O"):
-        train.fitting_label(flights, "minutes_late")
+        fit.fitting_label(flights, "minutes_late")
 
 
 def test_an_unknown_objective_is_refused_before_any_run_starts(tracking_store):
@@ -60,11 +62,11 @@ def test_an_unknown_objective_is_refused_before_any_run_starts(tracking_store):
 def test_each_objective_fits_its_loss_and_gives_calibrated_probabilities(objective, xgboost_objective):
     flights = make_flights(days=120, seed=3)
     flights[TARGET] = etl.delay_target(flights)
-    fitted, cv_metrics = train.fit_model(flights, HYPER.replace(objective=objective))
+    fitted, cv_metrics = fit.fit_model(flights, HYPER.replace(objective=objective))
     config = json.loads(fitted.booster.save_config())
     assert config["learner"]["objective"]["name"] == xgboost_objective
     unseen = make_flights(days=30, seed=11, start="2017-03-01")
-    probability = fitted.predict_clean(train.clean_flights(unseen))
+    probability = fitted.predict_clean(clean_flights(unseen))
     target = etl.delay_target(unseen).to_numpy()
     assert np.all((probability >= 0) & (probability <= 1))
     assert roc_auc_score(target, probability) > 0.65, "the generator's pattern is learnable either way"
@@ -75,25 +77,25 @@ def test_each_objective_fits_its_loss_and_gives_calibrated_probabilities(objecti
 def test_evaluate_refits_a_version_with_its_own_recipe(tracking_store):
     client = mlflow.MlflowClient()
     with mlflow.start_run() as run:
-        mlflow.log_params(train.Recipe(objective="delayed", country="AR", n_estimators=300).params())
-    hyper = train.recipe_of(client.get_run(run.info.run_id))
+        mlflow.log_params(recipe.Recipe(objective="delayed", country="AR", n_estimators=300).params())
+    hyper = recipe.recipe_of(client.get_run(run.info.run_id))
     assert (hyper.objective, hyper.country) == ("delayed", "AR")
     assert hyper.n_estimators == 300 and isinstance(hyper.n_estimators, int)
-    assert hyper.max_depth == train.Recipe().max_depth and isinstance(hyper.max_depth, int)
+    assert hyper.max_depth == recipe.Recipe().max_depth and isinstance(hyper.max_depth, int)
 
 
 def test_a_version_trained_before_objective_and_country_existed_is_refitted_as_it_was(tracking_store):
-    before = {k: v for k, v in train.Recipe().params().items() if k not in ("objective", "country")}
+    before = {k: v for k, v in recipe.Recipe().params().items() if k not in ("objective", "country")}
     with mlflow.start_run() as run:
         mlflow.log_params(before)
-    hyper = train.recipe_of(mlflow.MlflowClient().get_run(run.info.run_id))
+    hyper = recipe.recipe_of(mlflow.MlflowClient().get_run(run.info.run_id))
     assert (hyper.objective, hyper.country) == ("delayed", "none"), "then: logistic loss, no holidays"
 
 
 def test_search_never_fits_a_recipe_twice_for_a_parameter_its_objective_ignores(tracking_store):
     flights = make_flights(days=60, seed=2)
     flights[TARGET] = etl.delay_target(flights)
-    hyper = train.Recipe(n_estimators=20, cv_folds=2)
+    hyper = recipe.Recipe(n_estimators=20, cv_folds=2)
     results = evaluate.search(flights, hyper, trials=12, seed=0)
     recipes = results.drop(columns="month_ahead_roc_auc").astype(str)
     assert not recipes.duplicated().any()
@@ -120,10 +122,10 @@ def test_a_misspelt_recipe_key_is_refused_naming_it_before_any_run(tracking_stor
     with pytest.raises(ValueError, match=r"not a recipe parameter: n_estimator \(the parameters: country, "):
         train.run(processed_uri="/nowhere", n_estimator=5)
     with pytest.raises(ValueError, match="not a recipe parameter: max_dept"):
-        train.Recipe().replace(max_dept=3)
+        recipe.Recipe().replace(max_dept=3)
     assert mlflow.search_runs(search_all_experiments=True).empty, "nothing was logged"
-    assert train.Recipe.of({"max_depth": 3}).max_depth == 3
-    assert train.Recipe().max_depth == train.config.DEFAULTS["train"]["max_depth"], "defaults from config"
+    assert recipe.Recipe.of({"max_depth": 3}).max_depth == 3
+    assert recipe.Recipe().max_depth == config.DEFAULTS["train"]["max_depth"], "defaults from config"
 
 
 def _overconfident_scores(rows: int, seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -7,8 +7,9 @@ import pytest
 
 from pyfunc.schema import TARGET
 from skyprophet.mlops import registry, tracking
+from skyprophet.science import fit
 from skyprophet.storage import sha256_of
-from steps import etl, train
+from steps import etl
 from tests.factory import make_flights
 
 # What `make pipeline` printed again and again before (issue 18).
@@ -43,7 +44,7 @@ def test_etl_logs_its_lineage_quietly(tracking_store, tmp_path):
 def test_training_flights_with_their_integer_target_are_logged_quietly(tracking_store, tmp_path):
     flights = make_flights(days=2, flights_per_day=10).assign(**{TARGET: 0})
     with mlflow.start_run() as run:
-        messages = warned(lambda: train.log_training_flights(flights, str(tmp_path / "train.parquet")))
+        messages = warned(lambda: fit.log_training_flights(flights, str(tmp_path / "train.parquet")))
     assert not repeated(messages), messages
     (logged,) = mlflow.get_run(run.info.run_id).inputs.dataset_inputs
     assert (logged.dataset.name, logged.dataset.source_type) == ("train", "local")
