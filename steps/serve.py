@@ -63,8 +63,12 @@ def server_env(workers: int) -> dict[str, str]:
     return env
 
 
-class StopServing(Exception):
-    """SIGINT (Ctrl-C), SIGTERM or SIGHUP arrived: stop the model server."""
+class StopServing(BaseException):
+    """SIGINT (Ctrl-C), SIGTERM or SIGHUP arrived: stop the model server.
+
+    A BaseException, like KeyboardInterrupt: the readiness wait's ``except Exception`` must not
+    turn a stop into a start-up failure.
+    """
 
 
 def _raise_stop(signum: int, frame: object) -> None:
@@ -89,9 +93,6 @@ def main() -> None:
         model = registry.verified_copy(args.model_uri, copy)
     except ArtifactDigestError as err:
         raise SystemExit(f"serve: {err}") from None
-    sys.stdout.write(f"\nServing {args.model_uri} on http://{args.host}:{args.port} (Ctrl-C stops it). Try:\n\n")
-    sys.stdout.write(example_curl(model, args.host, args.port) + "\n\n")
-    sys.stdout.flush()
     # Own session: Ctrl-C reaches only this process, which then stops the server with SIGTERM
     # (uvicorn's graceful shutdown) instead of both getting SIGINT and printing tracebacks. The
     # same for SIGTERM and SIGHUP (a supervisor, a closed terminal): without it the server, in its
@@ -104,11 +105,19 @@ def main() -> None:
     processes = [server.process, ingress]
     code = 0
     try:
+        # The curl only once the model answers: pasted at once, it must not meet a server still loading.
+        server.wait_ready()
+        sys.stdout.write(f"\nServing {args.model_uri} on http://{args.host}:{args.port} (Ctrl-C stops it). Try:\n\n")
+        sys.stdout.write(example_curl(model, args.host, args.port) + "\n\n")
+        sys.stdout.flush()
         while all(process.poll() is None for process in processes):
             time.sleep(0.2)
         code = next(process.returncode for process in processes if process.returncode is not None)
     except StopServing:
         pass
+    except RuntimeError as err:  # the model server did not come up: say why, stop the ingress too
+        sys.stderr.write(f"serve: {err}\n")
+        code = 1
     finally:
         for stop_signal in STOP_SIGNALS:
             signal.signal(stop_signal, signal.SIG_IGN)  # a second Ctrl-C must not cut the shutdown short

@@ -2,9 +2,11 @@
 stop signal, and their connections have TCP_NODELAY with one worker or two."""
 
 import http.client
+import re
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -111,3 +113,36 @@ def test_served_connections_have_tcp_nodelay(registered_model, tmp_path, workers
         for connection in connections:
             connection.close()
         stop_process_group(serve)
+
+
+def test_the_printed_curl_is_answered_at_once(registered_model, tmp_path):
+    """serve prints its curl only once the model answers: pasted at once, it gets predictions."""
+    port = free_port()
+    command = [sys.executable, "-m", "steps.serve", "--model-uri", registered_model["model_uri"]]
+    command += ["--port", str(port), "--workers", "1"]
+    log_path = tmp_path / "serve.log"
+    log = open(log_path, "w")  # noqa: SIM115 - closed below
+    serve = subprocess.Popen(
+        command,
+        cwd=PROJECT_ROOT,
+        env=process_env(registered_model["env"]),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        printed = re.compile(r"Try:\s+curl .* -d '(\{.*\})'\n")
+        while not printed.search(log_path.read_text()) and time.monotonic() < deadline and serve.poll() is None:
+            time.sleep(0.05)
+        found = printed.search(log_path.read_text())
+        assert found, log_path.read_text()[-2000:]
+        body = found.group(1)
+        answer = requests.post(
+            f"http://127.0.0.1:{port}/invocations", data=body, headers={"Content-Type": "application/json"}, timeout=30
+        )
+        assert answer.status_code == 200, answer.text
+        assert len(answer.json()["predictions"]) == 2
+    finally:
+        stop_process_group(serve)
+        log.close()
