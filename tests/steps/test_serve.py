@@ -26,12 +26,11 @@ def answers(url: str) -> bool:
         return False
 
 
-@pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
-def test_serve_stops_the_model_server_on_a_stop_signal(registered_model, tmp_path, stop_signal):
+def start_serve(registered_model, log) -> tuple[subprocess.Popen, int]:
+    """``python -m steps.serve`` on a free port with one worker, in its own session, output to ``log``."""
     port = free_port()
     command = [sys.executable, "-m", "steps.serve", "--model-uri", registered_model["model_uri"]]
     command += ["--port", str(port), "--workers", "1"]
-    log = open(tmp_path / "serve.log", "w")  # noqa: SIM115 - closed below
     serve = subprocess.Popen(
         command,
         cwd=PROJECT_ROOT,
@@ -40,6 +39,13 @@ def test_serve_stops_the_model_server_on_a_stop_signal(registered_model, tmp_pat
         stderr=subprocess.STDOUT,
         start_new_session=True,
     )
+    return serve, port
+
+
+@pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
+def test_serve_stops_the_model_server_on_a_stop_signal(registered_model, tmp_path, stop_signal):
+    log = open(tmp_path / "serve.log", "w")  # noqa: SIM115 - closed below
+    serve, port = start_serve(registered_model, log)
     ping = f"http://127.0.0.1:{port}/ping"
     try:
         wait_for_http(ping, timeout=90, process=serve)
@@ -117,19 +123,9 @@ def test_served_connections_have_tcp_nodelay(registered_model, tmp_path, workers
 
 def test_the_printed_curl_is_answered_at_once(registered_model, tmp_path):
     """serve prints its curl only once the model answers: pasted at once, it gets predictions."""
-    port = free_port()
-    command = [sys.executable, "-m", "steps.serve", "--model-uri", registered_model["model_uri"]]
-    command += ["--port", str(port), "--workers", "1"]
     log_path = tmp_path / "serve.log"
     log = open(log_path, "w")  # noqa: SIM115 - closed below
-    serve = subprocess.Popen(
-        command,
-        cwd=PROJECT_ROOT,
-        env=process_env(registered_model["env"]),
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
+    serve, port = start_serve(registered_model, log)
     try:
         deadline = time.monotonic() + 120
         printed = re.compile(r"Try:\s+curl .* -d '(\{.*\})'\n")
