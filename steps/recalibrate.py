@@ -1,18 +1,10 @@
 """recalibrate: the delay-rate correction, a new version with Production's booster and a shifted calibration.
 
-A delay rate that moves (holidays, winter, a strike) makes every probability wrong by about the
-same amount in logit space while the ranking stays good. From the flown flights of the last
-``days`` days (``Fecha-O`` given; only flights after the booster's training flights, which it has
-not learned), the intercept shift s is solved (1-D root find) so that the mean of
-sigmoid(logit(p) + s) equals their realized delay rate, p being the uncorrected calibrated
-probability of the booster. The shift replaces any earlier one (corrections never compound).
-
-The correction is logged as a model in a ``recalibrate`` run (same booster, spec with
-``intercept_shift``; the decision threshold moved by the same shift, so the 0/1 ``delay`` answer
-is unchanged), registered by ``steps.register`` (the gate on the window's flights, alias
-``staging``) and checked by ``steps.promote`` (served, smoke, contract, load, quality) like any
-other version. Nothing is registered when fewer than ``min_flights`` flights qualify or the
-serving version's mean is within ``tolerance`` of the realized rate.
+Reads: flown flights (``--data``: path, ``file://`` or ``gs://``, with ``Fecha-O``) and the
+Production version of ``model_name``. Writes: when the serving mean is more than ``tolerance`` off
+the realized delay rate of the last ``days`` days, a ``recalibrate`` run with the corrected model
+(same booster, calibration's intercept shifted), registered on ``staging`` and promoted through the
+acceptance checks like any other version. The method: ``skyprophet.lifecycle.recalibration``.
 
 Exit codes of ``python -m steps.recalibrate``: 0 corrected (or nothing to correct), 4 the flights
 are unusable, 1 any other failure (a failed acceptance check included: Production untouched).
@@ -20,235 +12,18 @@ are unusable, 1 any other failure (a failed acceptance check included: Productio
 
 from __future__ import annotations
 
-import contextlib
-import dataclasses
 import logging
-import os
 import sys
-import tempfile
-from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
 
-import mlflow
-import numpy as np
-import pandas as pd
-import xgboost as xgb
-from scipy.optimize import brentq
-
-from pyfunc.model import SHIFT_CLIP, ModelSpec
-from pyfunc.schema import OPTIONAL_COLUMNS, REQUIRED_COLUMNS, TARGET
 from skyprophet import config
+from skyprophet.lifecycle.acceptance_record import AcceptanceFailed
+from skyprophet.lifecycle.recalibration import RecalibrateResult
+from skyprophet.lifecycle.recalibration import recalibrate as run
 from skyprophet.mlops import tracking
-from skyprophet.mlops.registry import require_production
-from skyprophet.mlops.tags import MODEL_URI_TAG, TRAINED_THROUGH_TAG
-from skyprophet.monitoring import flights, realized, reference
-from skyprophet.science.fit import FittedModel, log_pyfunc
-from steps import promote, register
+from skyprophet.monitoring import flights
 
+__all__ = ["RecalibrateResult", "main", "run"]
 logger = logging.getLogger("skyprophet.recalibrate")
-RECALIBRATE = config.DEFAULTS["recalibrate"]
-WINDOW_FOLDER = "window"
-# The shift is searched in [-MAX_SHIFT, MAX_SHIFT] (logit units; 10 turns 0.2 into 0.9999).
-MAX_SHIFT = 10.0
-TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
-
-
-@dataclass
-class RecalibrateResult:
-    """What happened: the version registered (or "" when nothing was corrected), the shift and why."""
-
-    model_name: str
-    corrects_version: str
-    version: str
-    shift: float
-    window_flights: int
-    realized_rate: float
-    mean_before: float
-    mean_after: float
-    promoted: bool
-    reason: str
-
-
-def logit(p: np.ndarray) -> np.ndarray:
-    """log(p / (1 - p)) with p kept SHIFT_CLIP away from 0 and 1, as ModelSpec.calibrate does."""
-    p = np.clip(np.asarray(p, dtype=float), SHIFT_CLIP, 1 - SHIFT_CLIP)
-    return np.log(p / (1 - p))
-
-
-def shifted(p: np.ndarray, shift: float) -> np.ndarray:
-    """sigmoid(logit(p) + shift)."""
-    return 1.0 / (1.0 + np.exp(-(logit(p) + shift)))
-
-
-def solve_shift(p: np.ndarray, rate: float) -> float:
-    """The logit shift s with mean(sigmoid(logit(p) + s)) == rate (monotone in s, so one root)."""
-    if not 0.0 < rate < 1.0:
-        raise ValueError(f"realized delay rate {rate} leaves no shift to solve: it must be strictly between 0 and 1")
-    return float(brentq(lambda s: shifted(p, s).mean() - rate, -MAX_SHIFT, MAX_SHIFT, xtol=1e-10))
-
-
-def base_model(version: mlflow.entities.model_registry.ModelVersion) -> tuple[xgb.Booster, ModelSpec]:
-    """The version's booster and spec as logged (``artifacts/booster.ubj``, ``artifacts/spec.json``)."""
-    folder = Path(mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{version.name}/{version.version}"))
-    spec = ModelSpec.load(str(folder / "artifacts" / "spec.json"))
-    return xgb.Booster(model_file=str(folder / "artifacts" / "booster.ubj")), spec
-
-
-@contextlib.contextmanager
-def detached() -> Iterator[None]:
-    """No run inherited from ``mlflow run`` (MLFLOW_RUN_ID) while the next steps start their own runs."""
-    saved = {k: os.environ.pop(k) for k in ("MLFLOW_RUN_ID",) if k in os.environ}
-    try:
-        yield
-    finally:
-        os.environ.update(saved)
-
-
-def window_of(outcomes: pd.DataFrame, days: int, after: pd.Timestamp | None) -> np.ndarray:
-    """Flown flights of the last ``days`` days before the latest one, and after ``after`` (the booster's flights)."""
-    times = pd.to_datetime(outcomes["time"])
-    keep = times >= times.max().normalize() - pd.Timedelta(days=days - 1)
-    if after is not None:
-        keep &= times > after
-    return keep.to_numpy()
-
-
-def run(
-    data: str = RECALIBRATE["data"],
-    model_name: str = RECALIBRATE["model_name"],
-    days: int = RECALIBRATE["days"],
-    min_flights: int = RECALIBRATE["min_flights"],
-    tolerance: float = RECALIBRATE["tolerance"],
-    promote_mode: str = RECALIBRATE["promote"],
-    users: int = RECALIBRATE["users"],
-    spawn_rate: float = RECALIBRATE["spawn_rate"],
-    duration: str = RECALIBRATE["duration"],
-    p95_ms: float = RECALIBRATE["p95_ms"],
-    workers: int = RECALIBRATE["workers"],
-) -> RecalibrateResult:
-    """Solve the shift on the flown window, log, register and promote the corrected version."""
-    if days < 1:
-        raise ValueError(f"days must be at least 1, got {days}")
-    with tempfile.TemporaryDirectory(prefix="recalibrate-") as tmp:
-        raw = flights.read_flights(data, Path(tmp))
-        flights.clean_new_flights(raw, data)  # the schedule's columns, named when wrong
-        try:
-            outcomes = realized.flown_outcomes(raw)
-        except realized.NotFlownError as err:
-            raise flights.BadFlightsError(f"{data}: {err}") from err
-        client = mlflow.MlflowClient()
-        production = require_production(client, model_name)
-        base = realized.gate_reference(client, production)
-        through = production.tags.get(TRAINED_THROUGH_TAG)
-        after = pd.Timestamp(through) if through else None
-        in_window = window_of(outcomes, days, after)
-        booster, spec = base_model(base)
-        plain = dataclasses.replace(spec, intercept_shift=0.0)
-        rows = raw.iloc[outcomes.loc[in_window, "row"].to_numpy()].reset_index(drop=True)
-        p0 = FittedModel(booster, plain).scores(rows) if len(rows) else np.array([])
-        known = ~np.isnan(p0)
-        y = outcomes.loc[in_window, "y"].to_numpy()[known]
-        p0 = p0[known]
-        serving_shift = float(production.tags.get(realized.SHIFT_TAG, "0") or 0)
-        result = RecalibrateResult(
-            model_name, str(base.version), "", serving_shift, int(len(y)), 0.0, 0.0, 0.0, False, ""
-        )
-        if len(y) < min_flights:
-            result.reason = (
-                f"{len(y)} flown flights in the last {days} days after the booster's training flights "
-                f"(after {through}): fewer than min_flights {min_flights}; nothing corrected"
-            )
-            logger.info("recalibrate: %s", result.reason)
-            return result
-        result.realized_rate = float(y.mean())
-        result.mean_before = float(shifted(p0, serving_shift).mean()) if serving_shift else float(p0.mean())
-        if abs(result.mean_before - result.realized_rate) <= tolerance:
-            result.reason = (
-                f"version {production.version}'s mean {result.mean_before:.4f} is within tolerance {tolerance} "
-                f"of the realized rate {result.realized_rate:.4f}; nothing corrected"
-            )
-            logger.info("recalibrate: %s", result.reason)
-            return result
-        shift = solve_shift(p0, result.realized_rate)
-        result.shift, result.mean_after = shift, float(shifted(p0, shift).mean())
-        window_end = pd.to_datetime(outcomes.loc[in_window, "time"]).max()
-        corrected = dataclasses.replace(
-            spec,
-            intercept_shift=shift,
-            threshold=float(shifted(np.array([spec.threshold]), shift - spec.intercept_shift)[0]),
-        )
-        tags = {
-            TRAINED_THROUGH_TAG: through or "",
-            realized.CALIBRATED_THROUGH_TAG: f"{window_end:{TIME_FORMAT}}",
-            realized.SHIFT_TAG: f"{shift:.6f}",
-            realized.CORRECTS_TAG: str(base.version),
-        }
-        window = rows[known].assign(**{TARGET: y})
-        with detached(), tracking.step_run("recalibrate") as active:
-            tracking.log_params(
-                {
-                    "data": data,
-                    "model_name": model_name,
-                    "days": days,
-                    "min_flights": min_flights,
-                    "tolerance": tolerance,
-                    "promote": promote_mode,
-                }
-            )
-            mlflow.log_metrics(
-                {
-                    "window_flights": len(y),
-                    "window_delay_rate": result.realized_rate,
-                    "window_mean_predicted_before": result.mean_before,
-                    "window_mean_predicted_after": result.mean_after,
-                    "intercept_shift": shift,
-                }
-            )
-            # The booster's training flights stay the drift reference of the corrected version (monitor).
-            client.log_inputs(active.info.run_id, [reference.reference_input(client, base.run_id)])
-            folder = Path(tmp) / WINDOW_FOLDER
-            folder.mkdir()
-            for name in ("holdout", "train"):  # register's gate reads a processed folder
-                window.to_parquet(folder / f"{name}.parquet", index=False)
-            mlflow.log_artifacts(str(folder), WINDOW_FOLDER)
-            example = [c for c in (*REQUIRED_COLUMNS, *OPTIONAL_COLUMNS) if c in window.columns]
-            info = log_pyfunc(FittedModel(booster, corrected), window[example].head(5))
-            mlflow.set_tags({**tags, MODEL_URI_TAG: info.model_uri})
-            run_id = active.info.run_id
-        logger.info(
-            "recalibrate: v%s shift %.4f on %d flights: mean %.4f -> %.4f, realized %.4f",
-            base.version,
-            shift,
-            len(y),
-            result.mean_before,
-            result.mean_after,
-            result.realized_rate,
-        )
-        with detached():
-            registered = register.run(
-                model_uri=info.model_uri,
-                holdout_uri=f"runs:/{run_id}/{WINDOW_FOLDER}/holdout.parquet",
-                model_name=model_name,
-                promote_mode=promote_mode,
-            )
-            result.version = str(registered.version)
-            for key, value in tags.items():
-                client.set_model_version_tag(model_name, result.version, key, value)
-            if promote_mode != "never":
-                promoted = promote.promote(
-                    model_name,
-                    result.version,
-                    promote_mode,
-                    users=users,
-                    spawn_rate=spawn_rate,
-                    duration=duration,
-                    p95_ms=p95_ms,
-                    workers=workers,
-                )
-                result.promoted = promoted.promoted
-        result.reason = f"shift {shift:+.4f} from {len(y)} flown flights"
-        return result
 
 
 def main() -> None:
@@ -261,7 +36,7 @@ def main() -> None:
     except flights.BadFlightsError as err:
         logger.error("bad input: %s", err)
         sys.exit(flights.EXIT_BAD_INPUT)
-    except promote.AcceptanceFailed as err:
+    except AcceptanceFailed as err:
         logger.error("recalibrate: %s", err)
         sys.exit(1)
     if result.version:

@@ -1,12 +1,12 @@
 """replay: the file's last months operated one after the other through the real pipeline.
 
-For each of the last ``months`` calendar months: the pipeline (``steps.main``: etl with the month
+For each of the last ``months`` calendar months: the pipeline (``lifecycle.pipeline``: etl with the month
 before as the gate's holdout, train, register onto ``staging``, promote's acceptance checks on a
 served model, then ``production``) on every flight before the month; then the month's flights fly
-day by day: every ``correction_every`` days the delay-rate correction (``steps.recalibrate``) is
+day by day: every ``correction_every`` days the delay-rate correction (``lifecycle.recalibration``) is
 solved on the last ``correction_days`` flown days and, when the serving mean is more than
 ``tolerance`` off, goes through register and promote as a new version. At the month's end
-``steps.monitor`` gives the drift verdict, and realized quality is measured with the version that
+``monitoring.watch`` gives the drift verdict, and realized quality is measured with the version that
 was Production when each flight flew (``skyprophet.monitoring.realized``).
 
 The replay works on its own registered model (``model_name``, default ``flight-delay-replay``)
@@ -29,10 +29,14 @@ import pandas as pd
 
 from pyfunc.schema import SCHEDULED_TIME, parse_scheduled_time
 from skyprophet import config
+from skyprophet.lifecycle.acceptance_record import AcceptanceFailed
+from skyprophet.lifecycle.pipeline import run_pipeline
+from skyprophet.lifecycle.recalibration import detached, recalibrate
 from skyprophet.mlops import tracking
 from skyprophet.monitoring import realized
+from skyprophet.monitoring.watch import watch
 from skyprophet.storage import fetch, sha256_of
-from steps import etl, main, monitor, promote, recalibrate
+from steps import etl
 
 logger = logging.getLogger("skyprophet.replay")
 REPLAY = config.DEFAULTS["replay"]
@@ -62,14 +66,14 @@ def write_csv(frame: pd.DataFrame, path: Path) -> str:
 
 
 def retrain(prior: str, model_name: str, n_estimators: int, load: dict) -> dict[str, str]:
-    """``steps.main`` on the flights before the month (the month before them is the gate's holdout)."""
+    """The pipeline on the flights before the month (the month before them is the gate's holdout)."""
     # The replay wrote this file itself from the checked one: its own digest, so etl checks it.
     etl_params = {**config.DEFAULTS["etl"], "data_uri": prior, "sha256": sha256_of(prior), "holdout_months": 1}
     train_params = {k: v for k, v in config.DEFAULTS["train"].items() if k != "processed_uri"}
     train_params["n_estimators"] = n_estimators
     register_params = {"model_name": model_name, "promote": "auto"}
     promote_params = {**load, "workers": 1, "model_name": model_name}
-    return main.run(etl_params, train_params, register_params, promote_params)
+    return run_pipeline(etl_params, train_params, register_params, promote_params)
 
 
 def format_table(table: pd.DataFrame) -> str:
@@ -128,7 +132,7 @@ def run(
     saved_datasets = os.environ.get("SKYPROPHET_DATASETS_DIR")
     os.environ["SKYPROPHET_DATASETS_DIR"] = str(folder / "datasets")
     try:
-        with recalibrate.detached():
+        with detached():
             for month in all_months[-months:]:
                 start = month.to_timestamp()
                 logger.info("replay %s: pipeline on the flights before it", month)
@@ -140,7 +144,7 @@ def run(
                         continue
                     flown = (times >= day - pd.Timedelta(days=correction_days)) & (times < day)
                     try:
-                        result = recalibrate.run(
+                        result = recalibrate(
                             data=write_csv(flights[flown], work / "flown.csv"),
                             model_name=model_name,
                             days=correction_days,
@@ -150,7 +154,7 @@ def run(
                             workers=1,
                             **load,
                         )
-                    except promote.AcceptanceFailed as err:  # as in operation: Production stays, the month goes on
+                    except AcceptanceFailed as err:  # as in operation: Production stays, the month goes on
                         logger.warning("replay %s: correction refused: %s", day.date(), err)
                         refused += 1
                         continue
@@ -159,7 +163,7 @@ def run(
                         shifts.append(result.shift)
                 logger.info("replay %s: the month has flown (%d corrections); monitor", month, corrections)
                 month_csv = write_csv(flights[month_of == month], work / f"month-{month}.csv")
-                watched = monitor.run(
+                watched = watch(
                     data=month_csv,
                     model_name=model_name,
                     cv_folds=drift_cv_folds,

@@ -1,4 +1,7 @@
-"""Which version is Production (and Staging): one rule, one error message, for every step and tool.
+"""Every move of the registry's pointers (aliases, stages, promotion history) and which version is Production.
+
+``stage`` (register), ``move_production`` (promote), ``restore_production`` (rollback) and ``sync``
+are the only writers of the aliases and stages; every reader asks ``production_version``.
 
 One pointer: the alias ``production`` is what serves; every consumer reads
 ``models:/flight-delay@production``. The stage ``Production`` (deprecated in MLflow 3, kept for
@@ -12,8 +15,10 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import warnings
+from datetime import UTC, datetime
 from pathlib import Path
 
 import mlflow
@@ -23,11 +28,16 @@ from mlflow.exceptions import MlflowException
 from skyprophet import config
 from skyprophet.mlops.digest import DIGEST_TAG as DIGEST_TAG_NAME
 from skyprophet.mlops.digest import PASSED, VERDICT_TAG, ArtifactDigestError, verify
+from skyprophet.mlops.tracking import refusals_explained
 
 logger = logging.getLogger("skyprophet.registry")
 
 PRODUCTION_ALIAS, PRODUCTION_STAGE = "production", "Production"
 STAGING_ALIAS, STAGING_STAGE = "staging", "Staging"
+HISTORY_TAG = "promotion.history"  # on the registered model: the Production versions in order, comma-separated
+PREVIOUS_TAG = "promotion.previous_version"
+MANAGE = "MANAGE on registered model {name!r} (the promoter's grant)"
+CRASH_ENV = "SKYPROPHET_PROMOTE_CRASH_AFTER"  # tests: tags | alias | stage -> os._exit(1) right after that write
 
 
 class NoProductionVersionError(FileNotFoundError):
@@ -132,6 +142,104 @@ def verified_copy(model_uri: str, dst: Path) -> str:
     if (production is None or str(production.version) != str(number)) and DIGEST_TAG_NAME not in version.tags:
         return model_uri
     return str(download_verified(version, dst))
+
+
+def stage(client: mlflow.MlflowClient, name: str, version: ModelVersion) -> bool:
+    """Alias ``staging`` and stage ``Staging`` on ``version`` (the previous Staging one archived).
+
+    A version that already left Staging (a rerun of register on a promoted or archived version)
+    stays where it is; returns whether it was staged.
+    """
+    current = client.get_model_version(name, version.version).current_stage
+    if current not in ("None", STAGING_STAGE):
+        logger.info("register: version %s is in %s already; staging left as it is", version.version, current)
+        return False
+    transition_stage(client, name, version.version, STAGING_STAGE)
+    client.set_registered_model_alias(name, STAGING_ALIAS, version.version)
+    return True
+
+
+def crash_point(after: str) -> None:
+    """The test hook: ``SKYPROPHET_PROMOTE_CRASH_AFTER=<after>`` stops this process dead right here."""
+    if os.environ.get(CRASH_ENV) == after:
+        sys.stderr.write(f"promote: {CRASH_ENV}={after}: exiting without cleanup\n")
+        sys.stderr.flush()
+        os._exit(1)
+
+
+def history(client: mlflow.MlflowClient, name: str) -> list[str]:
+    """The Production versions in order (the registered model's ``promotion.history`` tag)."""
+    return [v for v in client.get_registered_model(name).tags.get(HISTORY_TAG, "").split(",") if v]
+
+
+def move_production(client: mlflow.MlflowClient, name: str, version: str, reason: str) -> str:
+    """Alias ``production``, then stage ``Production`` (the previous one archived), then the records; the previous.
+
+    The alias is what serves, so it moves first: a stop after it leaves the stage behind, which
+    ``registry.sync`` (run first by every promote and rollback) repairs. The ``promotion.*`` tags
+    and the model's ``promotion.history`` are written after both moves (under the promotion lock
+    when ``promote`` calls this). Whether the version may serve is checked before (its acceptance
+    verdict) and, under auth, by the tracking server.
+    """
+    previous = production_version(client, name)
+    previous_version = "" if previous is None else str(previous.version)
+    with refusals_explained(f"moving {PRODUCTION_ALIAS} of {name!r} to version {version}", MANAGE.format(name=name)):
+        client.set_registered_model_alias(name, PRODUCTION_ALIAS, version)
+        crash_point("alias")
+        transition_stage(client, name, version, PRODUCTION_STAGE)
+        crash_point("stage")
+        try:
+            staging = client.get_model_version_by_alias(name, STAGING_ALIAS)
+            if str(staging.version) == str(version):  # it left Staging
+                client.delete_registered_model_alias(name, STAGING_ALIAS)
+        except MlflowException:
+            pass
+        now = datetime.now(UTC).isoformat()
+        past = [v for v in history(client, name) if v != str(version)]
+        if previous_version == str(version):  # again on the alias (a rerun after a stop): what it replaced
+            previous_version = past[-1] if past else ""
+        client.set_model_version_tag(name, version, PREVIOUS_TAG, previous_version or "none")
+        client.set_model_version_tag(name, version, "promotion.promoted_at", now)
+        client.set_model_version_tag(name, version, "promotion.reason", reason)
+        if previous_version and previous_version != str(version):
+            client.set_model_version_tag(name, previous_version, "promotion.superseded_by", str(version))
+            client.set_model_version_tag(name, previous_version, "promotion.superseded_at", now)
+        if previous_version and (not past or past[-1] != previous_version):
+            past.append(previous_version)
+        client.set_registered_model_tag(name, HISTORY_TAG, ",".join([*past, str(version)]))
+    return previous_version
+
+
+def production_before(client: mlflow.MlflowClient, name: str, current: ModelVersion) -> list[str]:
+    """The Production versions before ``current``, in order (its ``promotion.history``, else its own link)."""
+    past = history(client, name)
+    if past and past[-1] == str(current.version):
+        return past[:-1]
+    link = current.tags.get(PREVIOUS_TAG, "none")  # no history on the model (older versions)
+    return [] if link == "none" else [link]
+
+
+def restore_production(client: mlflow.MlflowClient, name: str, current: ModelVersion, past: list[str]) -> str:
+    """Alias ``production`` back to ``past[-1]``, then the stage, then the ``promotion.*`` records; that version.
+
+    The same order as ``move_production`` (the alias serves, so it moves first). ``past`` becomes
+    the model's ``promotion.history``. Whether the target may serve is checked before.
+    """
+    target = past[-1]
+    with refusals_explained(
+        f"moving {PRODUCTION_ALIAS} of {name!r} back to version {target}", MANAGE.format(name=name)
+    ):
+        client.set_registered_model_alias(name, PRODUCTION_ALIAS, target)
+        crash_point("alias")
+        transition_stage(client, name, target, PRODUCTION_STAGE)
+        crash_point("stage")
+        now = datetime.now(UTC).isoformat()
+        client.set_model_version_tag(name, str(current.version), "promotion.rolled_back_at", now)
+        client.set_model_version_tag(name, str(current.version), "promotion.rolled_back_to", target)
+        client.set_model_version_tag(name, target, "promotion.restored_at", now)
+        client.set_model_version_tag(name, target, "promotion.restored_from", str(current.version))
+        client.set_registered_model_tag(name, HISTORY_TAG, ",".join(past))
+    return target
 
 
 def main(argv: list[str] | None = None) -> int:

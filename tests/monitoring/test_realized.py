@@ -13,11 +13,12 @@ import pandas as pd
 import pytest
 
 from pyfunc.model import ModelSpec
+from skyprophet.lifecycle import recalibration
 from skyprophet.mlops.tags import TRAINED_THROUGH_TAG
 from skyprophet.monitoring import realized
 from skyprophet.science.fit import fit_model
 from skyprophet.science.recipe import Recipe
-from steps import etl, recalibrate
+from steps import etl
 from tests.factory import make_flights
 
 
@@ -109,12 +110,12 @@ def test_older_spec_json_loads_with_no_shift(tmp_path):
 @pytest.mark.parametrize("rate", [0.35, 0.1])
 def test_the_correction_moves_the_mean_to_the_realized_rate(rate):
     p = np.random.default_rng(0).beta(2, 8, 5000)  # mean 0.2
-    shift = recalibrate.solve_shift(p, rate)
+    shift = recalibration.solve_shift(p, rate)
     assert (shift > 0) == (rate > p.mean()), f"rate {rate} vs mean {p.mean():.3f}: shift {shift}"
-    assert recalibrate.shifted(p, shift).mean() == pytest.approx(rate, abs=1e-3)
-    assert np.array_equal(np.argsort(recalibrate.shifted(p, shift)), np.argsort(p)), "ranking unchanged"
+    assert recalibration.shifted(p, shift).mean() == pytest.approx(rate, abs=1e-3)
+    assert np.array_equal(np.argsort(recalibration.shifted(p, shift)), np.argsort(p)), "ranking unchanged"
     with pytest.raises(ValueError, match="strictly between 0 and 1"):
-        recalibrate.solve_shift(p, 0.0)
+        recalibration.solve_shift(p, 0.0)
 
 
 def test_the_correction_on_generated_flights_follows_a_higher_delay_rate():
@@ -128,7 +129,7 @@ def test_the_correction_on_generated_flights_follows_a_higher_delay_rate():
     known = ~np.isnan(p)
     y, p = outcomes["y"].to_numpy()[known], p[known]
     assert y.mean() > p.mean() + 0.05, f"July is later than the model thinks: {y.mean():.3f} vs {p.mean():.3f}"
-    shift = recalibrate.solve_shift(p, y.mean())
+    shift = recalibration.solve_shift(p, y.mean())
     assert shift > 0
     corrected = dataclasses.replace(fitted.spec, intercept_shift=shift)
     after = dataclasses.replace(fitted, spec=corrected).scores(july)[known]
@@ -141,7 +142,7 @@ def test_the_correction_on_generated_flights_follows_a_higher_delay_rate():
 def test_window_keeps_the_last_days_after_the_boosters_flights():
     times = pd.Series(pd.date_range("2017-07-01", "2017-07-20", freq="6h"))
     outcomes = pd.DataFrame({"time": times})
-    kept = times[recalibrate.window_of(outcomes, 7, pd.Timestamp("2017-07-15 12:00"))]
+    kept = times[recalibration.window_of(outcomes, 7, pd.Timestamp("2017-07-15 12:00"))]
     assert kept.min() == pd.Timestamp("2017-07-15 18:00") and kept.max() == times.max()
-    kept = times[recalibrate.window_of(outcomes, 7, None)]
+    kept = times[recalibration.window_of(outcomes, 7, None)]
     assert kept.min() == pd.Timestamp("2017-07-14") and len(kept) == 7 * 4 - 3

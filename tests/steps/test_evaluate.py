@@ -8,9 +8,10 @@ import pytest
 
 from pyfunc.features import FEATURE_NAMES
 from skyprophet.config import MODEL_NAME
+from skyprophet.mlops import registry
 from skyprophet.science import splits
 from skyprophet.storage import sha256_of
-from steps import etl, evaluate, promote, register, train
+from steps import etl, evaluate, register, train
 from tests.factory import make_flights
 
 HYPER = {"n_estimators": 60}
@@ -38,7 +39,7 @@ def test_evaluate_logs_the_table_and_describes_production(tracking_store, flight
     trained = train.run(processed_uri=etl_result.processed_uri, **HYPER)
     registered = register.run(model_uri=trained.model_uri, holdout_uri=f"{etl_result.processed_uri}/holdout.parquet")
     assert registered.gate_passed
-    promote.move_production(mlflow.MlflowClient(), MODEL_NAME, registered.version, "test set-up")
+    registry.move_production(mlflow.MlflowClient(), MODEL_NAME, registered.version, "test set-up")
 
     result = evaluate.run(processed_uri=etl_result.processed_uri)
 

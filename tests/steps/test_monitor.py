@@ -25,7 +25,7 @@ from skyprophet.monitoring.flights import EXIT_BAD_INPUT
 from skyprophet.monitoring.reference import ReferenceDataError, load_reference, reference_input
 from skyprophet.ops.processes import BIN, MLFLOW_RUN_STATE, process_env
 from skyprophet.storage import sha256_of
-from steps import etl, monitor, promote, register, train
+from steps import etl, monitor, register, train
 from tests.factory import make_flights, write_flights
 
 MONITOR = config.DEFAULTS["monitor"]
@@ -63,7 +63,7 @@ def production(tmp_path_factory: pytest.TempPathFactory):
             model_uri=trained.model_uri, holdout_uri=f"{etl_result.processed_uri}/holdout.parquet"
         )
         assert registered.gate_passed, "the first version passes the gate"
-        promote.move_production(mlflow.MlflowClient(), MODEL_NAME, registered.version, "test set-up")
+        registry.move_production(mlflow.MlflowClient(), MODEL_NAME, registered.version, "test set-up")
         # The version serves the refit on every flight (train + holdout): that is monitor's reference.
         processed = root / "datasets" / "processed"
         flights = pd.concat([pd.read_parquet(processed / f"{name}.parquet") for name in ("train", "holdout")])

@@ -18,7 +18,8 @@ import pytest
 
 from skyprophet import config
 from skyprophet.config import MODEL_NAME
-from skyprophet.mlops import digest, registry
+from skyprophet.lifecycle import acceptance_record
+from skyprophet.mlops import digest, promotion_lock, registry
 from skyprophet.ops import acceptance
 from skyprophet.ops.processes import (
     ServedModel,
@@ -68,7 +69,7 @@ def fitted_on(processed: str) -> fit.FittedModel:
 def stage_by_hand(client: mlflow.MlflowClient, model_uri: str, gate_of: str) -> str:
     """Register ``model_uri`` and stage it with the gate figures of version ``gate_of`` (as if the gate passed it)."""
     version = mlflow.register_model(model_uri, NAME)
-    assert register.stage(client, NAME, version)
+    assert registry.stage(client, NAME, version)
     for key, value in client.get_model_version(NAME, gate_of).tags.items():
         if key.startswith("gate."):
             client.set_model_version_tag(NAME, version.version, key, value)
@@ -110,7 +111,7 @@ def test_register_stages_and_a_good_version_moves_then_rollback_restores(staged,
     two = client.get_model_version(NAME, "2")
     assert two.current_stage == "Production" and two.tags["promotion.previous_version"] == "1"
     assert client.get_model_version(NAME, "1").tags["promotion.superseded_by"] == "2"
-    assert client.get_registered_model(NAME).tags[promote.HISTORY_TAG] == "1,2"
+    assert client.get_registered_model(NAME).tags[registry.HISTORY_TAG] == "1,2"
 
     # What a person sees on the version page: headline figures, Production's beside them, acceptance, threshold.
     page = rendered_version_page(tmp_path, "2")
@@ -139,12 +140,12 @@ def test_register_stages_and_a_good_version_moves_then_rollback_restores(staged,
     assert client.get_model_version(NAME, "2").current_stage == "Archived"
     assert client.get_model_version(NAME, "2").tags["promotion.rolled_back_to"] == "1"
     assert client.get_model_version(NAME, "1").tags["promotion.restored_from"] == "2"
-    assert client.get_registered_model(NAME).tags[promote.HISTORY_TAG] == "1"
+    assert client.get_registered_model(NAME).tags[registry.HISTORY_TAG] == "1"
 
 
 def test_a_version_whose_code_refuses_valid_flights_stays_in_staging(staged, tmp_path):
     client = mlflow.MlflowClient()
-    promote.move_production(client, NAME, "1", "test set-up")
+    registry.move_production(client, NAME, "1", "test set-up")
     code = broken_code(
         tmp_path,
         "clean, unknown = validate_request(model_input, self.vocabulary, choice)",
@@ -168,7 +169,7 @@ def test_a_version_whose_code_refuses_valid_flights_stays_in_staging(staged, tmp
 
 def test_a_version_that_scores_bad_requests_fails_the_contract(staged, tmp_path):
     client = mlflow.MlflowClient()
-    promote.move_production(client, NAME, "1", "test set-up")
+    registry.move_production(client, NAME, "1", "test set-up")
     # Unknown categories scored silently (a 200 with a made-up answer) instead of a 400 naming the field.
     code = broken_code(
         tmp_path,
@@ -274,17 +275,19 @@ PUBLISH = """
 import sys
 from pathlib import Path
 import mlflow
-from steps import promote
+from skyprophet.lifecycle import acceptance_record
+from skyprophet.mlops import promotion_lock
 from skyprophet.ops import acceptance
 from skyprophet.mlops import digest
 from skyprophet.mlops import registry
 name, number, folder = sys.argv[1:4]
 client = mlflow.MlflowClient()
 results = [acceptance.CheckResult(check, True, "passed in the test's set-up") for check in acceptance.CHECKS]
-with promote.promotion_lock(client, name, f"publish version {number}"):
+with promotion_lock.promotion_lock(client, name, f"publish version {number}"):
     registry.sync(client, name)
     local = registry.download_version(name, number, Path(folder))
-    promote.publish(client, client.get_model_version(name, number), results, "auto", digest.artifact_digest(local))
+    version = client.get_model_version(name, number)
+    acceptance_record.publish(client, version, results, "auto", digest.artifact_digest(local))
 """
 
 
@@ -296,22 +299,22 @@ def publish(version: str, folder: Path, crash_after: str = "") -> None:
     if not crash_after:
         client = mlflow.MlflowClient()
         results = [acceptance.CheckResult(check, True, "passed in the test's set-up") for check in acceptance.CHECKS]
-        with promote.promotion_lock(client, NAME, f"publish version {version}"):
+        with promotion_lock.promotion_lock(client, NAME, f"publish version {version}"):
             registry.sync(client, NAME)
             local = registry.download_version(NAME, version, folder)
-            promote.publish(
+            acceptance_record.publish(
                 client, client.get_model_version(NAME, version), results, "auto", digest.artifact_digest(local)
             )
         return
     crashed = subprocess.run(
         [sys.executable, "-c", PUBLISH, NAME, version, str(folder)],
         cwd=config.PROJECT_ROOT,
-        env=process_env({promote.CRASH_ENV: crash_after}),
+        env=process_env({registry.CRASH_ENV: crash_after}),
         capture_output=True,
         text=True,
         timeout=300,
     )
-    assert crashed.returncode == 1 and f"{promote.CRASH_ENV}={crash_after}" in crashed.stderr, crashed.stderr[-3000:]
+    assert crashed.returncode == 1 and f"{registry.CRASH_ENV}={crash_after}" in crashed.stderr, crashed.stderr[-3000:]
 
 
 def pointers(client: mlflow.MlflowClient) -> tuple[str, list[str]]:
@@ -323,7 +326,7 @@ def pointers(client: mlflow.MlflowClient) -> tuple[str, list[str]]:
 
 
 def lock_is_free(client: mlflow.MlflowClient) -> bool:
-    return not client.search_registered_models(f"name = '{NAME}{promote.LOCK_SUFFIX}'")
+    return not client.search_registered_models(f"name = '{NAME}{promotion_lock.LOCK_SUFFIX}'")
 
 
 def rollback_cli() -> subprocess.CompletedProcess:
@@ -339,7 +342,7 @@ def rollback_cli() -> subprocess.CompletedProcess:
 
 def test_a_held_promotion_lock_refuses_a_second_promotion_and_a_dead_holders_lock_is_taken_over(tracking_store):
     client = mlflow.MlflowClient()
-    with promote.promotion_lock(client, NAME, "promote version 7"):
+    with promotion_lock.promotion_lock(client, NAME, "promote version 7"):
         refused = rollback_cli()
         assert refused.returncode == 3, refused.stderr[-2000:]
         assert f"holds the lock '{NAME}.promotion-lock'" in refused.stderr
@@ -348,8 +351,8 @@ def test_a_held_promotion_lock_refuses_a_second_promotion_and_a_dead_holders_loc
     assert lock_is_free(client), "released at the end"
 
     gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    dead = {**promote.lock_holder(), "pid": gone.stdout.strip(), "action": "promote version 3"}
-    client.create_registered_model(f"{NAME}{promote.LOCK_SUFFIX}", tags=dead)
+    dead = {**promotion_lock.lock_holder(), "pid": gone.stdout.strip(), "action": "promote version 3"}
+    client.create_registered_model(f"{NAME}{promotion_lock.LOCK_SUFFIX}", tags=dead)
     taken_over = rollback_cli()
     assert taken_over.returncode == 2, taken_over.stderr[-2000:]
     assert "taking over the stale promotion lock" in taken_over.stderr
@@ -384,15 +387,15 @@ def test_a_crash_between_any_two_writes_leaves_an_accepted_version_serving_and_t
 
         publish(after, tmp_path / f"again-{crash_after}")  # the next promote: takes the lock over, repairs, moves
         assert pointers(client) == (after, [after]), f"after the crash at {crash_after} and a rerun"
-        assert client.get_model_version(NAME, after).tags[promote.PREVIOUS_TAG] == before
-        assert client.get_registered_model(NAME).tags[promote.HISTORY_TAG].endswith(f"{before},{after}")
+        assert client.get_model_version(NAME, after).tags[registry.PREVIOUS_TAG] == before
+        assert client.get_registered_model(NAME).tags[registry.HISTORY_TAG].endswith(f"{before},{after}")
         assert lock_is_free(client)
 
     # A rollback stopped after its alias move: production is back on 1, the stage follows at the next sync.
     crashed = subprocess.run(
         [sys.executable, "-m", "steps.promote", "--rollback"],
         cwd=config.PROJECT_ROOT,
-        env=process_env({promote.CRASH_ENV: "alias"}),
+        env=process_env({registry.CRASH_ENV: "alias"}),
         capture_output=True,
         text=True,
         timeout=300,
@@ -460,7 +463,7 @@ def test_two_concurrent_promotes_of_a_version_that_records_its_environment_end_c
     alias, in_stage = pointers(client)
     assert in_stage == [alias], "stage and alias agree"
     assert client.get_model_version(NAME, alias).tags["acceptance.verdict"] == "passed"
-    assert client.get_registered_model(NAME).tags[promote.HISTORY_TAG].endswith(alias)
+    assert client.get_registered_model(NAME).tags[registry.HISTORY_TAG].endswith(alias)
     assert lock_is_free(client)
 
     lines = seen.read_text().splitlines()

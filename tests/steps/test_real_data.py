@@ -5,7 +5,8 @@ import pytest
 
 from pyfunc.features import FEATURE_NAMES
 from skyprophet.config import MODEL_NAME
-from steps import etl, evaluate, promote, register, train
+from skyprophet.mlops import registry
+from steps import etl, evaluate, register, train
 
 pytestmark = [pytest.mark.real_data, pytest.mark.slow]
 
@@ -18,7 +19,7 @@ def test_real_pipeline_beats_both_reference_models_month_ahead(tracking_store, r
         model_uri=train_result.model_uri, holdout_uri=f"{etl_result.processed_uri}/holdout.parquet"
     )
     assert registered.gate_passed and registered.version in ("1", 1) and registered.refit_run_id
-    promote.move_production(mlflow.MlflowClient(), MODEL_NAME, registered.version, "test set-up")
+    registry.move_production(mlflow.MlflowClient(), MODEL_NAME, registered.version, "test set-up")
     assert train_result.metrics["ece"] < 0.05, "Nov-Dec, calibrated on earlier months only"
     assert not {"day_of_month", "day_of_year"} & set(FEATURE_NAMES), "no feature memorises a date"
 

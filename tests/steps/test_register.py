@@ -11,10 +11,12 @@ from pyfunc.model import BOOSTER_ARTIFACT, SPEC_ARTIFACT
 from pyfunc.schema import model_signature
 from skyprophet import config
 from skyprophet.config import MODEL_NAME
+from skyprophet.lifecycle import candidates, registration
 from skyprophet.mlops import registry
+from skyprophet.mlops.tags import CANDIDATE_URI_TAG
 from skyprophet.science import fit, recipe
 from skyprophet.storage import sha256_of
-from steps import etl, promote, register, train
+from steps import etl, register, train
 from tests.factory import make_flights
 
 
@@ -52,7 +54,7 @@ def test_gate_runs_each_model_on_its_own_code(tracking_store, flights_csv, tmp_p
     client = mlflow.MlflowClient()
     assert client.get_model_version(MODEL_NAME, first.version).current_stage == "Staging", "staged, not promoted"
     assert registry.production_version(client, MODEL_NAME) is None, "register never moves production"
-    promote.move_production(client, MODEL_NAME, first.version, "test set-up")
+    registry.move_production(client, MODEL_NAME, first.version, "test set-up")
 
     candidate_uri = log_with_code(fitted, config.PROJECT_ROOT / "pyfunc", tmp_path)
     second = register.run(model_uri=candidate_uri, holdout_uri=holdout_uri)
@@ -87,7 +89,7 @@ def test_the_gate_judges_on_the_latest_months_and_the_promoted_version_is_refitt
     # Production: trained on the old pattern (the file's first two months), registered by force.
     old = train.run(processed_uri=processed, **hyper)
     first = register.run(model_uri=old.model_uri, holdout_uri=f"{processed}/holdout.parquet", promote_mode="force")
-    promote.move_production(mlflow.MlflowClient(), MODEL_NAME, first.version, "test set-up")
+    registry.move_production(mlflow.MlflowClient(), MODEL_NAME, first.version, "test set-up")
     # The candidate: the same recipe trained on flights of the new pattern (another file's March).
     new_raw = pattern_flights("2016-03-01", 31, 3, reverse=True)
     new_raw.to_csv(tmp_path / "new.csv", index=False)
@@ -122,7 +124,7 @@ def test_a_failing_refit_leaves_no_version_behind(tracking_store, flights_csv, m
     def broken(*args, **kwargs):
         raise RuntimeError("the machine went away mid-refit")
 
-    monkeypatch.setattr(register, "log_fitted", broken)
+    monkeypatch.setattr(candidates, "log_fitted", broken)
     with pytest.raises(RuntimeError, match="mid-refit"):
         register.run(model_uri=trained.model_uri, holdout_uri=f"{processed}/holdout.parquet")
     assert mlflow.MlflowClient().search_model_versions(f"name = '{MODEL_NAME}'") == []
@@ -140,7 +142,7 @@ def test_a_version_is_created_with_its_gate_tags_so_a_failure_after_leaves_none_
         raise mlflow.exceptions.MlflowException("Permission denied", error_code="PERMISSION_DENIED")
 
     with monkeypatch.context() as patch:
-        patch.setattr(register, "stage", refused)  # a 403 on the staging alias, after the version exists
+        patch.setattr(registration, "stage", refused)  # a 403 on the staging alias, after the version exists
         patch.setattr(mlflow.MlflowClient, "delete_model_version", refused)  # and no MANAGE to clean up
         with pytest.raises(mlflow.exceptions.MlflowException, match="Permission denied"):
             register.run(model_uri=trained.model_uri, holdout_uri=holdout)
@@ -148,7 +150,7 @@ def test_a_version_is_created_with_its_gate_tags_so_a_failure_after_leaves_none_
     (left,) = client.search_model_versions(f"name = '{MODEL_NAME}'")
     for tag in ("gate.decision", "gate.candidate_roc_auc", "gate.holdout_uri", "model.threshold"):
         assert tag in left.tags, f"{tag} missing on the version left behind"
-    assert left.tags[register.CANDIDATE_URI_TAG] == trained.model_uri
+    assert left.tags[CANDIDATE_URI_TAG] == trained.model_uri
     again = register.run(model_uri=trained.model_uri, holdout_uri=holdout)
     assert again.version == left.version, "the rerun reuses it"
     assert client.get_model_version(MODEL_NAME, left.version).aliases == ["staging"]
