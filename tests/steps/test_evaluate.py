@@ -1,35 +1,18 @@
-"""evaluate: three models, backtest + forward + day splits, one run; the table reaches the version it describes."""
+"""evaluate: three models, backtest + forward + day splits, one run; the table reaches the version it describes.
+
+The forward split itself: tests/science/test_splits.py."""
 
 from __future__ import annotations
 
 import mlflow
-import pandas as pd
 import pytest
 
 from pyfunc.features import FEATURE_NAMES
 from skyprophet.config import MODEL_NAME
-from skyprophet.science import splits
 from skyprophet.storage import sha256_of
 from steps import etl, evaluate, promote, register, train
-from tests.factory import make_flights
 
 HYPER = {"n_estimators": 60}
-
-
-def test_forward_split_is_nov_dec_on_a_calendar_year():
-    flights = make_flights(days=365, flights_per_day=2)
-    test = splits.forward_split(flights)
-    months = pd.to_datetime(flights["Fecha-I"])[test].dt.month
-    assert set(months) == {11, 12}, f"forward test months {sorted(set(months))}"
-    assert not pd.to_datetime(flights["Fecha-I"])[~test].dt.month.isin([11, 12]).any()
-
-
-def test_forward_split_falls_back_to_the_last_days_of_a_shorter_file():
-    flights = make_flights(days=60, flights_per_day=3)
-    test = splits.forward_split(flights)
-    times = pd.to_datetime(flights["Fecha-I"])
-    assert 0.1 < test.mean() < 0.25, f"last sixth of the days expected, got {test.mean():.2f} of flights"
-    assert times[test].min() > times[~test].max(), "every test flight is after every training flight"
 
 
 @pytest.mark.slow
