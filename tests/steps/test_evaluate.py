@@ -9,6 +9,7 @@ import pytest
 
 from pyfunc.features import FEATURE_NAMES
 from skyprophet.config import MODEL_NAME
+from skyprophet.science import backtest
 from skyprophet.storage import sha256_of
 from steps import etl, evaluate, promote, register, train
 
@@ -26,15 +27,15 @@ def test_evaluate_logs_the_table_and_describes_production(tracking_store, flight
     result = evaluate.run(processed_uri=etl_result.processed_uri)
 
     table = result.table
-    expected = [("backtest", m) for m in ("2017-02", "2017-03", evaluate.POOLED)] + [("forward", None), ("day", None)]
+    expected = [("backtest", m) for m in ("2017-02", "2017-03", backtest.POOLED)] + [("forward", None), ("day", None)]
     for split, period in expected:
         rows = table[(table["split"] == split) & ((table["period"] == period) if period else True)]
-        assert sorted(rows["model"]) == sorted(evaluate.MODELS), f"one row per model for {split} {period}"
-    assert len(table) == len(expected) * len(evaluate.MODELS)
-    for column in evaluate.TABLE_COLUMNS:
+        assert sorted(rows["model"]) == sorted(backtest.MODELS), f"one row per model for {split} {period}"
+    assert len(table) == len(expected) * len(backtest.MODELS)
+    for column in backtest.TABLE_COLUMNS:
         assert table[column].notna().all(), f"{column} computed for every model"
-    months = table[(table["split"] == "backtest") & (table["period"] != evaluate.POOLED)]
-    pooled = table[(table["period"] == evaluate.POOLED) & (table["model"] == "model")].iloc[0]
+    months = table[(table["split"] == "backtest") & (table["period"] != backtest.POOLED)]
+    pooled = table[(table["period"] == backtest.POOLED) & (table["model"] == "model")].iloc[0]
     assert pooled["rows"] == months[months["model"] == "model"]["rows"].sum(), "pooled = the months together"
     day_model = table[(table["split"] == "day") & (table["model"] == "model")].iloc[0]
     run = mlflow.MlflowClient().get_run(result.run_id)
@@ -81,4 +82,4 @@ def test_evaluate_leaves_a_version_trained_on_other_data_alone(tracking_store, t
     assert result.version is None, "the table describes other data than the version was trained on"
     version = mlflow.MlflowClient().get_model_version(registered.model_name, registered.version)
     assert "Evaluation (run" not in version.description and "eval.run_id" not in version.tags
-    assert len(result.table) == 4 * len(evaluate.MODELS), "February (of a Jan-Feb file), pooled, forward, day"
+    assert len(result.table) == 4 * len(backtest.MODELS), "February (of a Jan-Feb file), pooled, forward, day"

@@ -19,7 +19,7 @@ from skyprophet import config
 from skyprophet.science import fit, raw_flights, recipe
 from skyprophet.science.fit import centred_isotonic
 from skyprophet.science.metrics import expected_calibration_error
-from steps import evaluate, main, train
+from steps import main, train
 from tests.factory import make_flights
 
 HYPER = recipe.Recipe(n_estimators=60)
@@ -90,18 +90,6 @@ def test_a_version_trained_before_objective_and_country_existed_is_refitted_as_i
         mlflow.log_params(before)
     hyper = recipe.recipe_of(mlflow.MlflowClient().get_run(run.info.run_id))
     assert (hyper.objective, hyper.country) == ("delayed", "none"), "then: logistic loss, no holidays"
-
-
-def test_search_never_fits_a_recipe_twice_for_a_parameter_its_objective_ignores(tracking_store):
-    flights = make_flights(days=60, seed=2)
-    flights[TARGET] = raw_flights.delay_target(flights)
-    hyper = recipe.Recipe(n_estimators=20, cv_folds=2)
-    results = evaluate.search(flights, hyper, trials=12, seed=0)
-    recipes = results.drop(columns="month_ahead_roc_auc").astype(str)
-    assert not recipes.duplicated().any()
-    minutes = results[results["objective"] == "minutes_late"]
-    assert len(minutes) and minutes["scale_pos_weight"].isna().all(), "shown as unused, not as a value"
-    assert results.loc[results["objective"] == "delayed", "scale_pos_weight"].notna().all()
 
 
 def test_main_refuses_an_unknown_recipe_before_etl_runs(tracking_store):
