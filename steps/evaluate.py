@@ -21,103 +21,36 @@ split's training part only; thresholds and calibration come from training data t
 a category the training part never saw are scored as unseen and reported on their own line.
 ``--search-trials N`` also runs a small hyper-parameter search scored month ahead on the last
 training months (it changes nothing: copy the winner into the train defaults).
+The comparison, its table and figures are ``skyprophet.science.backtest``; the search
+``skyprophet.science.search``.
 """
 
 from __future__ import annotations
 
 import logging
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-import matplotlib.pyplot as plt
 import mlflow
-import numpy as np
 import pandas as pd
 from mlflow.entities import Run
 from mlflow.entities.model_registry import ModelVersion
-from sklearn.metrics import roc_auc_score
 
-from pyfunc.schema import SCHEDULED_TIME, TARGET, clean_flights, parse_scheduled_time, scorable
+from pyfunc.schema import TARGET
 from skyprophet import config
 from skyprophet.mlops import tracking
 from skyprophet.mlops.registry import production_version
-from skyprophet.science import baselines, metrics
-from skyprophet.science.fit import CONTRIBUTION_PREFIX, fit_model, fitting_label, out_of_fold_scores, training_features
-from skyprophet.science.recipe import OBJECTIVES, Recipe, recipe_of
-from skyprophet.science.splits import (
-    forward_split,
-    load_processed,
-    month_ahead,
-    month_ahead_folds,
-    months_of,
-    period_of,
-    split_by_day,
-)
+from skyprophet.science import backtest
+from skyprophet.science.fit import CONTRIBUTION_PREFIX
+from skyprophet.science.recipe import Recipe, recipe_of
+from skyprophet.science.search import SEARCH_MONTHS, search
+from skyprophet.science.splits import forward_split, load_processed, period_of, split_by_day
 
 logger = logging.getLogger("skyprophet.evaluate")
-MODELS = ("model", "seed", "challenge")
-# How many of the file's last months the backtest scores, each trained on every month before it.
-BACKTEST_MONTHS = 6
-POOLED = "pooled"
-TABLE_COLUMNS = (
-    "base_rate",
-    "mean_predicted",
-    "roc_auc",
-    "pr_auc",
-    "precision_delayed",
-    "recall_delayed",
-    "f1_delayed",
-    "precision_on_time",
-    "recall_on_time",
-    "f1_on_time",
-    "brier",
-    "log_loss",
-    "ece",
-    "threshold",
-)
 # The day split's share of days and seed (etl's defaults for split=day).
 DAY_FRACTION, DAY_SEED = config.DEFAULTS["etl"]["holdout_fraction"], config.DEFAULTS["etl"]["split_seed"]
-# Hyper-parameter candidates of the optional search (sampled without replacement).
-SEARCH_SPACE = {
-    "objective": list(OBJECTIVES),
-    "n_estimators": [200, 400, 600],
-    "learning_rate": [0.02, 0.03, 0.05],
-    "max_depth": [4, 6, 8, 9],
-    "min_child_weight": [5.0, 20.0, 50.0, 100.0],
-    "subsample": [0.7, 0.8, 1.0],
-    "colsample_bytree": [0.3, 0.4, 0.6, 0.8],
-    "scale_pos_weight": [1.0, 3.0],
-}
-SEARCH_MONTHS = 3
 VERSION_TAG_PREFIX = "eval"
 EVALUATION_MARKER = "\n\nEvaluation (run "
-
-
-@dataclass
-class Scored:
-    """One split's test flights: targets and each model's probabilities and thresholds.
-
-    ``known`` flights are those whose categories the training part saw (every model is measured on
-    them); the project's model also scores the others, as unseen, reported apart.
-    """
-
-    target: np.ndarray
-    scores: dict[str, np.ndarray]
-    thresholds: dict[str, np.ndarray]
-    unknown_target: np.ndarray = field(default_factory=lambda: np.array([], dtype=np.int64))
-    unknown_model: np.ndarray = field(default_factory=lambda: np.array([]))
-    contributions: dict[str, float] = field(default_factory=dict)
-
-    @classmethod
-    def pool(cls, parts: list[Scored]) -> Scored:
-        """The months side by side, each model with each month's own threshold."""
-        return cls(
-            np.concatenate([p.target for p in parts]),
-            {m: np.concatenate([p.scores[m] for p in parts]) for m in MODELS},
-            {m: np.concatenate([np.broadcast_to(p.thresholds[m], len(p.target)) for p in parts]) for m in MODELS},
-            np.concatenate([p.unknown_target for p in parts]),
-            np.concatenate([p.unknown_model for p in parts]),
-        )
 
 
 @dataclass
@@ -128,152 +61,6 @@ class EvaluateResult:
     table: pd.DataFrame
     text: str
     version: str | None
-
-
-Splits = dict[str, tuple[pd.DataFrame, pd.DataFrame]]
-
-
-def backtest_splits(flights: pd.DataFrame, months: int = BACKTEST_MONTHS) -> Splits:
-    """Month ahead: for each of the last ``months`` months (never the first), all earlier months -> that month."""
-    month = months_of(flights)
-    splits = {}
-    for m in month_ahead(month, months):
-        test = flights[month == m].reset_index(drop=True)
-        if test[TARGET].nunique() < 2:
-            logger.warning("backtest: %s has %d flights of one class only; left out", m, len(test))
-            continue
-        splits[str(m)] = (flights[month < m].reset_index(drop=True), test)
-    return splits
-
-
-def score_split(train: pd.DataFrame, test: pd.DataFrame, recipe: Recipe) -> Scored:
-    """Fit the three models on ``train`` and score ``test``.
-
-    Flights with a category the project's model never saw are left out for all three, so every
-    model is measured on the same flights; the project's model scores them apart, as unseen.
-    Baseline thresholds are F1-optimal on their own training predictions.
-    """
-    fitted, _ = fit_model(train, recipe)
-    clean = clean_flights(test)
-    probability = fitted.predict_clean(clean)
-    unknown = ~scorable(clean, fitted.spec.features.vocabulary)
-    contributions = fitted.mean_contributions(clean[~unknown].reset_index(drop=True))
-    target = test[TARGET].to_numpy()
-    known_test = test[~unknown].reset_index(drop=True)
-    scores = {"model": probability[~unknown]}
-    thresholds = {"model": np.asarray(fitted.spec.threshold)}
-    train_target = train[TARGET].to_numpy()
-    for name, baseline in (("seed", baselines.seed_baseline), ("challenge", baselines.challenge_baseline)):
-        both = baseline(train, pd.concat([train, known_test], ignore_index=True))
-        thresholds[name] = np.asarray(metrics.best_f1_threshold(train_target, both[: len(train)]))
-        scores[name] = both[len(train) :]
-    return Scored(target[~unknown], scores, thresholds, target[unknown], probability[unknown], contributions)
-
-
-def table_rows(split: str, period: str, scored: Scored) -> list[dict]:
-    """One row per model: the protocol's metrics, base rate beside mean predicted probability."""
-    rows = []
-    for model, probability in scored.scores.items():
-        row = metrics.classification_metrics(scored.target, probability, scored.thresholds[model])
-        rows.append(
-            {
-                "split": split,
-                "period": period,
-                "model": model,
-                "rows": len(scored.target),
-                "base_rate": float(scored.target.mean()),
-                "mean_predicted": float(probability.mean()),
-                **row,
-            }
-        )
-    return rows
-
-
-def metric_prefix(row: pd.Series) -> str:
-    """``backtest.<month|pooled>.<model>`` or ``<split>.<model>``: a row's MLflow metric names."""
-    split = f"backtest.{row['period']}" if row["split"] == "backtest" else row["split"]
-    return f"{split}.{row['model']}"
-
-
-def format_table(table: pd.DataFrame) -> str:
-    """Markdown table of the evaluation, one row per split, period and model."""
-    header = ["split", "period", "model", "rows", *TABLE_COLUMNS]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for _, row in table.iterrows():
-        cells = [row["split"], row["period"], row["model"], str(int(row["rows"]))]
-        lines.append("| " + " | ".join(cells + [f"{row[c]:.4f}" for c in TABLE_COLUMNS]) + " |")
-    return "\n".join(lines)
-
-
-def headline(table: pd.DataFrame, unknown: dict[str, float]) -> dict[str, float]:
-    """The figures that matter: backtest mean and pooled, forward, unseen-category flights, day (secondary)."""
-    months = table[(table["split"] == "backtest") & (table["period"] != POOLED) & (table["model"] == "model")]
-    figures = {"backtest.mean.model.roc_auc": float(months["roc_auc"].mean())}
-    headline_rows = {
-        "backtest.pooled": (table["split"] == "backtest") & (table["period"] == POOLED),
-        "forward": table["split"] == "forward",
-        "day": table["split"] == "day",
-    }
-    for name, rows in headline_rows.items():
-        for model in MODELS:
-            row = table[rows & (table["model"] == model)].iloc[0]
-            for column in ("roc_auc", "pr_auc", "ece"):
-                figures[f"{name}.{model}.{column}"] = float(row[column])
-    figures.update({f"backtest.unknown_categories.model.{k}": v for k, v in unknown.items()})
-    return figures
-
-
-def unknown_figures(pooled: Scored) -> dict[str, float]:
-    """Rows, delay rate and (when both classes occur) ROC AUC of the flights scored with unseen categories."""
-    figures = {"rows": float(len(pooled.unknown_target))}
-    if len(pooled.unknown_target):
-        figures["base_rate"] = float(pooled.unknown_target.mean())
-        figures["mean_predicted"] = float(pooled.unknown_model.mean())
-    if len(np.unique(pooled.unknown_target)) == 2:
-        figures["roc_auc"] = float(roc_auc_score(pooled.unknown_target, pooled.unknown_model))
-    return figures
-
-
-def by_month_figure(table: pd.DataFrame) -> plt.Figure:
-    """ROC AUC by backtest month per model, and base rate beside mean predicted probability."""
-    months = table[(table["split"] == "backtest") & (table["period"] != POOLED)]
-    fig, (auc, calibration) = plt.subplots(1, 2, figsize=(11, 4.5))
-    for model in MODELS:
-        rows = months[months["model"] == model]
-        auc.plot(rows["period"], rows["roc_auc"], "o-", label=model)
-        calibration.plot(rows["period"], rows["mean_predicted"], "o--", label=f"{model}: mean predicted")
-    base = months[months["model"] == "model"]
-    calibration.plot(base["period"], base["base_rate"], "ks-", lw=2, label="observed delay rate")
-    auc.set(title="backtest: ROC AUC by month (trained on every earlier month)", ylabel="ROC AUC")
-    calibration.set(title="backtest: calibration by month", ylabel="share delayed")
-    for ax in (auc, calibration):
-        ax.legend(fontsize=8)
-        ax.tick_params(axis="x", rotation=45)
-    fig.tight_layout()
-    return fig
-
-
-def search(flights: pd.DataFrame, recipe: Recipe, trials: int, seed: int) -> pd.DataFrame:
-    """Month-ahead ROC AUC (the last SEARCH_MONTHS months, each from all before) of sampled recipes."""
-    features, target, _, _ = training_features(flights, recipe)
-    folds = month_ahead_folds(parse_scheduled_time(flights[SCHEDULED_TIME]), SEARCH_MONTHS)
-    scored = np.concatenate([rows for _, rows in folds])
-    rng = np.random.default_rng(seed)
-    candidates = [recipe.effective()]
-    seen = {candidates[0]}
-    while len(candidates) < trials + 1 and len(seen) < 10_000:
-        candidate = recipe.replace(**{k: v[rng.integers(len(v))] for k, v in SEARCH_SPACE.items()}).effective()
-        if candidate not in seen:
-            seen.add(candidate)
-            candidates.append(candidate)
-    rows = []
-    for i, candidate in enumerate(candidates):
-        label = fitting_label(flights, candidate.objective)
-        scores = out_of_fold_scores(features, label, folds, candidate)
-        auc = float(roc_auc_score(target[scored], scores[scored]))
-        logger.info("search %d/%d: month-ahead ROC AUC %.4f %s", i, len(candidates) - 1, auc, candidate)
-        rows.append({**{k: getattr(candidate, k) for k in SEARCH_SPACE}, "month_ahead_roc_auc": auc})
-    return pd.DataFrame(rows).sort_values("month_ahead_roc_auc", ascending=False).reset_index(drop=True)
 
 
 def processed_digests(frames: dict[str, pd.DataFrame]) -> set[str]:
@@ -333,16 +120,16 @@ def run(
         )
         tracking.log_params({f"hyper.{k}": v for k, v in recipe.params().items()})
         rows, months = [], []
-        for month, (train_part, test_part) in backtest_splits(flights).items():
+        for month, (train_part, test_part) in backtest.backtest_splits(flights).items():
             logger.info("backtest %s: %d training, %d test flights", month, len(train_part), len(test_part))
-            months.append(score_split(train_part, test_part, recipe))
-            rows += table_rows("backtest", month, months[-1])
+            months.append(backtest.score_split(train_part, test_part, recipe))
+            rows += backtest.table_rows("backtest", month, months[-1])
             contribution = {
                 f"backtest.{month}.model.{CONTRIBUTION_PREFIX}.{k}": v for k, v in months[-1].contributions.items()
             }
             mlflow.log_metrics(contribution)
-        pooled = Scored.pool(months)
-        rows += table_rows("backtest", POOLED, pooled)
+        pooled = backtest.Scored.pool(months)
+        rows += backtest.table_rows("backtest", backtest.POOLED, pooled)
         is_forward = forward_split(flights).to_numpy()
         in_day_holdout = split_by_day(flights, DAY_FRACTION, DAY_SEED).to_numpy()
         splits = {"backtest": pooled}
@@ -355,24 +142,18 @@ def run(
                 flights[test_rows].reset_index(drop=True),
             )
             logger.info("%s split: %d training, %d test flights", split, len(train_part), len(test_part))
-            splits[split] = score_split(train_part, test_part, recipe)
-            rows += table_rows(split, period, splits[split])
+            splits[split] = backtest.score_split(train_part, test_part, recipe)
+            rows += backtest.table_rows(split, period, splits[split])
             contribution = splits[split].contributions.items()
             mlflow.log_metrics({f"{split}.model.{CONTRIBUTION_PREFIX}.{k}": v for k, v in contribution})
-        for split, scored in splits.items():
-            metrics.log_figure(
-                metrics.reliability_figure(scored.target, scored.scores), f"plots/{split}/reliability.png"
-            )
-            metrics.log_figure(metrics.curves_figure(scored.target, scored.scores), f"plots/{split}/roc_pr_curves.png")
-            figure = metrics.confusion_figure(scored.target, scored.scores["model"], scored.thresholds["model"])
-            metrics.log_figure(figure, f"plots/{split}/confusion_model.png")
         table = pd.DataFrame(rows)
-        metrics.log_figure(by_month_figure(table), "plots/backtest/by_month.png")
-        unknown = unknown_figures(pooled)
-        figures = headline(table, unknown)
-        mlflow.log_metrics({f"{metric_prefix(r)}.{c}": float(r[c]) for _, r in table.iterrows() for c in TABLE_COLUMNS})
+        backtest.log_plots(splits, table)
+        unknown = backtest.unknown_figures(pooled)
+        figures = backtest.headline(table, unknown)
+        mlflow.log_metrics(backtest.table_metrics(table))
         mlflow.log_metrics(figures)
-        text = format_table(table) + "\n\n" + summary(figures)
+        evaluation = backtest.format_table(table) + "\n\n" + backtest.summary(figures)
+        text = evaluation
         mlflow.log_text(text, "evaluation.md")
         mlflow.log_table(table, "evaluation.json")
         if search_trials > 0:
@@ -383,27 +164,9 @@ def run(
             text += results.to_string(index=False)
         run_id = active.info.run_id
         if version is not None:
-            describe_version(client, version, format_table(table) + "\n\n" + summary(figures), figures, run_id)
+            describe_version(client, version, evaluation, figures, run_id)
             mlflow.set_tags({"described_model": model_name, "described_version": version.version})
     return EvaluateResult(run_id, table, text, None if version is None else str(version.version))
-
-
-def summary(figures: dict[str, float]) -> str:
-    """The headline in words: backtest mean and pooled, forward, the unseen-category flights."""
-    lines = [
-        f"Backtest, month ahead: mean ROC AUC {figures['backtest.mean.model.roc_auc']:.4f}; pooled ROC AUC "
-        f"{figures['backtest.pooled.model.roc_auc']:.4f}, PR AUC {figures['backtest.pooled.model.pr_auc']:.4f}, "
-        f"ECE {figures['backtest.pooled.model.ece']:.4f} (seed {figures['backtest.pooled.seed.roc_auc']:.4f}, "
-        f"challenge {figures['backtest.pooled.challenge.roc_auc']:.4f}).",
-        f"Forward: ROC AUC {figures['forward.model.roc_auc']:.4f}, ECE {figures['forward.model.ece']:.4f}.",
-    ]
-    rows = int(figures["backtest.unknown_categories.model.rows"])
-    auc = figures.get("backtest.unknown_categories.model.roc_auc")
-    lines.append(
-        f"Flights with a category the training months never saw: {rows}, scored as unseen"
-        + (f", ROC AUC {auc:.4f}." if auc is not None else ".")
-    )
-    return "\n".join(lines)
 
 
 def main() -> None:

@@ -35,8 +35,8 @@ from skyprophet.lifecycle.recalibration import detached, recalibrate
 from skyprophet.mlops import tracking
 from skyprophet.monitoring import realized
 from skyprophet.monitoring.watch import watch
+from skyprophet.science.raw_flights import read_raw, reject_reasons
 from skyprophet.storage import fetch, sha256_of
-from steps import etl
 
 logger = logging.getLogger("skyprophet.replay")
 REPLAY = config.DEFAULTS["replay"]
@@ -117,8 +117,8 @@ def run(
     folder = Path(report_dir) if report_dir else config.PROJECT_ROOT / "reports" / "replay"
     work = folder / "work"
     work.mkdir(parents=True, exist_ok=True)
-    raw = etl.read_raw(str(fetch(data_uri, work / "data.csv", sha256)))
-    flights = raw[etl.reject_reasons(raw) == ""].reset_index(drop=True)
+    raw = read_raw(str(fetch(data_uri, work / "data.csv", sha256)))
+    flights = raw[reject_reasons(raw) == ""].reset_index(drop=True)
     times = parse_scheduled_time(flights[SCHEDULED_TIME])
     month_of = times.dt.to_period("M")
     all_months = sorted(month_of.unique())

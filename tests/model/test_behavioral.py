@@ -15,8 +15,7 @@ import pandas as pd
 import pytest
 
 from pyfunc.schema import OPERATED_COLUMNS, REQUIRED_COLUMNS, SCHEDULED_TIME, TARGET
-from skyprophet.science import fit, recipe
-from steps import etl
+from skyprophet.science import fit, raw_flights, recipe
 from tests.factory import make_flights
 
 HYPER = recipe.Recipe(n_estimators=80)
@@ -24,7 +23,7 @@ HYPER = recipe.Recipe(n_estimators=80)
 
 def with_target(flights: pd.DataFrame) -> pd.DataFrame:
     """Generated flights labelled the way etl labels them."""
-    return flights.assign(**{TARGET: etl.delay_target(flights)})
+    return flights.assign(**{TARGET: raw_flights.delay_target(flights)})
 
 
 @pytest.fixture(scope="module")

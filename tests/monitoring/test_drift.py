@@ -16,7 +16,7 @@ from pyfunc.features import fit_feature_spec
 from pyfunc.schema import SCHEDULED_TIME, clean_flights
 from skyprophet import config
 from skyprophet.monitoring.drift import UNSEEN, DriftReport, categorical_psi, detect_drift, numeric_psi
-from steps import etl
+from skyprophet.science import raw_flights
 from tests.factory import make_flights
 
 # Real-data checks with the step's own defaults (every flight, 5 folds).
@@ -28,8 +28,8 @@ AIRLINE_FEATURES = {"OPERA_code", "Emp-I_code"}
 @pytest.fixture(scope="module")
 def real_flights(real_data: Path) -> pd.DataFrame:
     """The SCL flights etl would keep, cleaned as the model sees them."""
-    raw = etl.read_raw(str(real_data))
-    return clean_flights(raw[etl.reject_reasons(raw) == ""])
+    raw = raw_flights.read_raw(str(real_data))
+    return clean_flights(raw[raw_flights.reject_reasons(raw) == ""])
 
 
 def check(reference: pd.DataFrame, new: pd.DataFrame) -> DriftReport:

@@ -16,15 +16,15 @@ from pyfunc.model import ModelSpec
 from skyprophet.lifecycle import recalibration
 from skyprophet.mlops.tags import TRAINED_THROUGH_TAG
 from skyprophet.monitoring import realized
+from skyprophet.science import raw_flights
 from skyprophet.science.fit import fit_model
 from skyprophet.science.recipe import Recipe
-from steps import etl
 from tests.factory import make_flights
 
 
 def labelled(flights: pd.DataFrame) -> pd.DataFrame:
     """Generated flights with etl's 0/1 delay label, as train reads them."""
-    return flights.assign(delay=etl.delay_target(flights))
+    return flights.assign(delay=raw_flights.delay_target(flights))
 
 
 def test_realized_figures_on_a_known_answer():

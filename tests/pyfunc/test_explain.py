@@ -10,8 +10,7 @@ import pytest
 from pyfunc.explain import FACTOR_VALUES_COLUMN, FACTORS, TOP_FACTORS_COLUMN, factors_of, feature_matrix
 from pyfunc.features import FEATURE_NAMES, FEATURES, CodedSpec, Feature, Inputs, build_features, fit_feature_spec
 from pyfunc.schema import REQUIRED_COLUMNS, InvalidFlightsError, clean_flights
-from skyprophet.science import fit, recipe
-from steps import etl
+from skyprophet.science import fit, raw_flights, recipe
 from tests.factory import make_flights
 
 
@@ -39,7 +38,7 @@ def loaded(request, tmp_path_factory):
     mlflow.set_tracking_uri(f"sqlite:///{store / 'mlflow.db'}")
     mlflow.set_experiment("explain")
     flights = make_flights(days=60, seed=4)
-    flights["delay"] = etl.delay_target(flights)
+    flights["delay"] = raw_flights.delay_target(flights)
     hyper = recipe.Recipe(n_estimators=30, cv_folds=3, objective=request.param)
     fitted, _ = fit.fit_model(flights, hyper)
     with mlflow.start_run():

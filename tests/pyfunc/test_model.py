@@ -11,8 +11,7 @@ import pytest
 from pyfunc import model as model_module
 from pyfunc.features import FEATURE_NAMES, build_features
 from pyfunc.schema import REQUIRED_COLUMNS, InvalidFlightsError, clean_flights, validate_request
-from skyprophet.science import fit, recipe
-from steps import etl
+from skyprophet.science import fit, raw_flights, recipe
 from tests.factory import make_flights
 
 HYPER = recipe.Recipe(n_estimators=60)
@@ -25,7 +24,7 @@ def fitted_and_loaded(tmp_path_factory):
     mlflow.set_tracking_uri(f"sqlite:///{store / 'mlflow.db'}")
     mlflow.set_experiment("pyfunc-model")  # not the experiment id an earlier test left active
     flights = make_flights(days=90)
-    flights["delay"] = etl.delay_target(flights)
+    flights["delay"] = raw_flights.delay_target(flights)
     fitted, _ = fit.fit_model(flights, HYPER)
     with mlflow.start_run():
         info = fit.log_pyfunc(fitted, flights[list(REQUIRED_COLUMNS)].head(5))

@@ -14,8 +14,7 @@ from pyfunc import schema
 from pyfunc.features import FEATURE_NAMES, CodedSpec, CodeTable, build_features, fit_feature_spec
 from pyfunc.model import FlightDelayModel
 from pyfunc.schema import CATEGORY_COLUMNS, FLIGHT_NUMBER, REQUIRED_COLUMNS, SCHEDULED_TIME, InvalidFlightsError
-from skyprophet.science import fit, recipe
-from steps import etl
+from skyprophet.science import fit, raw_flights, recipe
 from tests.factory import make_flights
 from tests.pyfunc import oracle
 
@@ -331,7 +330,7 @@ def logged_model(tmp_path_factory):
     mlflow.set_tracking_uri(f"sqlite:///{folder / 'mlflow.db'}")
     experiment = mlflow.create_experiment("oracle", artifact_location=(folder / "artifacts").as_uri())
     flights = make_flights(days=60, seed=11)
-    flights["delay"] = etl.delay_target(flights)
+    flights["delay"] = raw_flights.delay_target(flights)
     fitted, _ = fit.fit_model(flights, HYPER)
     with mlflow.start_run(experiment_id=experiment):
         info = fit.log_pyfunc(fitted, flights[list(REQUIRED_COLUMNS)].head(3))

@@ -19,7 +19,7 @@ from pyfunc.explain import FACTOR_VALUES_COLUMN, FACTORS, TOP_FACTORS, TOP_FACTO
 from pyfunc.features import FEATURE_NAMES
 from pyfunc.schema import REQUIRED_COLUMNS, SCHEDULED_TIME, TARGET
 from skyprophet.ops.processes import ServedModel
-from steps import etl
+from skyprophet.science import raw_flights
 from tests.factory import make_flights
 
 pytestmark = [pytest.mark.slow]
@@ -137,7 +137,7 @@ DIRECTIONS = [
 def test_a_flight_changed_in_one_feature_moves_its_contribution_the_way_the_data_does(
     server, training_flights, case, before, after, factor, before_rows, after_rows
 ):
-    labelled = training_flights.assign(**{TARGET: etl.delay_target(training_flights)})
+    labelled = training_flights.assign(**{TARGET: raw_flights.delay_target(training_flights)})
     expected = np.sign(delay_rate(labelled, after_rows(labelled)) - delay_rate(labelled, before_rows(labelled)))
     assert expected != 0, f"{case}: the training flights must show a difference to test against"
     flights = unseen_flights(5).head(200)

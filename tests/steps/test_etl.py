@@ -1,5 +1,6 @@
-"""etl: target, row validation with counted rejects, the latest-period and day splits, lineage,
-the checksum checked by default, and every run's files in folders of its own."""
+"""etl: rejects counted on the run, the split written with its lineage, the checksum checked by
+default, and every run's files in folders of its own (the target, row validation and the splits
+themselves: tests/science)."""
 
 from pathlib import Path
 
@@ -8,70 +9,10 @@ import pandas as pd
 import pytest
 
 from skyprophet.config import SCL_SHA256
-from skyprophet.science import splits
+from skyprophet.science.splits import RawDataError
 from skyprophet.storage import DataSourceError, sha256_of
 from steps import etl
 from tests.factory import make_flights, write_flights
-
-
-def test_target_is_more_than_15_minutes_late():
-    raw = pd.DataFrame(
-        {
-            "Fecha-I": ["2017-01-01 10:00:00"] * 4,
-            "Fecha-O": ["2017-01-01 10:15:00", "2017-01-01 10:16:00", "2017-01-01 09:50:00", "2017-01-02 00:30:00"],
-        }
-    )
-    assert etl.delay_target(raw).tolist() == [0, 1, 0, 1], "15 min is on time, 16 min and crossing midnight are late"
-
-
-def test_bad_rows_are_counted_by_reason():
-    raw = make_flights(days=2, flights_per_day=10)
-    raw.loc[0, "Fecha-I"] = "not a date"
-    raw.loc[1, "Fecha-O"] = "2017-13-45 10:00:00"
-    raw.loc[2, "OPERA"] = ""
-    raw.loc[3, "Fecha-O"] = "2017-03-01 10:00:00"  # two months after the schedule
-    reasons = etl.reject_reasons(raw)
-    assert reasons[:4].tolist() == ["unparsable_Fecha-I", "unparsable_Fecha-O", "missing_OPERA", "implausible_delay"]
-    assert (reasons[4:] == "").all(), "good rows carry no reason"
-
-
-def test_rows_the_model_would_refuse_are_rejected_by_reason_not_left_to_stop_training():
-    raw = make_flights(days=2, flights_per_day=10).astype({"Vlo-I": str})
-    raw.loc[0, "Vlo-I"] = "A-1"  # not letters and digits
-    raw.loc[1, "Des-I"] = "X" * 65  # over MAX_CATEGORY_CHARS
-    raw.loc[2, "Vlo-I"] = "12345678901"  # over MAX_FLIGHT_NUMBER_CHARS
-    raw.loc[3, "Vlo-I"] = "０２２６"  # a look-alike of 226: one flight, kept
-    reasons = etl.reject_reasons(raw)
-    assert reasons[:4].tolist() == ["malformed_Vlo-I", "too_long_Des-I", "too_long_Vlo-I", ""]
-    assert (reasons[4:] == "").all()
-
-
-def test_missing_column_is_a_clear_error(tmp_path):
-    path = tmp_path / "flights.csv"
-    make_flights(days=2).drop(columns=["Fecha-O"]).to_csv(path, index=False)
-    with pytest.raises(etl.RawDataError, match=r"lacks required columns \['Fecha-O'\]"):
-        etl.read_raw(str(path))
-
-
-def test_day_split_keeps_days_whole_and_is_seeded():
-    flights = make_flights(days=60, flights_per_day=20)
-    holdout = splits.split_by_day(flights, 0.33, seed=42)
-    days = flights["Fecha-I"].str[:10]
-    assert not set(days[holdout]) & set(days[~holdout]), "no day is on both sides"
-    assert days[holdout].nunique() == 20, "33 % of 60 days"
-    assert holdout.equals(splits.split_by_day(flights, 0.33, seed=42)), "same seed, same split"
-    assert not holdout.equals(splits.split_by_day(flights, 0.33, seed=7)), "another seed, another split"
-
-
-def test_latest_split_holds_out_the_last_months_and_trains_on_what_came_before():
-    flights = make_flights(days=90, flights_per_day=10)  # 2017-01-01 .. 2017-03-31
-    holdout = splits.split_latest(flights, holdout_months=1)
-    assert set(flights.loc[holdout, "Fecha-I"].str[:7]) == {"2017-03"}
-    assert flights.loc[~holdout, "Fecha-I"].max() < flights.loc[holdout, "Fecha-I"].min(), "time-forward"
-    two = splits.split_latest(flights, holdout_months=2)
-    assert set(flights.loc[two, "Fecha-I"].str[:7]) == {"2017-02", "2017-03"}
-    with pytest.raises(etl.RawDataError, match="no month before the last 3 to train on"):
-        splits.split_latest(flights, holdout_months=3)
 
 
 def test_an_unknown_split_is_refused_before_any_run(tracking_store, flights_csv):
@@ -104,7 +45,7 @@ def test_too_many_rejects_fail_the_step(tracking_store, tmp_path):
     raw.loc[:4, "Fecha-O"] = ""
     path = tmp_path / "raw.csv"
     raw.to_csv(path, index=False)
-    with pytest.raises(etl.RawDataError, match=r"5 of 100 rows rejected.*missing_Fecha-O"):
+    with pytest.raises(RawDataError, match=r"5 of 100 rows rejected.*missing_Fecha-O"):
         etl.run(data_uri=str(path), sha256=sha256_of(path))
 
 

@@ -1,36 +1,20 @@
-"""evaluate: three models, backtest + forward + day splits, one run; the table reaches the version it describes."""
+"""evaluate: three models, backtest + forward + day splits, one run; the table reaches the version it describes.
+
+The forward split itself: tests/science/test_splits.py."""
 
 from __future__ import annotations
 
 import mlflow
-import pandas as pd
 import pytest
 
 from pyfunc.features import FEATURE_NAMES
 from skyprophet.config import MODEL_NAME
 from skyprophet.mlops import registry
-from skyprophet.science import splits
+from skyprophet.science import backtest
 from skyprophet.storage import sha256_of
 from steps import etl, evaluate, register, train
-from tests.factory import make_flights
 
 HYPER = {"n_estimators": 60}
-
-
-def test_forward_split_is_nov_dec_on_a_calendar_year():
-    flights = make_flights(days=365, flights_per_day=2)
-    test = splits.forward_split(flights)
-    months = pd.to_datetime(flights["Fecha-I"])[test].dt.month
-    assert set(months) == {11, 12}, f"forward test months {sorted(set(months))}"
-    assert not pd.to_datetime(flights["Fecha-I"])[~test].dt.month.isin([11, 12]).any()
-
-
-def test_forward_split_falls_back_to_the_last_days_of_a_shorter_file():
-    flights = make_flights(days=60, flights_per_day=3)
-    test = splits.forward_split(flights)
-    times = pd.to_datetime(flights["Fecha-I"])
-    assert 0.1 < test.mean() < 0.25, f"last sixth of the days expected, got {test.mean():.2f} of flights"
-    assert times[test].min() > times[~test].max(), "every test flight is after every training flight"
 
 
 @pytest.mark.slow
@@ -44,15 +28,15 @@ def test_evaluate_logs_the_table_and_describes_production(tracking_store, flight
     result = evaluate.run(processed_uri=etl_result.processed_uri)
 
     table = result.table
-    expected = [("backtest", m) for m in ("2017-02", "2017-03", evaluate.POOLED)] + [("forward", None), ("day", None)]
+    expected = [("backtest", m) for m in ("2017-02", "2017-03", backtest.POOLED)] + [("forward", None), ("day", None)]
     for split, period in expected:
         rows = table[(table["split"] == split) & ((table["period"] == period) if period else True)]
-        assert sorted(rows["model"]) == sorted(evaluate.MODELS), f"one row per model for {split} {period}"
-    assert len(table) == len(expected) * len(evaluate.MODELS)
-    for column in evaluate.TABLE_COLUMNS:
+        assert sorted(rows["model"]) == sorted(backtest.MODELS), f"one row per model for {split} {period}"
+    assert len(table) == len(expected) * len(backtest.MODELS)
+    for column in backtest.TABLE_COLUMNS:
         assert table[column].notna().all(), f"{column} computed for every model"
-    months = table[(table["split"] == "backtest") & (table["period"] != evaluate.POOLED)]
-    pooled = table[(table["period"] == evaluate.POOLED) & (table["model"] == "model")].iloc[0]
+    months = table[(table["split"] == "backtest") & (table["period"] != backtest.POOLED)]
+    pooled = table[(table["period"] == backtest.POOLED) & (table["model"] == "model")].iloc[0]
     assert pooled["rows"] == months[months["model"] == "model"]["rows"].sum(), "pooled = the months together"
     day_model = table[(table["split"] == "day") & (table["model"] == "model")].iloc[0]
     run = mlflow.MlflowClient().get_run(result.run_id)
@@ -99,4 +83,4 @@ def test_evaluate_leaves_a_version_trained_on_other_data_alone(tracking_store, t
     assert result.version is None, "the table describes other data than the version was trained on"
     version = mlflow.MlflowClient().get_model_version(registered.model_name, registered.version)
     assert "Evaluation (run" not in version.description and "eval.run_id" not in version.tags
-    assert len(result.table) == 4 * len(evaluate.MODELS), "February (of a Jan-Feb file), pooled, forward, day"
+    assert len(result.table) == 4 * len(backtest.MODELS), "February (of a Jan-Feb file), pooled, forward, day"

@@ -6,6 +6,7 @@ import pytest
 from pyfunc.features import FEATURE_NAMES
 from skyprophet.config import MODEL_NAME
 from skyprophet.mlops import registry
+from skyprophet.science import backtest
 from steps import etl, evaluate, register, train
 
 pytestmark = [pytest.mark.real_data, pytest.mark.slow]
@@ -26,13 +27,13 @@ def test_real_pipeline_beats_both_reference_models_month_ahead(tracking_store, r
     result = evaluate.run(processed_uri=etl_result.processed_uri)
 
     table = result.table
-    pooled = table[(table["split"] == "backtest") & (table["period"] == evaluate.POOLED)].set_index("model")
+    pooled = table[(table["split"] == "backtest") & (table["period"] == backtest.POOLED)].set_index("model")
     for reference in ("seed", "challenge"):
         for metric in ("roc_auc", "pr_auc"):
             ours, theirs = pooled.loc["model", metric], pooled.loc[reference, metric]
             assert ours > theirs + 0.02, f"backtest {metric}: model {ours:.3f} vs {reference} {theirs:.3f}"
     assert pooled.loc["model", "ece"] < 0.05, f"backtest ECE {pooled.loc['model', 'ece']:.4f}"
-    months = table[(table["split"] == "backtest") & (table["period"] != evaluate.POOLED)]
+    months = table[(table["split"] == "backtest") & (table["period"] != backtest.POOLED)]
     assert sorted(months["period"].unique()) == [f"2017-{m:02d}" for m in range(7, 13)], "the file's last six months"
     version = mlflow.MlflowClient().get_model_version(registered.model_name, registered.version)
     assert result.version == str(registered.version), "the refitted version trained on these flights"

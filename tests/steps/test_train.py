@@ -16,10 +16,10 @@ from sklearn.metrics import average_precision_score, roc_auc_score
 
 from pyfunc.schema import OPERATED_TIME, SCHEDULED_TIME, TARGET, clean_flights
 from skyprophet import config
-from skyprophet.science import fit, recipe
+from skyprophet.science import fit, raw_flights, recipe
 from skyprophet.science.fit import centred_isotonic
 from skyprophet.science.metrics import expected_calibration_error
-from steps import etl, evaluate, main, train
+from steps import main, train
 from tests.factory import make_flights
 
 HYPER = recipe.Recipe(n_estimators=60)
@@ -61,13 +61,13 @@ def test_an_unknown_objective_is_refused_before_any_run_starts(tracking_store):
 )
 def test_each_objective_fits_its_loss_and_gives_calibrated_probabilities(objective, xgboost_objective):
     flights = make_flights(days=120, seed=3)
-    flights[TARGET] = etl.delay_target(flights)
+    flights[TARGET] = raw_flights.delay_target(flights)
     fitted, cv_metrics = fit.fit_model(flights, HYPER.replace(objective=objective))
     config = json.loads(fitted.booster.save_config())
     assert config["learner"]["objective"]["name"] == xgboost_objective
     unseen = make_flights(days=30, seed=11, start="2017-03-01")
     probability = fitted.predict_clean(clean_flights(unseen))
-    target = etl.delay_target(unseen).to_numpy()
+    target = raw_flights.delay_target(unseen).to_numpy()
     assert np.all((probability >= 0) & (probability <= 1))
     assert roc_auc_score(target, probability) > 0.65, "the generator's pattern is learnable either way"
     assert abs(probability.mean() - target.mean()) < 0.05, "calibration maps either score to P(delay)"
@@ -90,18 +90,6 @@ def test_a_version_trained_before_objective_and_country_existed_is_refitted_as_i
         mlflow.log_params(before)
     hyper = recipe.recipe_of(mlflow.MlflowClient().get_run(run.info.run_id))
     assert (hyper.objective, hyper.country) == ("delayed", "none"), "then: logistic loss, no holidays"
-
-
-def test_search_never_fits_a_recipe_twice_for_a_parameter_its_objective_ignores(tracking_store):
-    flights = make_flights(days=60, seed=2)
-    flights[TARGET] = etl.delay_target(flights)
-    hyper = recipe.Recipe(n_estimators=20, cv_folds=2)
-    results = evaluate.search(flights, hyper, trials=12, seed=0)
-    recipes = results.drop(columns="month_ahead_roc_auc").astype(str)
-    assert not recipes.duplicated().any()
-    minutes = results[results["objective"] == "minutes_late"]
-    assert len(minutes) and minutes["scale_pos_weight"].isna().all(), "shown as unused, not as a value"
-    assert results.loc[results["objective"] == "delayed", "scale_pos_weight"].notna().all()
 
 
 def test_main_refuses_an_unknown_recipe_before_etl_runs(tracking_store):
