@@ -21,10 +21,10 @@ from pyfunc.explain import (
     max_explain_flights,
 )
 from pyfunc.features import CodedSpec, FeatureSpec, Inputs, build_features
+from pyfunc.fields import InvalidFlightsError
 from pyfunc.schema import (
     EXPLAIN_PARAM,
     UNKNOWN_FIELDS,
-    InvalidFlightsError,
     check_explain_choice,
     check_unknown_categories_choice,
     unknown_field_names,

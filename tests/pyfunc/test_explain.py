@@ -9,7 +9,8 @@ import pytest
 
 from pyfunc.explain import FACTOR_VALUES_COLUMN, FACTORS, TOP_FACTORS_COLUMN, factors_of, feature_matrix
 from pyfunc.features import FEATURE_NAMES, FEATURES, CodedSpec, Feature, Inputs, build_features, fit_feature_spec
-from pyfunc.schema import REQUIRED_COLUMNS, InvalidFlightsError, clean_flights
+from pyfunc.fields import REQUIRED_COLUMNS, InvalidFlightsError
+from pyfunc.schema import clean_flights
 from skyprophet.science import fit, recipe
 from steps import etl
 from tests.factory import make_flights
