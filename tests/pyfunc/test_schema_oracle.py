@@ -11,7 +11,8 @@ from mlflow.pyfunc import scoring_server
 from pandas.testing import assert_frame_equal
 
 from pyfunc import normalise, schema, times
-from pyfunc.features import FEATURE_NAMES, CodedSpec, CodeTable, build_features, fit_feature_spec
+from pyfunc.coded_spec import CodedSpec, CodeTable
+from pyfunc.features import FEATURE_NAMES, build_features, fit_feature_spec
 from pyfunc.fields import CATEGORY_COLUMNS, FLIGHT_NUMBER, REQUIRED_COLUMNS, SCHEDULED_TIME, InvalidFlightsError
 from pyfunc.model import FlightDelayModel
 from skyprophet.science import fit, recipe
