@@ -75,31 +75,25 @@ def calendar_fields(times: pd.Series | np.ndarray) -> dict[str, np.ndarray]:
         month = months.astype(np.int64) % 12 + 1
         day_number = days.astype(np.int64)
         month_day = month * 100 + (days - months).astype(np.int64) + 1
-        return {
-            "day": day_number,
-            "hour": minute_of_day // 60,
-            "minute_of_day": minute_of_day,
-            "weekday": (day_number + 3) % 7,  # 1970-01-01 was a Thursday
-            "month": month,
-            "month_day": month_day,
-        }
-    minutes = minutes.astype(np.int64)
-    day_number = minutes // 1440
-    minute_of_day = minutes - day_number * 1440
-    shifted = day_number + 719_468  # days since 0000-03-01: years counted from March
-    era = shifted // 146_097
-    day_of_era = shifted - era * 146_097
-    year_of_era = (day_of_era - day_of_era // 1460 + day_of_era // 36_524 - day_of_era // 146_096) // 365
-    day_of_year = day_of_era - (365 * year_of_era + year_of_era // 4 - year_of_era // 100)
-    month_from_march = (5 * day_of_year + 2) // 153
-    month = np.where(month_from_march < 10, month_from_march + 3, month_from_march - 9)
+    else:
+        minutes = minutes.astype(np.int64)
+        day_number = minutes // 1440
+        minute_of_day = minutes - day_number * 1440
+        shifted = day_number + 719_468  # days since 0000-03-01: years counted from March
+        era = shifted // 146_097
+        day_of_era = shifted - era * 146_097
+        year_of_era = (day_of_era - day_of_era // 1460 + day_of_era // 36_524 - day_of_era // 146_096) // 365
+        day_of_year = day_of_era - (365 * year_of_era + year_of_era // 4 - year_of_era // 100)
+        month_from_march = (5 * day_of_year + 2) // 153
+        month = np.where(month_from_march < 10, month_from_march + 3, month_from_march - 9)
+        month_day = month * 100 + day_of_year - (153 * month_from_march + 2) // 5 + 1
     return {
         "day": day_number,
         "hour": minute_of_day // 60,
         "minute_of_day": minute_of_day,
         "weekday": (day_number + 3) % 7,  # 1970-01-01 was a Thursday
         "month": month,
-        "month_day": month * 100 + day_of_year - (153 * month_from_march + 2) // 5 + 1,
+        "month_day": month_day,
     }
 
 
