@@ -32,7 +32,6 @@ import http.client
 import io
 import json
 import os
-import shutil
 import statistics
 import subprocess
 import sys
@@ -46,6 +45,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from mlflow.models import Model
 
+from bench.input_path import side_model
 from ingress.run import stop_groups
 from skyprophet.config import PROJECT_ROOT
 from skyprophet.ops.processes import BIN, ServedModel, free_port, start_logged, wait_for_http
@@ -133,15 +133,6 @@ def seed_model_store(raw: pd.DataFrame, folder: Path) -> dict[str, str]:
 def seed_frame(rows: pd.DataFrame) -> pd.DataFrame:
     """The seed app's five columns of raw rows (``MES`` a number, as its request model declares)."""
     return rows[list(SEED_COLUMNS)].assign(MES=rows["MES"].astype(int))
-
-
-def side_model(model_dir: Path, root: Path, target: Path) -> Path:
-    """The model's files with ``root``'s ``pyfunc/`` as its code (what a version logged from that code carries)."""
-    shutil.copytree(model_dir, target)
-    shutil.rmtree(target / "code" / "pyfunc")
-    shutil.copytree(root / "pyfunc", target / "code" / "pyfunc", ignore=shutil.ignore_patterns("__pycache__"))
-    shutil.copy(root / "pyfunc" / "model.py", target / "model.py")
-    return target
 
 
 def timed_post(port: int, path: str, body: bytes, requests: int) -> list[float]:
