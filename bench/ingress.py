@@ -32,7 +32,6 @@ import http.client
 import io
 import json
 import os
-import shutil
 import statistics
 import subprocess
 import sys
@@ -46,6 +45,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from mlflow.models import Model
 
+from bench.input_path import side_model
 from ingress.run import stop_groups
 from skyprophet.config import PROJECT_ROOT
 from skyprophet.ops.processes import BIN, ServedModel, free_port, start_logged, wait_for_http
@@ -71,22 +71,25 @@ def bodies(flights: pd.DataFrame, sizes: list[int]) -> dict[str, tuple[str, byte
     return result
 
 
-def timed(port: int, content_type: str, body: bytes, requests: int) -> list[float]:
-    """Milliseconds of each of ``requests`` sequential keep-alive requests (a 200 each, or it stops)."""
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+def timed(port: int, path: str, content_type: str, body: bytes, requests: int, timeout: float = 120) -> list[float]:
+    """Milliseconds of each of ``requests`` sequential keep-alive requests to ``path`` (a 200 each, or it stops).
+
+    A POST of ``body`` as ``content_type``; without a content type, a GET (``/ping``).
+    """
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
     times = []
     try:
         for _ in range(requests):
             started = time.perf_counter()
             if content_type:
-                connection.request("POST", "/invocations", body=body, headers={"Content-Type": content_type})
+                connection.request("POST", path, body=body, headers={"Content-Type": content_type})
             else:
-                connection.request("GET", "/ping")
+                connection.request("GET", path)
             answer = connection.getresponse()
-            answer.read()
+            text = answer.read()
             times.append((time.perf_counter() - started) * 1000)
             if answer.status != 200:
-                raise SystemExit(f"HTTP {answer.status} on port {port}")
+                raise SystemExit(f"HTTP {answer.status} from port {port}{path}: {text[:300]!r}")
     finally:
         connection.close()
     return times
@@ -133,33 +136,6 @@ def seed_model_store(raw: pd.DataFrame, folder: Path) -> dict[str, str]:
 def seed_frame(rows: pd.DataFrame) -> pd.DataFrame:
     """The seed app's five columns of raw rows (``MES`` a number, as its request model declares)."""
     return rows[list(SEED_COLUMNS)].assign(MES=rows["MES"].astype(int))
-
-
-def side_model(model_dir: Path, root: Path, target: Path) -> Path:
-    """The model's files with ``root``'s ``pyfunc/`` as its code (what a version logged from that code carries)."""
-    shutil.copytree(model_dir, target)
-    shutil.rmtree(target / "code" / "pyfunc")
-    shutil.copytree(root / "pyfunc", target / "code" / "pyfunc", ignore=shutil.ignore_patterns("__pycache__"))
-    shutil.copy(root / "pyfunc" / "model.py", target / "model.py")
-    return target
-
-
-def timed_post(port: int, path: str, body: bytes, requests: int) -> list[float]:
-    """Milliseconds of ``requests`` sequential keep-alive JSON POSTs to ``path`` (a 200 each, or it stops)."""
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=300)
-    times = []
-    try:
-        for _ in range(requests):
-            started = time.perf_counter()
-            connection.request("POST", path, body=body, headers={"Content-Type": "application/json"})
-            answer = connection.getresponse()
-            text = answer.read()
-            times.append((time.perf_counter() - started) * 1000)
-            if answer.status != 200:
-                raise SystemExit(f"HTTP {answer.status} from port {port}{path}: {text[:300]!r}")
-    finally:
-        connection.close()
-    return times
 
 
 def compare_seed(args: argparse.Namespace) -> None:
@@ -213,8 +189,8 @@ def compare_seed(args: argparse.Namespace) -> None:
             names = list(ports)
             for name in names[round_ % len(names) :] + names[: round_ % len(names)]:
                 port, path, body = ports[name]
-                timed_post(port, path, body, 2)  # warm this connection and the server's caches
-                samples[name].extend(timed_post(port, path, body, args.requests))
+                timed(port, path, "application/json", body, 2, timeout=300)  # warm the connection and the caches
+                samples[name].extend(timed(port, path, "application/json", body, args.requests, timeout=300))
             loads.append(float(Path("/proc/loadavg").read_text().split()[0]))
     finally:
         stop_groups(processes)
@@ -260,9 +236,10 @@ def main() -> None:
             for name, (content_type, body) in all_bodies.items():
                 count = max(5, min(args.requests, args.requests * 200_000 // max(len(body), 1)))
                 order = ["direct", "ingress"] if round_ % 2 == 0 else ["ingress", "direct"]
+                url = "/invocations" if content_type else "/ping"
                 for path in order:
-                    timed(paths[path], content_type, body, 2)  # warm this connection's path
-                    samples.setdefault((name, path), []).extend(timed(paths[path], content_type, body, count))
+                    timed(paths[path], url, content_type, body, 2)  # warm this connection's path
+                    samples.setdefault((name, path), []).extend(timed(paths[path], url, content_type, body, count))
         print(f"\nIngress cost per request: {args.rounds} alternating rounds, {args.workers} worker(s), keep-alive")
         print(f"(machine load {Path('/proc/loadavg').read_text().split()[0]}; {BIN / 'python'})\n")
         print("| request | body | n | direct p50 ms | ingress p50 ms | direct p90 ms | ingress p90 ms | p50 cost ms |")

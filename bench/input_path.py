@@ -38,7 +38,8 @@ def child(flights_path: str, model_dir: str = "") -> None:
     """In a fresh interpreter whose ``pyfunc`` is the side's: time the stages, print JSON."""
     import pandas as pd
 
-    from pyfunc.features import CodedSpec, build_features, fit_feature_spec
+    from pyfunc.coded_spec import CodedSpec
+    from pyfunc.features import build_features, fit_feature_spec
     from pyfunc.schema import clean_columns, clean_flights
 
     frame = pd.read_parquet(flights_path)

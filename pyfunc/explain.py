@@ -28,7 +28,8 @@ from dataclasses import dataclass
 import numpy as np
 import xgboost as xgb
 
-from pyfunc.features import FEATURE_NAMES, FEATURE_TYPES, FEATURES, Feature, Inputs
+from pyfunc.feature_values import Inputs
+from pyfunc.features import FEATURE_NAMES, FEATURE_TYPES, FEATURES, Feature
 
 TOP_FACTORS = 3
 TOP_FACTORS_COLUMN = "top_factors"

@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 import xgboost as xgb
 
+from pyfunc.coded_spec import CodedSpec
 from pyfunc.explain import (
     FACTOR_VALUES_COLUMN,
     MAX_EXPLAIN_FLIGHTS_ENV,
@@ -20,11 +21,12 @@ from pyfunc.explain import (
     contributions,
     max_explain_flights,
 )
-from pyfunc.features import CodedSpec, FeatureSpec, Inputs, build_features
+from pyfunc.feature_values import Inputs
+from pyfunc.features import FeatureSpec, build_features
+from pyfunc.fields import InvalidFlightsError
 from pyfunc.schema import (
     EXPLAIN_PARAM,
     UNKNOWN_FIELDS,
-    InvalidFlightsError,
     check_explain_choice,
     check_unknown_categories_choice,
     unknown_field_names,

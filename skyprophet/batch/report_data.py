@@ -18,14 +18,9 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pyfunc.explain import FACTOR_VALUES_COLUMN
-from pyfunc.schema import (
-    EXPLAIN_PARAM,
-    SCHEDULED_TIME,
-    TIME_FORMAT,
-    UNKNOWN_FIELDS,
-    normalise_category,
-    parse_times,
-)
+from pyfunc.normalise import normalise_category
+from pyfunc.schema import EXPLAIN_PARAM, SCHEDULED_TIME, UNKNOWN_FIELDS
+from pyfunc.times import TIME_FORMAT, parse_times
 from skyprophet.batch.contract import AIRLINE, FLIGHT_COLUMNS
 
 PROBABILITY, DELAY = "delay_probability", "delay"

@@ -17,14 +17,9 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pyfunc.schema import (
-    SCHEDULED_TIME,
-    UNKNOWN_FIELDS,
-    InvalidFlightsError,
-    clean_columns,
-    normalise_category,
-    parse_times,
-)
+from pyfunc.normalise import normalise_category
+from pyfunc.schema import SCHEDULED_TIME, UNKNOWN_FIELDS, InvalidFlightsError, clean_columns
+from pyfunc.times import parse_times
 from skyprophet.batch.contract import AIRLINE, DAY, FLIGHT_COLUMNS, REJECT_DETAIL, REJECT_REASON
 
 # Reason slugs from the schema's problem texts (etl's names); anything else is invalid_<field>.

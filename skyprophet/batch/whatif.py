@@ -18,16 +18,10 @@ import pandas as pd
 
 from pyfunc.explain import FACTOR_VALUES_COLUMN, FACTORS
 from pyfunc.features import FEATURE_NAMES
-from pyfunc.schema import (
-    EXPLAIN_PARAM,
-    FLIGHT_NUMBER,
-    SCHEDULED_TIME,
-    TIME_FORMAT,
-    UNKNOWN_FIELDS,
-    normalise_category,
-    normalise_flight_number,
-    parse_times,
-)
+from pyfunc.fields import FLIGHT_NUMBER
+from pyfunc.normalise import normalise_category, normalise_flight_number
+from pyfunc.schema import EXPLAIN_PARAM, SCHEDULED_TIME, UNKNOWN_FIELDS
+from pyfunc.times import TIME_FORMAT, parse_times
 from skyprophet.batch.contract import FLIGHT_COLUMNS, ScoreInputError
 from skyprophet.batch.sources import file_columns, local_path, read_batches
 

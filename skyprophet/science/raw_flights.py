@@ -12,19 +12,14 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from pyfunc.fields import FIELD_CAPS, FLIGHT_NUMBER, FLIGHT_NUMBER_FORM, MAX_FLIGHT_NUMBER_CHARS, MAX_YEAR, MIN_YEAR
+from pyfunc.normalise import normalise_flight_number
 from pyfunc.schema import (
     DELAY_MINUTES,
-    FIELD_CAPS,
-    FLIGHT_NUMBER,
-    FLIGHT_NUMBER_FORM,
-    MAX_FLIGHT_NUMBER_CHARS,
-    MAX_YEAR,
-    MIN_YEAR,
     OPERATED_TIME,
     REQUIRED_COLUMNS,
     SCHEDULED_TIME,
     minutes_late,
-    normalise_flight_number,
     parse_scheduled_time,
 )
 from skyprophet.science.splits import RawDataError

@@ -14,7 +14,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pyfunc.schema import OPERATED_COLUMNS, REQUIRED_COLUMNS, SCHEDULED_TIME, TARGET
+from pyfunc.fields import REQUIRED_COLUMNS, SCHEDULED_TIME
+from pyfunc.schema import OPERATED_COLUMNS, TARGET
 from skyprophet.science import fit, raw_flights, recipe
 from tests.factory import make_flights
 

@@ -13,7 +13,8 @@ import pandas as pd
 import pytest
 
 from pyfunc.features import fit_feature_spec
-from pyfunc.schema import SCHEDULED_TIME, clean_flights
+from pyfunc.fields import SCHEDULED_TIME
+from pyfunc.schema import clean_flights
 from skyprophet import config
 from skyprophet.monitoring.drift import UNSEEN, DriftReport, categorical_psi, detect_drift, numeric_psi
 from skyprophet.science import raw_flights

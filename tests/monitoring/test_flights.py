@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pyfunc.schema import REQUIRED_COLUMNS
+from pyfunc.fields import REQUIRED_COLUMNS
 from skyprophet.monitoring.flights import BadFlightsError, clean_new_flights, read_flights
 from tests.factory import make_flights
 

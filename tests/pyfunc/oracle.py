@@ -2,7 +2,7 @@
 
 Kept only in the tests: ``clean_columns`` must accept, normalise and refuse exactly what this
 does, with the same messages (tests/pyfunc/test_schema_oracle.py compares them on thousands of
-generated flights). It uses ``schema``'s own normalisers, so the one normalisation rule is shared.
+generated flights). It uses ``normalise``'s own normalisers, so the one normalisation rule is shared.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from pyfunc.schema import (
+from pyfunc.fields import (
     CATEGORY_COLUMNS,
     FIELD_CAPS,
     FLIGHT_NUMBER,
@@ -22,12 +22,11 @@ from pyfunc.schema import (
     REQUIRED_COLUMNS,
     SCHEDULED_TIME,
     InvalidFlightsError,
-    check_batch,
-    normalise_category,
-    normalise_flight_number,
-    parse_scheduled_time,
     shown,
 )
+from pyfunc.normalise import normalise_category, normalise_flight_number
+from pyfunc.schema import check_batch
+from pyfunc.times import parse_scheduled_time
 
 
 def _example_rows(mask: pd.Series, values: pd.Series, limit: int = 3) -> str:

@@ -7,9 +7,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from pyfunc.coded_spec import CodedSpec
 from pyfunc.explain import FACTOR_VALUES_COLUMN, FACTORS, TOP_FACTORS_COLUMN, factors_of, feature_matrix
-from pyfunc.features import FEATURE_NAMES, FEATURES, CodedSpec, Feature, Inputs, build_features, fit_feature_spec
-from pyfunc.schema import REQUIRED_COLUMNS, InvalidFlightsError, clean_flights
+from pyfunc.feature_values import Inputs
+from pyfunc.features import FEATURE_NAMES, FEATURES, Feature, build_features, fit_feature_spec
+from pyfunc.fields import REQUIRED_COLUMNS, InvalidFlightsError
+from pyfunc.schema import clean_flights
 from skyprophet.science import fit, raw_flights, recipe
 from tests.factory import make_flights
 

@@ -4,17 +4,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pyfunc import features
-from pyfunc.features import (
-    FEATURE_NAMES,
-    HOLIDAY_HORIZON,
-    FeatureSpec,
-    build_features,
-    calendar_fields,
-    fit_feature_spec,
-    infer_country,
-    resolve_country,
-)
+from pyfunc import calendar_days
+from pyfunc.calendar_days import HOLIDAY_HORIZON, calendar_fields
+from pyfunc.features import FEATURE_NAMES, FeatureSpec, build_features, fit_feature_spec, infer_country, resolve_country
 from pyfunc.schema import clean_flights
 from tests.factory import make_flights
 
@@ -108,7 +100,7 @@ def test_long_weekends_from_holidays_and_weekends():
 def test_the_calendar_is_the_same_by_datetime_conversions_and_by_integer_arithmetic(monkeypatch):
     times = np.arange(np.datetime64("1999-12-01T00:00"), np.datetime64("2101-02-01T00:00"), np.timedelta64(997, "m"))
     by_arithmetic = calendar_fields(times.astype("datetime64[us]"))
-    monkeypatch.setattr(features, "CALENDAR_ARITHMETIC_ROWS", len(times) + 1)
+    monkeypatch.setattr(calendar_days, "CALENDAR_ARITHMETIC_ROWS", len(times) + 1)
     by_conversions = calendar_fields(times.astype("datetime64[us]"))
     for name, values in by_conversions.items():
         assert by_arithmetic[name].dtype == values.dtype, name

@@ -10,7 +10,8 @@ import pytest
 
 from pyfunc import model as model_module
 from pyfunc.features import FEATURE_NAMES, build_features
-from pyfunc.schema import REQUIRED_COLUMNS, InvalidFlightsError, clean_flights, validate_request
+from pyfunc.fields import REQUIRED_COLUMNS, InvalidFlightsError
+from pyfunc.schema import clean_flights, validate_request
 from skyprophet.science import fit, raw_flights, recipe
 from tests.factory import make_flights
 

@@ -3,16 +3,9 @@
 import pandas as pd
 import pytest
 
-from pyfunc.schema import (
-    MAX_BATCH_ROWS,
-    REQUIRED_COLUMNS,
-    InvalidFlightsError,
-    check_batch,
-    clean_flights,
-    normalise_category,
-    normalise_flight_number,
-    validate_request,
-)
+from pyfunc.fields import REQUIRED_COLUMNS, InvalidFlightsError
+from pyfunc.normalise import normalise_category, normalise_flight_number
+from pyfunc.schema import MAX_BATCH_ROWS, check_batch, clean_flights, validate_request
 
 VOCABULARY = {"Emp-I": ["AAA"], "Des-I": ["ZZAA"], "TIPOVUELO": ["N"], "OPERA": ["ALPHA AIR"], "SIGLADES": ["AURORA"]}
 GOOD = {

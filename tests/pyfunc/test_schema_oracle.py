@@ -10,10 +10,11 @@ import pytest
 from mlflow.pyfunc import scoring_server
 from pandas.testing import assert_frame_equal
 
-from pyfunc import schema
-from pyfunc.features import FEATURE_NAMES, CodedSpec, CodeTable, build_features, fit_feature_spec
+from pyfunc import normalise, schema, times
+from pyfunc.coded_spec import CodedSpec, CodeTable
+from pyfunc.features import FEATURE_NAMES, build_features, fit_feature_spec
+from pyfunc.fields import CATEGORY_COLUMNS, FLIGHT_NUMBER, REQUIRED_COLUMNS, SCHEDULED_TIME, InvalidFlightsError
 from pyfunc.model import FlightDelayModel
-from pyfunc.schema import CATEGORY_COLUMNS, FLIGHT_NUMBER, REQUIRED_COLUMNS, SCHEDULED_TIME, InvalidFlightsError
 from skyprophet.science import fit, raw_flights, recipe
 from tests.factory import make_flights
 from tests.pyfunc import oracle
@@ -256,8 +257,8 @@ def one_flight(field: str, value: object) -> pd.DataFrame:
 @pytest.mark.parametrize(("field", "look_alike", "plain"), SAME_FLIGHT)
 def test_look_alikes_are_the_same_flight_whichever_comes_first(field, look_alike, plain):
     for first, second in ((look_alike, plain), (plain, look_alike)):
-        schema._FLIGHT_NUMBER_MEMO.values.clear()
-        schema._CATEGORY_MEMO.values.clear()
+        normalise.FLIGHT_NUMBER_MEMO.values.clear()
+        normalise.CATEGORY_MEMO.values.clear()
         cleaned = [as_frame(schema.clean_columns(one_flight(field, v))) for v in (first, second)]
         assert_frame_equal(cleaned[0], cleaned[1], obj=f"{field}: {look_alike!r} against {plain!r}")
         assert_frame_equal(cleaned[0], oracle.clean_flights(one_flight(field, first)))
@@ -265,7 +266,7 @@ def test_look_alikes_are_the_same_flight_whichever_comes_first(field, look_alike
 
 @pytest.mark.parametrize(("field", "look_alike", "words"), REFUSED)
 def test_look_alikes_that_would_read_as_another_flight_are_refused(field, look_alike, words):
-    for memo in (schema._FLIGHT_NUMBER_MEMO, schema._CATEGORY_MEMO):
+    for memo in (normalise.FLIGHT_NUMBER_MEMO, normalise.CATEGORY_MEMO):
         memo.values.clear()
     schema.clean_columns(one_flight(FLIGHT_NUMBER, 9_999_999_999.0))  # the memo saw the largest number first
     with pytest.raises(InvalidFlightsError) as caught:
@@ -278,21 +279,21 @@ def test_look_alikes_that_would_read_as_another_flight_are_refused(field, look_a
 def test_hostile_values_are_refused_before_the_memo_and_echoed_cut(spec, requests_frame):
     frame = requests_frame.head(3).astype(object)
     frame.loc[1, "Des-I"] = "Z" * 5_000_000
-    before = dict(schema._CATEGORY_MEMO.values)
+    before = dict(normalise.CATEGORY_MEMO.values)
     with pytest.raises(InvalidFlightsError) as caught:
         schema.validate_request(frame, spec.vocabulary)
     message = caught.value.message
     assert caught.value.field == "Des-I" and "MAX_CATEGORY_CHARS=64" in message, message
     assert f"row 1: {'Z' * 40!r}… (5000000 characters)" in message and len(message) < 200, message
-    assert schema._CATEGORY_MEMO.values == before, "nothing of a refused batch is cached"
+    assert normalise.CATEGORY_MEMO.values == before, "nothing of a refused batch is cached"
     with pytest.raises(InvalidFlightsError) as caught:
         schema.validate_request(frame, spec.vocabulary, "x" * 10_000)
     assert caught.value.field == "unknown_categories" and "… (10000 characters)" in caught.value.message
 
 
 def test_memo_stays_bounded_in_bytes(spec, requests_frame, monkeypatch):
-    monkeypatch.setattr(schema, "MEMO_MAX_BYTES", 20_000)
-    memo = schema._CATEGORY_MEMO
+    monkeypatch.setattr(normalise, "MEMO_MAX_BYTES", 20_000)
+    memo = normalise.CATEGORY_MEMO
     memo.values.clear()
     memo.bytes = 0
     for start in range(0, 2000, 100):
@@ -306,10 +307,10 @@ def test_memo_stays_bounded_in_bytes(spec, requests_frame, monkeypatch):
 
 
 def test_memo_stays_bounded_and_correct(spec, requests_frame, monkeypatch):
-    monkeypatch.setattr(schema, "MEMO_LIMIT", 5)
+    monkeypatch.setattr(normalise, "MEMO_LIMIT", 5)
     for start in range(0, 200, 20):
         assert_same(requests_frame.iloc[start : start + 20], spec.vocabulary, f"rows {start}.. with a tiny memo")
-    assert len(schema._CATEGORY_MEMO.values) <= 5 + 20 * len(CATEGORY_COLUMNS)
+    assert len(normalise.CATEGORY_MEMO.values) <= 5 + 20 * len(CATEGORY_COLUMNS)
 
 
 def test_code_tables_give_the_codes_of_a_plain_index(spec, requests_frame):
@@ -376,9 +377,9 @@ def test_every_request_form_takes_the_fast_path(logged_model, requests_frame, mo
             raise AssertionError("pandas string work on the request path")
 
         with monkeypatch.context() as patched:
-            patched.setattr(schema, "parse_scheduled_time", slow)
-            patched.setattr(schema._CATEGORY_MEMO, "normalise", slow)
-            patched.setattr(schema._FLIGHT_NUMBER_MEMO, "normalise", slow)
+            patched.setattr(times, "parse_scheduled_time", slow)
+            patched.setattr(normalise.CATEGORY_MEMO, "normalise", slow)
+            patched.setattr(normalise.FLIGHT_NUMBER_MEMO, "normalise", slow)
             for name, body in forms.items():
                 assert score(body) == reference[name], f"{name}, {size} flights"
 

@@ -17,7 +17,8 @@ import requests
 
 from pyfunc.explain import FACTOR_VALUES_COLUMN, FACTORS, TOP_FACTORS, TOP_FACTORS_COLUMN
 from pyfunc.features import FEATURE_NAMES
-from pyfunc.schema import REQUIRED_COLUMNS, SCHEDULED_TIME, TARGET
+from pyfunc.fields import REQUIRED_COLUMNS, SCHEDULED_TIME
+from pyfunc.schema import TARGET
 from skyprophet.ops.processes import ServedModel
 from skyprophet.science import raw_flights
 from tests.factory import make_flights

@@ -14,7 +14,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pyfunc.schema import FLIGHT_NUMBER, OPTIONAL_COLUMNS, REQUIRED_COLUMNS, SCHEDULED_TIME
+from pyfunc.fields import FLIGHT_NUMBER, REQUIRED_COLUMNS, SCHEDULED_TIME
+from pyfunc.schema import OPTIONAL_COLUMNS
 from skyprophet.batch.contract import MODEL_PARAMS, SPARK_RESULT_TYPE
 from skyprophet.batch.spark_engine import spark_session
 from tests.factory import make_flights

@@ -12,7 +12,8 @@ import mlflow
 import pytest
 import requests
 
-from pyfunc.schema import MAX_BATCH_ROWS, REQUIRED_COLUMNS
+from pyfunc.fields import REQUIRED_COLUMNS
+from pyfunc.schema import MAX_BATCH_ROWS
 from skyprophet.config import MODEL_NAME
 from skyprophet.ops.processes import ServedModel
 

@@ -30,7 +30,8 @@ from mlflow.pyfunc import scoring_server
 from ingress import limits
 from ingress.run import group_members
 from pyfunc.explain import MAX_EXPLAIN_FLIGHTS, MAX_EXPLAIN_FLIGHTS_ENV, max_explain_flights
-from pyfunc.schema import MAX_BATCH_ROWS, REQUIRED_COLUMNS
+from pyfunc.fields import REQUIRED_COLUMNS
+from pyfunc.schema import MAX_BATCH_ROWS
 from skyprophet.config import PROJECT_ROOT
 from skyprophet.ops.processes import free_port, process_env, stop_process_group, wait_for_http
 from tests.factory import make_flights

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pyfunc.schema import REQUIRED_COLUMNS, SCHEDULED_TIME
+from pyfunc.fields import REQUIRED_COLUMNS, SCHEDULED_TIME
 from skyprophet import config
 from skyprophet.config import MODEL_NAME, PROJECT_ROOT
 from skyprophet.mlops import registry

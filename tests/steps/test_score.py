@@ -17,7 +17,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pyfunc.schema import OPTIONAL_COLUMNS, REQUIRED_COLUMNS, UNKNOWN_FIELDS
+from pyfunc.fields import REQUIRED_COLUMNS
+from pyfunc.schema import OPTIONAL_COLUMNS, UNKNOWN_FIELDS
 from skyprophet.batch import pandas_engine
 from skyprophet.batch.contract import MODEL_PARAMS, ScoreInputError, TooManyRejectsError
 from skyprophet.batch.sinks import rejects_uri

@@ -14,7 +14,8 @@ import pytest
 from sklearn.isotonic import IsotonicRegression
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-from pyfunc.schema import OPERATED_TIME, SCHEDULED_TIME, TARGET, clean_flights
+from pyfunc.fields import SCHEDULED_TIME
+from pyfunc.schema import OPERATED_TIME, TARGET, clean_flights
 from skyprophet import config
 from skyprophet.science import fit, raw_flights, recipe
 from skyprophet.science.fit import centred_isotonic
