@@ -48,8 +48,15 @@ from mlflow.models import Model
 from bench.input_path import side_model
 from ingress.run import stop_groups
 from skyprophet.config import PROJECT_ROOT
-from skyprophet.ops.processes import BIN, ServedModel, free_port, start_logged, wait_for_http
-from steps.serve import ingress_command, server_env
+from skyprophet.ops.processes import (
+    BIN,
+    ServedModel,
+    free_port,
+    ingress_command,
+    server_env,
+    start_logged,
+    wait_for_http,
+)
 
 
 def example_flights(model_uri: str) -> pd.DataFrame:
@@ -114,7 +121,7 @@ def seed_model_store(raw: pd.DataFrame, folder: Path) -> dict[str, str]:
     """A seed-style model (XGBoost on the one-hot seed columns) registered as ``production``; the seed app's env."""
     import xgboost as xgb
 
-    from steps.etl import delay_target
+    from skyprophet.science.raw_flights import delay_target
 
     features = pd.get_dummies(seed_frame(raw), columns=list(SEED_COLUMNS)).astype(float)
     model = xgb.XGBClassifier(random_state=1, learning_rate=0.01, n_jobs=2)

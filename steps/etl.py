@@ -24,9 +24,6 @@ import mlflow
 from pyfunc.schema import TARGET
 from skyprophet import config
 from skyprophet.mlops import tracking
-
-# read_raw, reject_reasons and delay_target are also imported from here by replay and bench/ingress.py
-# until they import them from skyprophet.science.raw_flights.
 from skyprophet.science.raw_flights import delay_target, read_raw, reject_reasons
 from skyprophet.science.splits import SPLITS, RawDataError, split_by_day, split_latest
 from skyprophet.storage import DataSourceError, fetch, sha256_of

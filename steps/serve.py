@@ -11,7 +11,6 @@ a private loopback port behind it. A stop signal stops both, whatever is in flig
 from __future__ import annotations
 
 import atexit
-import importlib.util
 import json
 import os
 import shutil
@@ -29,7 +28,7 @@ from ingress.run import stop_groups
 from skyprophet import config
 from skyprophet.mlops import registry, tracking
 from skyprophet.mlops.digest import ArtifactDigestError
-from skyprophet.ops.processes import BIN, ServedModel, free_port, start_logged
+from skyprophet.ops.processes import ServedModel, free_port, ingress_command, server_env, start_logged
 
 
 def example_curl(model_uri: str, host: str, port: int) -> str:
@@ -42,26 +41,6 @@ def example_curl(model_uri: str, host: str, port: int) -> str:
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
-# The event loop of every uvicorn worker, through the UVICORN_* environment the `uvicorn` CLI that
-# `mlflow models serve` runs reads. uvloop sets TCP_NODELAY on every accepted connection. asyncio's
-# loop does so only when the listening socket says IPPROTO_TCP, and with `--workers N` uvicorn binds
-# that socket itself without it (uvicorn issue 3149): every keep-alive response after the first then
-# waits about 40 ms for the client's delayed ACK. Named explicitly so that a missing uvloop is an
-# error at start, not a silent fallback to asyncio.
-UVICORN_LOOP = "uvloop"
-
-
-def server_env(workers: int) -> dict[str, str]:
-    """What `mlflow models serve` needs beyond our environment: UVICORN_LOOP=uvloop unless already set."""
-    env = {"UVICORN_LOOP": os.environ.get("UVICORN_LOOP", UVICORN_LOOP)}
-    if env["UVICORN_LOOP"] == UVICORN_LOOP and importlib.util.find_spec("uvloop") is None:
-        raise SystemExit(
-            "serve: uvloop is not installed (pip install -r requirements.txt). Without it uvicorn's workers "
-            "leave TCP_NODELAY off on accepted connections (uvicorn issue 3149, about 40 ms more per keep-alive "
-            f"request with --workers {workers}); set UVICORN_LOOP=asyncio to serve anyway."
-        )
-    return env
-
 
 class StopServing(BaseException):
     """SIGINT (Ctrl-C), SIGTERM or SIGHUP arrived: stop the model server.
@@ -73,11 +52,6 @@ class StopServing(BaseException):
 
 def _raise_stop(signum: int, frame: object) -> None:
     raise StopServing(signal.Signals(signum).name)
-
-
-def ingress_command(host: str, port: int, upstream: str) -> list[str]:
-    """``python -m ingress.run`` on the public address, forwarding to the model server at ``upstream``."""
-    return [str(BIN / "python"), "-m", "ingress.run", "--host", host, "--port", str(port), "--upstream", upstream]
 
 
 def main() -> None:

@@ -44,7 +44,7 @@ from skyprophet.mlops.registry import PRODUCTION_ALIAS, STAGING_ALIAS, productio
 from skyprophet.mlops.tracking import resolve_local
 from skyprophet.ops import acceptance
 from skyprophet.ops.isolated_scoring import score_isolated
-from skyprophet.ops.processes import ServedModel, isolated_env
+from skyprophet.ops.processes import UVICORN_LOOP, ServedModel, isolated_env
 
 logger = logging.getLogger("skyprophet.promote")
 
@@ -232,7 +232,7 @@ def serve_and_check(
     home = workdir / "home"
     home.mkdir()
     log = workdir / "model-server.log"
-    env = isolated_env(home, {"UVICORN_LOOP": os.environ.get("UVICORN_LOOP", "uvloop")})
+    env = isolated_env(home, {"UVICORN_LOOP": os.environ.get("UVICORN_LOOP", UVICORN_LOOP)})
     with ServedModel(str(model_dir), log, env, workers=workers, isolated=True, wait=False) as server:
         after = [meanwhile()] if meanwhile is not None else []
         try:
