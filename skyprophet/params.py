@@ -124,9 +124,13 @@ class RecalibrateParams(LoadCheck):
 
     data: str = ""  # flown flights (Fecha-O given): path, file:// or gs://; required
     model_name: str = MODEL_NAME
-    days: int = 7  # the last days of flown flights the shift is solved on
+    # The cadence the season replay proves (docs/model.md, `python -m bench.cadence`): run daily, the
+    # last 10 flown days weighted by recency (half-life 2.5 days), a new version only when the serving
+    # mean is more than 0.04 off: on SCL 2017 every month's ECE <= 0.046 with 36 versions in six months.
+    days: int = 10  # the last days of flown flights the shift is solved on
     min_flights: int = 100  # fewer flown flights in the window (after the booster's training flights): no correction
-    tolerance: float = 0.0  # |serving mean - realized rate| at or below this: no new version
+    tolerance: float = 0.04  # |serving mean - realized rate| (both weighted) at or below this: no new version
+    half_life: float = 2.5  # days: a flight's weight halves per half_life days of age; 0 = all weigh the same
     promote: Promote = "auto"
     workers: int = 1
 
@@ -144,12 +148,12 @@ class ReplayParams(LoadCheck):
     months: int = 6  # the file's last months, one after the other
     model_name: str = "flight-delay-replay"  # its own registered model: the replay never touches flight-delay
     n_estimators: int = 80  # train's, for a quicker replay on generated flights
-    # The cadence (docs/model.md): checked daily on the last 6 flown days, a new version only when
-    # the serving mean is more than 0.02 off; chosen for July's ECE <= 0.05 with the fewest versions.
+    # The correction as operated (recalibrate's defaults), checked daily: see RecalibrateParams.
     correction_every: int = 1  # days between correction checks (1 = daily)
-    correction_days: int = 6  # recalibrate's days
-    min_flights: int = 100  # recalibrate's min_flights
-    tolerance: float = 0.02  # recalibrate's tolerance: a new version only when the mean is this far off
+    correction_days: int = RecalibrateParams.days  # recalibrate's days
+    correction_half_life: float = RecalibrateParams.half_life  # recalibrate's half_life
+    min_flights: int = RecalibrateParams.min_flights  # recalibrate's min_flights
+    tolerance: float = RecalibrateParams.tolerance  # recalibrate's tolerance
     drift_cv_folds: int = 3  # monitor's cv_folds for the month's drift verdict
     drift_max_rows: int = 20000  # monitor's max_rows
     report_dir: str = ""  # "" = reports/replay in the checkout

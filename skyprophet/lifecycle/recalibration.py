@@ -3,16 +3,17 @@
 A delay rate that moves (holidays, winter, a strike) makes every probability wrong by about the
 same amount in logit space while the ranking stays good. From the flown flights of the last
 ``days`` days (``Fecha-O`` given; only flights after the booster's training flights, which it has
-not learned), the intercept shift s is solved (1-D root find) so that the mean of
-sigmoid(logit(p) + s) equals their realized delay rate, p being the uncorrected calibrated
-probability of the booster. The shift replaces any earlier one (corrections never compound).
+not learned), each weighted by its recency (halved every ``half_life`` days; 0: equal weights),
+the intercept shift s is solved (1-D root find) so that the weighted mean of
+sigmoid(logit(p) + s) equals their weighted realized delay rate, p being the uncorrected
+calibrated probability of the booster. The shift replaces any earlier one (corrections never compound).
 
 The correction is logged as a model in a ``recalibrate`` run (same booster, spec with
 ``intercept_shift``; the decision threshold moved by the same shift, so the 0/1 ``delay`` answer
 is unchanged), registered (``registration.register``: the gate on the window's flights, alias
 ``staging``) and checked (``promotion.promote``: served, smoke, contract, load, quality) like any
 other version. Nothing is registered when fewer than ``min_flights`` flights qualify or the
-serving version's mean is within ``tolerance`` of the realized rate.
+serving version's (weighted) mean is within ``tolerance`` of the (weighted) realized rate.
 """
 
 from __future__ import annotations
@@ -86,11 +87,26 @@ def shifted(p: np.ndarray, shift: float) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-(logit(p) + shift)))
 
 
-def solve_shift(p: np.ndarray, rate: float) -> float:
-    """The logit shift s with mean(sigmoid(logit(p) + s)) == rate (monotone in s, so one root)."""
+def solve_shift(p: np.ndarray, rate: float, weights: np.ndarray | None = None) -> float:
+    """The logit shift s with mean(sigmoid(logit(p) + s)) == rate, weighted by ``weights`` (monotone in s: one root)."""
     if not 0.0 < rate < 1.0:
         raise ValueError(f"realized delay rate {rate} leaves no shift to solve: it must be strictly between 0 and 1")
-    return float(brentq(lambda s: shifted(p, s).mean() - rate, -MAX_SHIFT, MAX_SHIFT, xtol=1e-10))
+    w = np.full(len(p), 1.0 / len(p)) if weights is None else weights / weights.sum()
+    return float(brentq(lambda s: w @ shifted(p, s) - rate, -MAX_SHIFT, MAX_SHIFT, xtol=1e-10))
+
+
+def recency_weights(times: pd.Series, half_life: float) -> np.ndarray:
+    """Each flown flight's weight: halved every ``half_life`` days before the end of the last flown day (0: all 1).
+
+    A delay rate that moves within days (July 2017: 0.11 on its first two days, 0.44 mid-month) is
+    followed sooner by recent days than by a flat window, without the noise of a short one.
+    """
+    times = pd.to_datetime(times)
+    if not half_life:
+        return np.ones(len(times))
+    end = times.max().normalize() + pd.Timedelta(days=1)
+    age = ((end - times).dt.total_seconds() / 86400).to_numpy()
+    return 0.5 ** (age / half_life)
 
 
 def base_model(version: mlflow.entities.model_registry.ModelVersion) -> tuple[xgb.Booster, ModelSpec]:
@@ -125,6 +141,7 @@ def recalibrate(
     days: int = RECALIBRATE["days"],
     min_flights: int = RECALIBRATE["min_flights"],
     tolerance: float = RECALIBRATE["tolerance"],
+    half_life: float = RECALIBRATE["half_life"],
     promote_mode: str = RECALIBRATE["promote"],
     users: int = RECALIBRATE["users"],
     spawn_rate: float = RECALIBRATE["spawn_rate"],
@@ -133,8 +150,8 @@ def recalibrate(
     workers: int = RECALIBRATE["workers"],
 ) -> RecalibrateResult:
     """Solve the shift on the flown window, log, register and promote the corrected version."""
-    if days < 1:
-        raise ValueError(f"days must be at least 1, got {days}")
+    if days < 1 or half_life < 0:
+        raise ValueError(f"days must be at least 1 and half_life at least 0, got {days} and {half_life}")
     with tempfile.TemporaryDirectory(prefix="recalibrate-") as tmp:
         raw = flights.read_flights(data, Path(tmp))
         flights.clean_new_flights(raw, data)  # the schedule's columns, named when wrong
@@ -155,6 +172,8 @@ def recalibrate(
         known = ~np.isnan(p0)
         y = outcomes.loc[in_window, "y"].to_numpy()[known]
         p0 = p0[known]
+        w = recency_weights(outcomes.loc[in_window, "time"][known], half_life) if len(y) else np.array([])
+        w = w / w.sum() if len(w) else w
         serving_shift = float(production.tags.get(realized.SHIFT_TAG, "0") or 0)
         result = RecalibrateResult(
             model_name, str(base.version), "", serving_shift, int(len(y)), 0.0, 0.0, 0.0, False, ""
@@ -166,8 +185,8 @@ def recalibrate(
             )
             logger.info("recalibrate: %s", result.reason)
             return result
-        result.realized_rate = float(y.mean())
-        result.mean_before = float(shifted(p0, serving_shift).mean()) if serving_shift else float(p0.mean())
+        result.realized_rate = float(w @ y)
+        result.mean_before = float(w @ shifted(p0, serving_shift)) if serving_shift else float(w @ p0)
         if abs(result.mean_before - result.realized_rate) <= tolerance:
             result.reason = (
                 f"version {production.version}'s mean {result.mean_before:.4f} is within tolerance {tolerance} "
@@ -175,8 +194,8 @@ def recalibrate(
             )
             logger.info("recalibrate: %s", result.reason)
             return result
-        shift = solve_shift(p0, result.realized_rate)
-        result.shift, result.mean_after = shift, float(shifted(p0, shift).mean())
+        shift = solve_shift(p0, result.realized_rate, w)
+        result.shift, result.mean_after = shift, float(w @ shifted(p0, shift))
         window_end = pd.to_datetime(outcomes.loc[in_window, "time"]).max()
         corrected = dataclasses.replace(
             spec,
@@ -198,6 +217,7 @@ def recalibrate(
                     "days": days,
                     "min_flights": min_flights,
                     "tolerance": tolerance,
+                    "half_life": half_life,
                     "promote": promote_mode,
                 }
             )

@@ -13,7 +13,6 @@ import pandas as pd
 import pytest
 
 from pyfunc.model import ModelSpec
-from skyprophet.lifecycle import recalibration
 from skyprophet.mlops.tags import TRAINED_THROUGH_TAG
 from skyprophet.monitoring import realized
 from skyprophet.science import raw_flights
@@ -105,44 +104,3 @@ def test_older_spec_json_loads_with_no_shift(tmp_path):
     del data["intercept_shift"]
     pd.Series(data).to_json(path)
     assert ModelSpec.load(str(path)).intercept_shift == 0.0
-
-
-@pytest.mark.parametrize("rate", [0.35, 0.1])
-def test_the_correction_moves_the_mean_to_the_realized_rate(rate):
-    p = np.random.default_rng(0).beta(2, 8, 5000)  # mean 0.2
-    shift = recalibration.solve_shift(p, rate)
-    assert (shift > 0) == (rate > p.mean()), f"rate {rate} vs mean {p.mean():.3f}: shift {shift}"
-    assert recalibration.shifted(p, shift).mean() == pytest.approx(rate, abs=1e-3)
-    assert np.array_equal(np.argsort(recalibration.shifted(p, shift)), np.argsort(p)), "ranking unchanged"
-    with pytest.raises(ValueError, match="strictly between 0 and 1"):
-        recalibration.solve_shift(p, 0.0)
-
-
-def test_the_correction_on_generated_flights_follows_a_higher_delay_rate():
-    """Trained on April-June, the flights of July (0.6 more log-odds of delay) are later than it predicts."""
-    flights = labelled(make_flights(days=122, flights_per_day=40, seed=3, start="2017-04-01"))
-    month = pd.to_datetime(flights["Fecha-I"]).dt.month
-    fitted, _ = fit_model(flights[month < 7].reset_index(drop=True), Recipe.of(n_estimators=20, cv_folds=2))
-    july = flights[month == 7].reset_index(drop=True)
-    outcomes = realized.flown_outcomes(july)
-    p = fitted.scores(july)
-    known = ~np.isnan(p)
-    y, p = outcomes["y"].to_numpy()[known], p[known]
-    assert y.mean() > p.mean() + 0.05, f"July is later than the model thinks: {y.mean():.3f} vs {p.mean():.3f}"
-    shift = recalibration.solve_shift(p, y.mean())
-    assert shift > 0
-    corrected = dataclasses.replace(fitted.spec, intercept_shift=shift)
-    after = dataclasses.replace(fitted, spec=corrected).scores(july)[known]
-    assert after.mean() == pytest.approx(y.mean(), abs=1e-3)
-    before, fixed = realized.figures(y, p), realized.figures(y, after)
-    assert fixed["ece"] < before["ece"], (before["ece"], fixed["ece"])
-    assert fixed["roc_auc"] == pytest.approx(before["roc_auc"], abs=1e-9), "the ranking is the booster's"
-
-
-def test_window_keeps_the_last_days_after_the_boosters_flights():
-    times = pd.Series(pd.date_range("2017-07-01", "2017-07-20", freq="6h"))
-    outcomes = pd.DataFrame({"time": times})
-    kept = times[recalibration.window_of(outcomes, 7, pd.Timestamp("2017-07-15 12:00"))]
-    assert kept.min() == pd.Timestamp("2017-07-15 18:00") and kept.max() == times.max()
-    kept = times[recalibration.window_of(outcomes, 7, None)]
-    assert kept.min() == pd.Timestamp("2017-07-14") and len(kept) == 7 * 4 - 3
