@@ -22,6 +22,7 @@ from skyprophet.mlops.registry import (
     move_production,
     production_version,
 )
+from skyprophet.mlops.tags import acceptance_tag
 from skyprophet.ops import acceptance
 
 logger = logging.getLogger("skyprophet.promote")
@@ -71,7 +72,7 @@ def record(
         client.set_model_version_tag(name, number, VERDICT_TAG, verdict)
     production = production_version(client, name)
     for result in results:
-        client.set_model_version_tag(name, number, f"acceptance.{result.name}", result.tag)
+        client.set_model_version_tag(name, number, acceptance_tag(result.name), result.tag)
     client.set_model_version_tag(name, number, "acceptance.checked_at", datetime.now(UTC).isoformat())
     client.set_model_version_tag(name, number, "acceptance.mode", mode)
     client.set_model_version_tag(name, number, DIGEST_TAG, artifact_digest)

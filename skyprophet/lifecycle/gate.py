@@ -126,14 +126,14 @@ class Gate:
             "gate.period": self.period,
             "gate.production_version": "none" if self.production is None else str(self.production.version),
             "gate.production_scored_as": self.production_scored_as or "none",
-            "gate.decision": "promoted" if self.passed else "not promoted",
-            "gate.holdout_uri": holdout_uri,
+            run_tags.GATE_VERDICT_TAG: run_tags.GATE_PASSED if self.passed else run_tags.GATE_NOT_PASSED,
+            run_tags.GATE_HOLDOUT_URI_TAG: holdout_uri,
             "gate.promote_mode": promote_mode,
         }
         for key in ("candidate", "production"):
             for metric in GATE_METRICS:
                 value = self.figures.get(key, {}).get(metric)
-                tags[f"gate.{key}_{metric}"] = "none" if value is None else f"{value:.5f}"
+                tags[run_tags.gate_figure_tag(key, metric)] = "none" if value is None else f"{value:.5f}"
         return tags
 
 

@@ -41,6 +41,7 @@ from skyprophet.mlops import digest, registry, tracking
 from skyprophet.mlops.digest import DIGEST_TAG, ArtifactDigestError
 from skyprophet.mlops.promotion_lock import promotion_lock
 from skyprophet.mlops.registry import PRODUCTION_ALIAS, STAGING_ALIAS, production_version
+from skyprophet.mlops.tags import ACCEPTANCE_FAILED_TAG, GATE_HOLDOUT_URI_TAG, GATE_VERDICT_TAG, acceptance_tag
 from skyprophet.mlops.tracking import resolve_local
 from skyprophet.ops import acceptance
 from skyprophet.ops.isolated_scoring import score_isolated
@@ -85,7 +86,7 @@ def find_version(client: mlflow.MlflowClient, name: str, version: str) -> ModelV
 
 def holdout_flights(version: ModelVersion, model_dir: Path, limit: int = 200) -> list[dict]:
     """Up to ``limit`` real flights of the gate's latest period the version can score (known categories)."""
-    uri = version.tags.get("gate.holdout_uri", "")
+    uri = version.tags.get(GATE_HOLDOUT_URI_TAG, "")
     if not uri:
         return []
     try:
@@ -115,7 +116,9 @@ def quality_check(
     models run from local copies in ``processes.isolated_env`` (their code sees no credential);
     a Production version with a recorded digest is verified first.
     """
-    holdout_uri = candidate.tags.get("gate.holdout_uri") or str(config.datasets_dir() / "processed" / "holdout.parquet")
+    holdout_uri = candidate.tags.get(GATE_HOLDOUT_URI_TAG) or str(
+        config.datasets_dir() / "processed" / "holdout.parquet"
+    )
     try:
         holdout_path = resolve_local(holdout_uri)
         holdout = pd.read_parquet(holdout_path)
@@ -156,7 +159,7 @@ def quality_check(
     if compared is not None:
         scores["production"] = compared
     figures = gate_metrics(holdout[TARGET].to_numpy(), scores)
-    return acceptance.quality(figures, period, label, mode, candidate.tags.get("gate.decision", ""))
+    return acceptance.quality(figures, period, label, mode, candidate.tags.get(GATE_VERDICT_TAG, ""))
 
 
 def promote(
@@ -209,10 +212,10 @@ def promote(
                 else:  # the quality check runs while the server starts
                     results = serve_and_check(model_dir, number, workdir, flights, workers, load_options, quality)
             failed = [r.name for r in results if not r.passed]
-            mlflow.set_tags({f"acceptance.{r.name}": r.tag[:5000] for r in results})
-            mlflow.set_tags({"acceptance.failed": ",".join(failed) or "none", DIGEST_TAG: artifact_digest})
+            mlflow.set_tags({acceptance_tag(r.name): r.tag[:5000] for r in results})
+            mlflow.set_tags({ACCEPTANCE_FAILED_TAG: ",".join(failed) or "none", DIGEST_TAG: artifact_digest})
             previous = publish(client, candidate, results, promote_mode, artifact_digest)
-        mlflow.set_tags({"promoted": str(promote_mode != "never"), "promotion.previous_version": previous or "none"})
+        mlflow.set_tags({"promoted": str(promote_mode != "never"), registry.PREVIOUS_TAG: previous or "none"})
         return PromoteResult(model_name, number, promote_mode != "never", previous, results)
 
 

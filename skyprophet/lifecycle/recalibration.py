@@ -40,7 +40,7 @@ from skyprophet.lifecycle.promotion import promote
 from skyprophet.lifecycle.registration import register
 from skyprophet.mlops import tracking
 from skyprophet.mlops.registry import require_production
-from skyprophet.mlops.tags import MODEL_URI_TAG, TRAINED_THROUGH_TAG
+from skyprophet.mlops.tags import CALIBRATED_THROUGH_TAG, CORRECTS_TAG, MODEL_URI_TAG, SHIFT_TAG, TRAINED_THROUGH_TAG
 from skyprophet.monitoring import flights, realized, reference
 from skyprophet.science.fit import FittedModel, log_pyfunc
 
@@ -174,7 +174,7 @@ def recalibrate(
         p0 = p0[known]
         w = recency_weights(outcomes.loc[in_window, "time"][known], half_life) if len(y) else np.array([])
         w = w / w.sum() if len(w) else w
-        serving_shift = float(production.tags.get(realized.SHIFT_TAG, "0") or 0)
+        serving_shift = float(production.tags.get(SHIFT_TAG, "0") or 0)
         result = RecalibrateResult(
             model_name, str(base.version), "", serving_shift, int(len(y)), 0.0, 0.0, 0.0, False, ""
         )
@@ -204,9 +204,9 @@ def recalibrate(
         )
         tags = {
             TRAINED_THROUGH_TAG: through or "",
-            realized.CALIBRATED_THROUGH_TAG: f"{window_end:{TIME_FORMAT}}",
-            realized.SHIFT_TAG: f"{shift:.6f}",
-            realized.CORRECTS_TAG: str(base.version),
+            CALIBRATED_THROUGH_TAG: f"{window_end:{TIME_FORMAT}}",
+            SHIFT_TAG: f"{shift:.6f}",
+            CORRECTS_TAG: str(base.version),
         }
         window = rows[known].assign(**{TARGET: y})
         with detached(), tracking.step_run("recalibrate") as active:

@@ -31,12 +31,14 @@ from skyprophet.mlops.registry import STAGING_ALIAS, STAGING_STAGE, stage
 from skyprophet.mlops.tags import (
     CANDIDATE_URI_TAG,
     GATE_DECISION_TAG,
+    GATE_VERDICT_TAG,
     HOLDOUT_URI_TAG,
     MODEL_URI_TAG,
     REFIT_RUN_TAG,
     REGISTERED_MODEL_TAG,
     REGISTERED_VERSION_TAG,
     STAGED_TAG,
+    THRESHOLD_TAG,
     TRAINED_THROUGH_TAG,
 )
 
@@ -99,7 +101,7 @@ def register(
             if served is not None and (through := served.data.tags.get(TRAINED_THROUGH_TAG)):
                 tags[TRAINED_THROUGH_TAG] = through
             threshold = model_threshold(source_uri)
-            tags["model.threshold"] = "unknown" if threshold is None else f"{threshold:.5f}"
+            tags[THRESHOLD_TAG] = "unknown" if threshold is None else f"{threshold:.5f}"
             logger.info("register: new version of %s from %s", model_name, source_uri)
             # One call with every tag: under auth the pipeline cannot delete a version (that needs
             # MANAGE), so a version must never exist without its gate tags.
@@ -119,10 +121,10 @@ def register(
                 if version.run_id and (through := client.get_run(version.run_id).data.tags.get(TRAINED_THROUGH_TAG)):
                     tags[TRAINED_THROUGH_TAG] = through
                 threshold = model_threshold(f"models:/{model_name}/{version.version}")
-                tags["model.threshold"] = "unknown" if threshold is None else f"{threshold:.5f}"
+                tags[THRESHOLD_TAG] = "unknown" if threshold is None else f"{threshold:.5f}"
                 for key, value in tags.items():
                     client.set_model_version_tag(model_name, version.version, key, value)
-            decision = tags["gate.decision"] + (f"; refitted on all flights in run {refit_run}" if refit_run else "")
+            decision = tags[GATE_VERDICT_TAG] + (f"; refitted on all flights in run {refit_run}" if refit_run else "")
             client.update_model_version(
                 model_name,
                 version.version,
@@ -141,7 +143,7 @@ def register(
                     version.version,
                     STAGING_ALIAS,
                     STAGING_STAGE,
-                    tags["gate.decision"],
+                    tags[GATE_VERDICT_TAG],
                 )
         except Exception:
             if created:  # it carries its gate tags already; a rerun finds it by its candidate tag and reuses it
@@ -160,7 +162,7 @@ def register(
             {
                 REGISTERED_MODEL_TAG: model_name,
                 REGISTERED_VERSION_TAG: version.version,
-                GATE_DECISION_TAG: tags["gate.decision"],
+                GATE_DECISION_TAG: tags[GATE_VERDICT_TAG],
                 STAGED_TAG: run_tags.staged_value(staged),
             }
         )

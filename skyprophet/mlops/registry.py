@@ -36,6 +36,7 @@ PRODUCTION_ALIAS, PRODUCTION_STAGE = "production", "Production"
 STAGING_ALIAS, STAGING_STAGE = "staging", "Staging"
 HISTORY_TAG = "promotion.history"  # on the registered model: the Production versions in order, comma-separated
 PREVIOUS_TAG = "promotion.previous_version"
+PROMOTED_AT_TAG = "promotion.promoted_at"  # when the version last became Production (realized quality reads it)
 MANAGE = "MANAGE on registered model {name!r} (the promoter's grant)"
 CRASH_ENV = "SKYPROPHET_PROMOTE_CRASH_AFTER"  # tests: tags | alias | stage -> os._exit(1) right after that write
 
@@ -199,7 +200,7 @@ def move_production(client: mlflow.MlflowClient, name: str, version: str, reason
         if previous_version == str(version):  # again on the alias (a rerun after a stop): what it replaced
             previous_version = past[-1] if past else ""
         client.set_model_version_tag(name, version, PREVIOUS_TAG, previous_version or "none")
-        client.set_model_version_tag(name, version, "promotion.promoted_at", now)
+        client.set_model_version_tag(name, version, PROMOTED_AT_TAG, now)
         client.set_model_version_tag(name, version, "promotion.reason", reason)
         if previous_version and previous_version != str(version):
             client.set_model_version_tag(name, previous_version, "promotion.superseded_by", str(version))

@@ -2,7 +2,7 @@
 
 A tag is a string on MLflow's side; where a step compares it (``staged``, a time), it reads it
 through a reader here, never by hand. The acceptance digest and verdict stay in
-``skyprophet.mlops.digest``; the delay-rate correction's tags in ``skyprophet.monitoring.realized``.
+``skyprophet.mlops.digest``, the ``promotion.*`` history in ``skyprophet.mlops.registry`` (their writers).
 """
 
 from __future__ import annotations
@@ -28,11 +28,32 @@ REGISTERED_MODEL_TAG = "registered_model"
 REGISTERED_VERSION_TAG = "registered_version"
 GATE_DECISION_TAG = "gate_decision"
 STAGED_TAG = "staged"
-# promote's run: the checks that failed (comma-separated, or "none") and the quality check's verdict.
+# A delay-rate correction's version (``lifecycle.recalibration`` writes; realized quality reads): the
+# last flown flight its shift was chosen from, the shift, and the version whose booster it corrects.
+CALIBRATED_THROUGH_TAG = "skyprophet.calibrated_through"
+SHIFT_TAG = "skyprophet.intercept_shift"
+CORRECTS_TAG = "skyprophet.corrects_version"
+# register's version: the gate's comparison (``lifecycle.gate`` writes it; promote's quality check and
+# realized quality read it) and the model's decision threshold.
+GATE_VERDICT_TAG = "gate.decision"
+GATE_PASSED, GATE_NOT_PASSED = "promoted", "not promoted"
+GATE_HOLDOUT_URI_TAG = "gate.holdout_uri"
+THRESHOLD_TAG = "model.threshold"
+# promote's run and version: each check's outcome, the checks that failed (comma-separated, or "none").
 ACCEPTANCE_FAILED_TAG = "acceptance.failed"
 ACCEPTANCE_QUALITY_TAG = "acceptance.quality"
 # The time format of TRAINED_THROUGH_TAG.
 TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
+
+
+def gate_figure_tag(model: str, metric: str) -> str:
+    """The version tag of the gate's ``metric`` for ``model`` (candidate, production): ``gate.candidate_ece``."""
+    return f"gate.{model}_{metric}"
+
+
+def acceptance_tag(check: str) -> str:
+    """The tag of one acceptance check's outcome: ``acceptance.smoke`` = ``passed`` / ``failed: <reason>``."""
+    return f"acceptance.{check}"
 
 
 def is_staged(tags: Mapping[str, str]) -> bool:

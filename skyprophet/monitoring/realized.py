@@ -31,18 +31,11 @@ from pyfunc.schema import (
     minutes_late,
 )
 from pyfunc.schema import parse_scheduled_time as parse_time
-from skyprophet.mlops.registry import require_production
-from skyprophet.mlops.tags import TRAINED_THROUGH_TAG
+from skyprophet.mlops.registry import PROMOTED_AT_TAG, require_production
+from skyprophet.mlops.tags import CALIBRATED_THROUGH_TAG, CORRECTS_TAG, TRAINED_THROUGH_TAG, gate_figure_tag
 from skyprophet.science import metrics
 
 logger = logging.getLogger("skyprophet.realized")
-# On a delay-rate correction (steps.recalibrate): the last flown flight its shift was chosen from,
-# the shift, and the version whose booster and calibration it corrects.
-CALIBRATED_THROUGH_TAG = "skyprophet.calibrated_through"
-SHIFT_TAG = "skyprophet.intercept_shift"
-CORRECTS_TAG = "skyprophet.corrects_version"
-# Set by steps.promote on every version it moved to Production.
-PROMOTED_AT_TAG = "promotion.promoted_at"
 AIRLINE = "OPERA"
 FIGURES = ("roc_auc", "pr_auc", "ece", "base_rate", "mean_predicted")
 
@@ -210,7 +203,10 @@ def judge(realized: Realized, gate_tags: dict[str, str], ece_margin: float, auc_
     A gate figure the version lacks is not judged (named in the log); a NaN realized AUC is not judged.
     """
     reasons = []
-    gate_ece, gate_auc = gate_tags.get("gate.candidate_ece"), gate_tags.get("gate.candidate_roc_auc")
+    gate_ece, gate_auc = (
+        gate_tags.get(gate_figure_tag("candidate", "ece")),
+        gate_tags.get(gate_figure_tag("candidate", "roc_auc")),
+    )
     ece, auc = realized.overall["ece"], realized.overall["roc_auc"]
     if gate_ece not in (None, "none") and ece > float(gate_ece) + ece_margin:
         reasons.append(f"realized ECE {ece:.4f} > gate ECE {float(gate_ece):.4f} + realized_ece_margin {ece_margin}")

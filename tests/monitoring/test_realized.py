@@ -13,7 +13,8 @@ import pandas as pd
 import pytest
 
 from pyfunc.model import ModelSpec
-from skyprophet.mlops.tags import TRAINED_THROUGH_TAG
+from skyprophet.mlops.registry import PROMOTED_AT_TAG
+from skyprophet.mlops.tags import CALIBRATED_THROUGH_TAG, TRAINED_THROUGH_TAG
 from skyprophet.monitoring import realized
 from skyprophet.science import raw_flights
 from skyprophet.science.fit import fit_model
@@ -69,11 +70,11 @@ def test_serving_periods_from_the_registry(tracking_store):
     name = "flight-delay-lookup"
     client.create_registered_model(name)
     stamps = {
-        "1": {TRAINED_THROUGH_TAG: "2017-06-30 23:55:00", realized.PROMOTED_AT_TAG: "x"},
-        "2": {TRAINED_THROUGH_TAG: "2017-06-30 23:55:00", realized.CALIBRATED_THROUGH_TAG: "2017-07-07 23:00:00"},
-        "3": {TRAINED_THROUGH_TAG: "2017-06-30 23:55:00", realized.CALIBRATED_THROUGH_TAG: "2017-07-14 23:00:00"},
+        "1": {TRAINED_THROUGH_TAG: "2017-06-30 23:55:00", PROMOTED_AT_TAG: "x"},
+        "2": {TRAINED_THROUGH_TAG: "2017-06-30 23:55:00", CALIBRATED_THROUGH_TAG: "2017-07-07 23:00:00"},
+        "3": {TRAINED_THROUGH_TAG: "2017-06-30 23:55:00", CALIBRATED_THROUGH_TAG: "2017-07-14 23:00:00"},
     }
-    stamps["2"][realized.PROMOTED_AT_TAG] = "x"
+    stamps["2"][PROMOTED_AT_TAG] = "x"
     for number, tags in stamps.items():
         client.create_model_version(name, f"file:///nowhere/{number}", tags=tags)
     with pytest.raises(FileNotFoundError, match="no Production version"):
