@@ -9,10 +9,9 @@ from __future__ import annotations
 import os
 
 import mlflow
-import pandas as pd
 from mlflow.exceptions import MlflowException
 
-from skyprophet.batch.contract import BATCH_NTHREAD_ENV, MODEL_PARAMS, ScoreInputError
+from skyprophet.batch.contract import BATCH_NTHREAD_ENV, ScoreInputError
 from skyprophet.mlops import tracking
 
 
@@ -29,11 +28,6 @@ def resolve_model(model_uri: str) -> tuple[str, str, str]:
             f"model {model_uri} not found in {tracking.tracking_uri()}: {err}; train one with `make pipeline`"
         ) from err
     return f"models:/{name}/{version}", name, str(version)
-
-
-def predict(model, frame: pd.DataFrame) -> pd.DataFrame:
-    """The model's scores of ``frame`` with the batch parameters (unseen categories scored and named)."""
-    return model.predict(frame, params=MODEL_PARAMS)
 
 
 def load_model(uri: str, batch_threads: int | None = None):

@@ -18,24 +18,21 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import mlflow
-import numpy as np
-import pandas as pd
 import pyarrow as pa
-from mlflow.exceptions import MlflowException
 
-from pyfunc.schema import SCHEDULED_TIME, UNKNOWN_FIELDS
+from pyfunc.schema import UNKNOWN_FIELDS
 from skyprophet.batch.contract import (
-    AIRLINE,
     FLIGHT_COLUMNS,
     REJECT_DETAIL,
     REJECT_REASON,
     SCORE_COLUMNS,
     SCORE_TYPES,
 )
-from skyprophet.batch.model import load_model, predict
+from skyprophet.batch.model import load_model
+from skyprophet.batch.scoring import score_batch
 from skyprophet.batch.sinks import ParquetSink, empty_frame
 from skyprophet.batch.sources import file_columns, local_copy, read_batches
-from skyprophet.batch.tally import BatchScores, Tally, flight_days, group_sums, reject_reasons
+from skyprophet.batch.tally import BatchScores, Tally
 
 # The score step's logger: its lines (``stages:`` is read by bench/score.py) keep the step's name.
 logger = logging.getLogger("skyprophet.score")
@@ -61,38 +58,6 @@ class Progress:
             rate = self.done / max(now - self.start, 1e-9)
             share = f" ({self.done / self.total:.0%})" if self.total else ""
             logger.info("scored %d rows%s, %.0f rows/s", self.done, share, rate)
-
-
-def score_batch(model, chunk: pd.DataFrame) -> BatchScores:
-    """Score one batch; the model validates, bad rows are looked for only when it refuses."""
-    started = time.process_time()
-    chunk = chunk.reset_index(drop=True)
-    valid = None
-    reasons = details = np.array([], dtype=object)
-    try:
-        predicted = predict(model, chunk)
-    except MlflowException as refused:
-        found, why = reject_reasons(chunk)
-        mask = found == ""
-        if mask.all():
-            # Refused for something that is not one flight's fault; as a plain MlflowException,
-            # which pickles from a worker process (the schema's error type does not).
-            raise MlflowException(refused.message) from None
-        valid, reasons, details = mask, found[~mask], why[~mask]
-        chunk = chunk[mask].reset_index(drop=True)
-        predicted = predict(model, chunk) if len(chunk) else empty_frame([], {c: "float64" for c in SCORE_COLUMNS})
-    scores = {
-        "delay_probability": predicted["delay_probability"].to_numpy(np.float64),
-        "delay": predicted["delay"].to_numpy(np.int64),
-        UNKNOWN_FIELDS: predicted[UNKNOWN_FIELDS].to_numpy(dtype=object),
-    }
-    flagged = scores[UNKNOWN_FIELDS] != ""
-    days = flight_days(chunk[SCHEDULED_TIME]) if len(chunk) else None
-    groups = group_sums(chunk[AIRLINE], days, scores, flagged) if len(chunk) else pd.DataFrame()
-    rejected = pd.Series(reasons, dtype=object).value_counts().to_dict()
-    rows = len(chunk) if valid is None else len(valid)
-    counts = {r: int(n) for r, n in rejected.items()}
-    return BatchScores(rows, valid, reasons, details, scores, groups, counts, time.process_time() - started)
 
 
 def split_batch(table: pa.Table, part: BatchScores) -> tuple[pa.Table, pa.Table]:

@@ -3,13 +3,12 @@
 Which rows are flights (``pyfunc.schema.clean_columns`` alone decides), the day of each flight, one
 batch's scores and sums, and the run's counts and summary added up batch by batch.
 
-The Spark workers import this module (``annotate_batches``): it needs ``pyfunc`` and ``contract`` only.
+The Spark workers import this module (through ``scoring``): it needs ``pyfunc`` and ``contract`` only.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -18,9 +17,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pyfunc.normalise import normalise_category
-from pyfunc.schema import SCHEDULED_TIME, UNKNOWN_FIELDS, InvalidFlightsError, clean_columns
+from pyfunc.schema import UNKNOWN_FIELDS, InvalidFlightsError, clean_columns
 from pyfunc.times import parse_times
-from skyprophet.batch.contract import AIRLINE, DAY, FLIGHT_COLUMNS, REJECT_DETAIL, REJECT_REASON
+from skyprophet.batch.contract import AIRLINE, DAY, FLIGHT_COLUMNS
 
 # Reason slugs from the schema's problem texts (etl's names); anything else is invalid_<field>.
 _REASON_KINDS = (
@@ -88,22 +87,6 @@ def flight_days(times: pd.Series) -> np.ndarray:
 
 def _parsed_days(values: list) -> np.ndarray:
     return np.datetime_as_string(parse_times(values).astype("datetime64[D]"), unit="D").astype(object)
-
-
-def annotate(frame: pd.DataFrame) -> pd.DataFrame:
-    """``frame`` plus ``reject_reason``, ``reject_detail`` and the day of each valid flight (Spark's first pass)."""
-    reasons, details = reject_reasons(frame)
-    days = np.full(len(frame), "", dtype=object)
-    valid = reasons == ""
-    if valid.any():
-        days[valid] = flight_days(frame[SCHEDULED_TIME][valid])
-    return frame.assign(**{REJECT_REASON: reasons, REJECT_DETAIL: details, DAY: days})
-
-
-def annotate_batches(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
-    """``annotate`` over Spark's ``mapInPandas`` batches."""
-    for batch in batches:
-        yield annotate(batch)
 
 
 @dataclass
