@@ -13,13 +13,14 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import mlflow
+import numpy as np
 import pandas as pd
+import requests
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
@@ -106,60 +107,121 @@ def acceptance_flights(version: ModelVersion, model_dir: Path) -> list[dict]:
     return acceptance.model_flights(str(model_dir), holdout_flights(version, model_dir))
 
 
+class QualityUnavailable(RuntimeError):
+    """The quality check cannot compare: the holdout is unreadable (the message says which and why)."""
+
+
+@dataclass
+class QualityHoldout:
+    """The flights of the gate's holdout period, where they are and which period they cover."""
+
+    frame: pd.DataFrame
+    path: Path
+    period: str
+
+
+@dataclass
+class ProductionScores:
+    """The current Production's probabilities on the holdout (or why there are none)."""
+
+    label: str = "none"
+    scores: np.ndarray | None = None
+    error: Exception | None = None
+
+
+def read_quality_holdout(candidate: ModelVersion) -> QualityHoldout:
+    """The holdout from ``gate.holdout_uri`` (else etl's default); QualityUnavailable when it cannot be read.
+
+    The pipeline's ``gate.*`` tags are not trusted: the flights are scored again here, and
+    ``gate.decision`` is only shown as a hint.
+    """
+    uri = candidate.tags.get(GATE_HOLDOUT_URI_TAG) or str(config.datasets_dir() / "processed" / "holdout.parquet")
+    try:
+        path = resolve_local(uri)
+        frame = pd.read_parquet(path)
+    except (MlflowException, OSError, ValueError) as err:
+        raise QualityUnavailable(f"holdout {uri} not readable ({err})") from None
+    times = parse_scheduled_time(frame[SCHEDULED_TIME])
+    return QualityHoldout(frame, path, f"{times.min():%Y-%m-%d} to {times.max():%Y-%m-%d}")
+
+
+def score_production(
+    client: mlflow.MlflowClient, candidate: ModelVersion, holdout: QualityHoldout, workdir: Path
+) -> ProductionScores:
+    """The current Production scored on the holdout from a local copy in ``processes.isolated_env``.
+
+    A Production version with a recorded digest is verified first; none (or the candidate itself)
+    gives no scores.
+    """
+    production = production_version(client, candidate.name)
+    if production is None or str(production.version) == str(candidate.version):
+        return ProductionScores()
+    label = f"v{production.version}"
+    try:
+        if DIGEST_TAG in production.tags:
+            local = registry.download_verified(production, workdir / "production")
+        else:  # moved there before digests were recorded
+            label += " (no recorded digest)"
+            local = registry.download_version(production.name, production.version, workdir / "production")
+        return ProductionScores(label, score_isolated(str(local), holdout.path, env=isolated_env(workdir)))
+    except (ArtifactDigestError, RuntimeError) as err:
+        return ProductionScores(label, error=err)
+
+
+def judge_quality(
+    candidate: ModelVersion,
+    mode: str,
+    holdout: QualityHoldout,
+    candidate_scores: np.ndarray | Exception,
+    production: ProductionScores,
+) -> acceptance.CheckResult:
+    """The quality check's verdict from both models' probabilities on the holdout (``acceptance.quality``)."""
+    if isinstance(candidate_scores, Exception):
+        reason = f"the candidate did not score the holdout: {str(candidate_scores)[-300:]}"
+        return acceptance.CheckResult("quality", False, reason)
+    if production.error is not None:
+        if mode != "force":
+            reason = f"Production {production.label} not comparable: {str(production.error)[-300:]}"
+            return acceptance.CheckResult("quality", False, reason)
+        return acceptance.CheckResult(
+            "quality", True, f"Production {production.label} not comparable, promotion forced"
+        )
+    scores = {"candidate": candidate_scores}
+    if production.scores is not None:
+        scores["production"] = production.scores
+    figures = gate_metrics(holdout.frame[TARGET].to_numpy(), scores)
+    return acceptance.quality(figures, holdout.period, production.label, mode, candidate.tags.get(GATE_VERDICT_TAG, ""))
+
+
 def quality_check(
     client: mlflow.MlflowClient, candidate: ModelVersion, model_dir: Path, mode: str, workdir: Path
 ) -> acceptance.CheckResult:
     """The candidate and the current Production scored here on the holdout period, each in an isolated process.
 
-    The pipeline's ``gate.*`` tags are not trusted: the holdout location is taken from
-    ``gate.holdout_uri`` (else etl's default) and ``gate.decision`` is only shown as a hint. Both
-    models run from local copies in ``processes.isolated_env`` (their code sees no credential);
-    a Production version with a recorded digest is verified first.
+    What ``promote --url`` runs (the served copy is elsewhere): both models run from local copies
+    in ``processes.isolated_env`` (their code sees no credential), side by side.
     """
-    holdout_uri = candidate.tags.get(GATE_HOLDOUT_URI_TAG) or str(
-        config.datasets_dir() / "processed" / "holdout.parquet"
-    )
     try:
-        holdout_path = resolve_local(holdout_uri)
-        holdout = pd.read_parquet(holdout_path)
-    except (MlflowException, OSError, ValueError) as err:
-        return acceptance.CheckResult("quality", False, f"holdout {holdout_uri} not readable ({err})")
-    times = parse_scheduled_time(holdout[SCHEDULED_TIME])
-    period = f"{times.min():%Y-%m-%d} to {times.max():%Y-%m-%d}"
-    env = isolated_env(workdir)
-    production = production_version(client, candidate.name)
-    label = "none"
-    # Each model scores in a process of its own; the candidate's runs while Production is fetched and scored.
+        holdout = read_quality_holdout(candidate)
+    except QualityUnavailable as err:
+        return acceptance.CheckResult("quality", False, str(err))
     with ThreadPoolExecutor(max_workers=1) as pool:
-        candidate_scores = pool.submit(score_isolated, str(model_dir), holdout_path, env=env)
-        compared, production_error = None, None
-        if production is not None and str(production.version) != str(candidate.version):
-            label = f"v{production.version}"
-            try:
-                if DIGEST_TAG in production.tags:
-                    production_dir = registry.download_verified(production, workdir / "production")
-                else:  # moved there before digests were recorded
-                    label += " (no recorded digest)"
-                    production_dir = registry.download_version(
-                        production.name, production.version, workdir / "production"
-                    )
-                compared = score_isolated(str(production_dir), holdout_path, env=env)
-            except (ArtifactDigestError, RuntimeError) as err:
-                production_error = err
+        candidate_scores = pool.submit(score_isolated, str(model_dir), holdout.path, env=isolated_env(workdir))
+        production = score_production(client, candidate, holdout, workdir)
         try:
-            scores = {"candidate": candidate_scores.result()}
+            scores: np.ndarray | Exception = candidate_scores.result()
         except RuntimeError as err:
-            reason = f"the candidate did not score the holdout: {str(err)[-300:]}"
-            return acceptance.CheckResult("quality", False, reason)
-    if production_error is not None:
-        if mode != "force":
-            reason = f"Production {label} not comparable: {str(production_error)[-300:]}"
-            return acceptance.CheckResult("quality", False, reason)
-        return acceptance.CheckResult("quality", True, f"Production {label} not comparable, promotion forced")
-    if compared is not None:
-        scores["production"] = compared
-    figures = gate_metrics(holdout[TARGET].to_numpy(), scores)
-    return acceptance.quality(figures, period, label, mode, candidate.tags.get(GATE_VERDICT_TAG, ""))
+            scores = err
+    return judge_quality(candidate, mode, holdout, scores, production)
+
+
+def served_scores(endpoint: acceptance.Endpoint, holdout: QualityHoldout) -> np.ndarray | Exception:
+    """The candidate's probabilities on the holdout from its served copy, NaN where it cannot score a flight."""
+    columns = [c for c in (*REQUIRED_COLUMNS, *OPTIONAL_COLUMNS) if c in holdout.frame.columns]
+    try:
+        return acceptance.score_flights(endpoint, holdout.frame[columns])
+    except (acceptance.ScoringError, requests.RequestException) as err:
+        return err
 
 
 def promote(
@@ -203,14 +265,13 @@ def promote(
                 artifact_digest = digest.artifact_digest(model_dir)  # before anything loads (and writes) it
                 flights = acceptance_flights(candidate, model_dir)
 
-                def quality() -> acceptance.CheckResult:
-                    return quality_check(client, candidate, model_dir, promote_mode, workdir)
-
                 if url:
                     results = acceptance.run_url_checks(acceptance.Endpoint(url, id_token), flights, **load_options)
-                    results.append(quality())
-                else:  # the quality check runs while the server starts
-                    results = serve_and_check(model_dir, number, workdir, flights, workers, load_options, quality)
+                    results.append(quality_check(client, candidate, model_dir, promote_mode, workdir))
+                else:
+                    results = serve_and_check(
+                        client, candidate, model_dir, promote_mode, workdir, flights, workers, load_options
+                    )
             failed = [r.name for r in results if not r.passed]
             mlflow.set_tags({acceptance_tag(r.name): r.tag[:5000] for r in results})
             mlflow.set_tags({ACCEPTANCE_FAILED_TAG: ",".join(failed) or "none", DIGEST_TAG: artifact_digest})
@@ -220,31 +281,48 @@ def promote(
 
 
 def serve_and_check(
+    client: mlflow.MlflowClient,
+    candidate: ModelVersion,
     model_dir: Path,
-    number: str,
+    mode: str,
     workdir: Path,
     flights: list[dict],
     workers: int,
     load_options: dict,
-    meanwhile: Callable[[], acceptance.CheckResult] | None = None,
 ) -> list[acceptance.CheckResult]:
-    """The URL checks against ``mlflow models serve`` of the local copy, in an allow-listed environment.
+    """The URL checks and the quality check against ``mlflow models serve`` of the local copy.
 
-    ``meanwhile`` (promote's quality check) runs while the server starts up; its result comes last.
+    The copy runs in an allow-listed environment (``processes.isolated_env``). Production is scored
+    (isolated) while the server starts; the candidate's holdout probabilities come from the served
+    copy itself once it answers, so its code runs in one process, not two. The quality result is last.
     """
     home = workdir / "home"
     home.mkdir()
     log = workdir / "model-server.log"
     env = isolated_env(home, {"UVICORN_LOOP": os.environ.get("UVICORN_LOOP", UVICORN_LOOP)})
-    with ServedModel(str(model_dir), log, env, workers=workers, isolated=True, wait=False) as server:
-        after = [meanwhile()] if meanwhile is not None else []
+    try:
+        holdout: QualityHoldout | None = read_quality_holdout(candidate)
+    except QualityUnavailable as err:
+        holdout, unavailable = None, acceptance.CheckResult("quality", False, str(err))
+    with (
+        ServedModel(str(model_dir), log, env, workers=workers, isolated=True, wait=False) as server,
+        ThreadPoolExecutor(max_workers=1) as pool,
+    ):
+        production = pool.submit(score_production, client, candidate, holdout, workdir) if holdout else None
         try:
             server.wait_ready()
-        except RuntimeError as err:  # the server never answered /ping: every URL check fails
+        except RuntimeError as err:  # the server never answered /ping: every check on it fails
             reason = f"the model server did not start: {str(err)[-400:]}"
-            return [acceptance.CheckResult(name, False, reason) for name in acceptance.URL_CHECKS] + after
-        logger.info("promote: serving version %s (local copy) on %s", number, server.url)
-        return acceptance.run_url_checks(acceptance.Endpoint(server.url), flights, **load_options) + after
+            results = [acceptance.CheckResult(name, False, reason) for name in acceptance.URL_CHECKS]
+            scores: np.ndarray | Exception = RuntimeError(reason)
+        else:
+            logger.info("promote: serving version %s (local copy) on %s", candidate.version, server.url)
+            endpoint = acceptance.Endpoint(server.url)
+            results = acceptance.run_url_checks(endpoint, flights, **load_options)
+            scores = served_scores(endpoint, holdout) if holdout else RuntimeError("no holdout")
+        if production is None:
+            return [*results, unavailable]
+        return [*results, judge_quality(candidate, mode, holdout, scores, production.result())]
 
 
 def rollback(model_name: str = PROMOTE["model_name"]) -> PromoteResult:

@@ -33,6 +33,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import requests
 
@@ -93,6 +94,35 @@ class Endpoint:
 def records_body(records: list[dict]) -> str:
     """A ``dataframe_records`` request body."""
     return json.dumps({"dataframe_records": records})
+
+
+class ScoringError(RuntimeError):
+    """The served model did not score flights it was sent (the message has its HTTP status and answer)."""
+
+
+SCORE_CHUNK_ROWS = 5000  # flights per request when a whole holdout is scored through a served model
+
+
+def score_flights(endpoint: Endpoint, flights: pd.DataFrame) -> np.ndarray:
+    """Delay probabilities of ``flights`` from the served model, NaN where it names an unknown field.
+
+    What ``isolated_scoring`` computes in a process of its own (``unknown_categories=score``), here
+    from a server already running the model: promote's quality check scores its served copy.
+    """
+    scores = []
+    for start in range(0, len(flights), SCORE_CHUNK_ROWS):
+        records = json_records(flights.iloc[start : start + SCORE_CHUNK_ROWS])
+        body = json.dumps({"dataframe_records": records, "params": {"unknown_categories": "score"}})
+        answer = endpoint.invoke(body)
+        if answer.status_code != 200:
+            raise ScoringError(f"HTTP {answer.status_code} for {len(records)} flights: {error_message(answer)[:300]}")
+        predictions = answer.json().get("predictions", [])
+        if len(predictions) != len(records):
+            raise ScoringError(f"{len(predictions)} predictions for {len(records)} flights")
+        chunk = np.array([float(p.get("delay_probability", np.nan)) for p in predictions])
+        chunk[[bool(p.get("unknown_fields")) for p in predictions]] = np.nan
+        scores.append(chunk)
+    return np.concatenate(scores) if scores else np.array([])
 
 
 def error_message(answer: requests.Response) -> str:

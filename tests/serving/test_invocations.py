@@ -9,13 +9,17 @@ import json
 from pathlib import Path
 
 import mlflow
+import numpy as np
+import pandas as pd
 import pytest
 import requests
 
 from pyfunc.fields import REQUIRED_COLUMNS
-from pyfunc.schema import MAX_BATCH_ROWS
+from pyfunc.schema import MAX_BATCH_ROWS, OPTIONAL_COLUMNS
 from skyprophet.config import MODEL_NAME
-from skyprophet.ops.processes import ServedModel
+from skyprophet.ops import acceptance
+from skyprophet.ops.isolated_scoring import score_isolated
+from skyprophet.ops.processes import ServedModel, process_env
 
 pytestmark = [pytest.mark.slow]
 
@@ -225,3 +229,29 @@ def test_the_production_model_serves_with_pickle_loading_disabled(registered_mod
     pickles = [p.name for p in local.rglob("*") if p.suffix in (".pkl", ".pickle")]
     assert not pickles, pickles
     assert (local / "model.py").is_file(), "the model's code is its own file (models-from-code)"
+
+
+def test_a_holdout_scored_through_the_served_model_matches_the_isolated_scorer(
+    server, registered_model, tmp_path, monkeypatch
+):
+    """promote's quality check scores the candidate's served copy: the same probabilities as a scorer of its own."""
+    processed = Path(registered_model["env"]["SKYPROPHET_DATASETS_DIR"]) / "processed" / "holdout.parquet"
+    flights = pd.read_parquet(processed)
+    flights.loc[0, "Des-I"] = "Nowhere Island"  # a destination the model never saw: NaN both ways
+    path = tmp_path / "holdout.parquet"
+    flights.to_parquet(path, index=False)
+    monkeypatch.setattr(acceptance, "SCORE_CHUNK_ROWS", max(2, len(flights) // 3))  # several requests
+    columns = [c for c in (*REQUIRED_COLUMNS, *OPTIONAL_COLUMNS) if c in flights.columns]
+
+    served = acceptance.score_flights(acceptance.Endpoint(server.url), flights[columns])
+    isolated = score_isolated(registered_model["model_uri"], path, env=process_env(registered_model["env"]))
+
+    assert len(served) == len(flights) and np.isnan(served[0]) and np.isnan(isolated[0])
+    assert np.isfinite(served[1:]).mean() > 0.9, "the rest score"
+    np.testing.assert_allclose(served, isolated, rtol=1e-9, atol=1e-12, equal_nan=True)
+
+
+def test_a_refused_batch_through_the_served_model_is_an_error_naming_the_status(server):
+    flights = pd.DataFrame([{c: "" for c in REQUIRED_COLUMNS}])
+    with pytest.raises(acceptance.ScoringError, match="HTTP 400"):
+        acceptance.score_flights(acceptance.Endpoint(server.url), flights)
