@@ -6,9 +6,7 @@ and day. The model reaches the Python workers as ``mlflow.pyfunc.spark_udf`` shi
 ``SparkModelCache``: zipped with ``addFile``, loaded once per Python worker). The workers get only
 what that path imports: ``pyfunc/`` (the model's code) and the ``skyprophet.batch`` modules
 ``scoring``, ``tally`` and ``contract`` (``SHIPPED``), zipped for ``addPyFile``.
-
-Formerly a first ``mapInPandas`` pass found the rejects and ``spark_udf`` scored the rest: every
-row crossed to Python twice and was validated twice (4 - 5x the pandas engine's time on 2 cores).
+One pass: each row crosses to Python once and is validated once (docs/benchmarks.md has the cost).
 """
 
 from __future__ import annotations

@@ -85,8 +85,8 @@ def day_folds(times: pd.Series, blocks: int) -> Folds:
 # How the out-of-fold scores that fit the calibration and threshold are made (train's ``calibration``):
 #   forward: the latest half of the training days, each block scored by a booster fitted on the days
 #     before it, so the calibration is the one a future month meets;
-#   days: day-grouped folds over all training days (the former default; it lets the calibration
-#     see neighbouring days' weather, which future months do not offer).
+#   days: day-grouped folds over all training days (it lets the calibration see neighbouring days'
+#     weather, which future months do not offer).
 CALIBRATIONS = {"forward": forward_folds, "days": day_folds}
 
 
