@@ -45,11 +45,9 @@ from skyprophet.mlops.tracking import resolve_local
 from skyprophet.ops import acceptance
 from skyprophet.ops.isolated_scoring import score_isolated
 from skyprophet.ops.processes import UVICORN_LOOP, ServedModel, isolated_env
+from skyprophet.params import LOAD_CHECK, PromoteParams
 
 logger = logging.getLogger("skyprophet.promote")
-
-
-PROMOTE = config.DEFAULTS["promote"]
 
 
 class NothingToPromote(RuntimeError):
@@ -159,31 +157,22 @@ def quality_check(
     return acceptance.quality(figures, period, label, mode, candidate.tags.get("gate.decision", ""))
 
 
-def promote(
-    model_name: str = PROMOTE["model_name"],
-    version: str = PROMOTE["version"],
-    promote_mode: str = PROMOTE["promote"],
-    url: str = "",
-    id_token: str = "",
-    users: int = PROMOTE["users"],
-    spawn_rate: float = PROMOTE["spawn_rate"],
-    duration: str = PROMOTE["duration"],
-    p95_ms: float = PROMOTE["p95_ms"],
-    workers: int = PROMOTE["workers"],
-) -> PromoteResult:
+def promote(params: PromoteParams = PromoteParams(), url: str = "", id_token: str = "") -> PromoteResult:
     """Acceptance checks on the version, then (all passed, mode not never) Production; AcceptanceFailed otherwise.
 
     Under the promotion lock from start to end (a second promote or rollback refuses, naming this
     one). The candidate is downloaded here, its digest computed on that copy, and that copy served
     in an allow-listed environment (``processes.isolated_env``): its code sees no credential.
+    ``url`` (with ``id_token``) checks a server already running there instead of serving a copy.
     """
+    model_name, promote_mode = params.model_name, params.promote
     if promote_mode not in PROMOTE_CHOICES:
         raise ValueError(f"promote must be one of {PROMOTE_CHOICES}, got {promote_mode!r}")
     with tracking.step_run("promote"):
         client = mlflow.MlflowClient()
-        candidate = find_version(client, model_name, str(version or ""))
+        candidate = find_version(client, model_name, str(params.version or ""))
         number = str(candidate.version)
-        tracking.log_params({"model_name": model_name, "version": number, "promote": promote_mode})
+        tracking.log_step_params(params, only=("model_name", "version", "promote"), version=number)
         with promotion_lock(client, model_name, f"promote version {number}"):
             registry.sync(client, model_name)
             logger.info(
@@ -193,7 +182,7 @@ def promote(
                 candidate.current_stage,
                 promote_mode,
             )
-            load_options = {"users": users, "spawn_rate": spawn_rate, "duration": duration, "p95_ms": p95_ms}
+            load_options = {name: getattr(params, name) for name in LOAD_CHECK}
             with tempfile.TemporaryDirectory(prefix="promote-") as tmp:
                 workdir = Path(tmp)
                 model_dir = registry.download_version(model_name, number, workdir / "candidate")
@@ -207,7 +196,9 @@ def promote(
                     results = acceptance.run_url_checks(acceptance.Endpoint(url, id_token), flights, **load_options)
                     results.append(quality())
                 else:  # the quality check runs while the server starts
-                    results = serve_and_check(model_dir, number, workdir, flights, workers, load_options, quality)
+                    results = serve_and_check(
+                        model_dir, number, workdir, flights, params.workers, load_options, quality
+                    )
             failed = [r.name for r in results if not r.passed]
             mlflow.set_tags({f"acceptance.{r.name}": r.tag[:5000] for r in results})
             mlflow.set_tags({"acceptance.failed": ",".join(failed) or "none", DIGEST_TAG: artifact_digest})
@@ -244,7 +235,7 @@ def serve_and_check(
         return acceptance.run_url_checks(acceptance.Endpoint(server.url), flights, **load_options) + after
 
 
-def rollback(model_name: str = PROMOTE["model_name"]) -> PromoteResult:
+def rollback(model_name: str = PromoteParams.model_name) -> PromoteResult:
     """``production`` back to the version the current one replaced, in promote's order; the history kept in tags.
 
     The target must itself have passed acceptance (verdict ``passed``, artifacts matching its digest).
