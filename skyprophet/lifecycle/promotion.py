@@ -165,9 +165,9 @@ def promote(params: PromoteParams = PromoteParams(), url: str = "", id_token: st
     in an allow-listed environment (``processes.isolated_env``): its code sees no credential.
     ``url`` (with ``id_token``) checks a server already running there instead of serving a copy.
     """
-    model_name, promote_mode = params.model_name, params.promote
-    if promote_mode not in PROMOTE_CHOICES:
-        raise ValueError(f"promote must be one of {PROMOTE_CHOICES}, got {promote_mode!r}")
+    model_name = params.model_name
+    if params.promote not in PROMOTE_CHOICES:
+        raise ValueError(f"promote must be one of {PROMOTE_CHOICES}, got {params.promote!r}")
     with tracking.step_run("promote"):
         client = mlflow.MlflowClient()
         candidate = find_version(client, model_name, str(params.version or ""))
@@ -180,7 +180,7 @@ def promote(params: PromoteParams = PromoteParams(), url: str = "", id_token: st
                 number,
                 model_name,
                 candidate.current_stage,
-                promote_mode,
+                params.promote,
             )
             load_options = {name: getattr(params, name) for name in LOAD_CHECK}
             with tempfile.TemporaryDirectory(prefix="promote-") as tmp:
@@ -190,7 +190,7 @@ def promote(params: PromoteParams = PromoteParams(), url: str = "", id_token: st
                 flights = acceptance_flights(candidate, model_dir)
 
                 def quality() -> acceptance.CheckResult:
-                    return quality_check(client, candidate, model_dir, promote_mode, workdir)
+                    return quality_check(client, candidate, model_dir, params.promote, workdir)
 
                 if url:
                     results = acceptance.run_url_checks(acceptance.Endpoint(url, id_token), flights, **load_options)
@@ -202,9 +202,9 @@ def promote(params: PromoteParams = PromoteParams(), url: str = "", id_token: st
             failed = [r.name for r in results if not r.passed]
             mlflow.set_tags({f"acceptance.{r.name}": r.tag[:5000] for r in results})
             mlflow.set_tags({"acceptance.failed": ",".join(failed) or "none", DIGEST_TAG: artifact_digest})
-            previous = publish(client, candidate, results, promote_mode, artifact_digest)
-        mlflow.set_tags({"promoted": str(promote_mode != "never"), "promotion.previous_version": previous or "none"})
-        return PromoteResult(model_name, number, promote_mode != "never", previous, results)
+            previous = publish(client, candidate, results, params.promote, artifact_digest)
+        mlflow.set_tags({"promoted": str(params.promote != "never"), "promotion.previous_version": previous or "none"})
+        return PromoteResult(model_name, number, params.promote != "never", previous, results)
 
 
 def serve_and_check(
