@@ -23,7 +23,9 @@ import mlflow
 
 from pyfunc.schema import TARGET
 from skyprophet import config
+from skyprophet import params as step_params
 from skyprophet.mlops import tracking
+from skyprophet.params import EtlParams
 from skyprophet.science.raw_flights import delay_target, read_raw, reject_reasons
 from skyprophet.science.splits import SPLITS, RawDataError, split_by_day, split_latest
 from skyprophet.storage import DataSourceError, fetch, sha256_of
@@ -80,36 +82,17 @@ def publish_latest(processed: Path, names: tuple[str, ...]) -> None:
         os.replace(temporary, link)
 
 
-ETL = config.DEFAULTS["etl"]
-
-
-def run(
-    data_uri: str = ETL["data_uri"],
-    sha256: str = ETL["sha256"],
-    split: str = ETL["split"],
-    holdout_months: int = ETL["holdout_months"],
-    split_seed: int = ETL["split_seed"],
-    holdout_fraction: float = ETL["holdout_fraction"],
-    max_reject_fraction: float = ETL["max_reject_fraction"],
-) -> EtlResult:
+def run(params: EtlParams = EtlParams()) -> EtlResult:
     """Fetch, validate, label and split the raw flights inside one MLflow run."""
-    if split not in SPLITS:
-        raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
+    if params.split not in SPLITS:
+        raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {params.split!r}")
+    sha256 = params.sha256
     expected_sha256(sha256)  # refuse a malformed digest before any run
-    data_uri = data_uri or config.default_data_uri()
+    data_uri = params.data_uri or config.default_data_uri()
     root = config.datasets_dir()
     with tracking.step_run("etl") as active:
-        tracking.log_params(
-            {
-                "data_uri": data_uri,
-                "sha256": sha256.strip().lower() or f"{config.SCL_SHA256} (SCL 2017, the default)",
-                "split": split,
-                "holdout_months": holdout_months,
-                "split_seed": split_seed,
-                "holdout_fraction": holdout_fraction,
-                "max_reject_fraction": max_reject_fraction,
-            }
-        )
+        shown_sha256 = sha256.strip().lower() or f"{config.SCL_SHA256} (SCL 2017, the default)"
+        tracking.log_step_params(params, data_uri=data_uri, sha256=shown_sha256)
         run_folder = active.info.run_id  # every file of this run under a folder of its own
         logger.info("fetch: %s", data_uri)
         raw_path = fetch_checked(data_uri, root / "raw" / run_folder / "data.csv", sha256)
@@ -127,19 +110,19 @@ def run(
         mlflow.log_artifact(str(interim / "rejects.parquet"), "rejects")
         mlflow.log_metrics({"raw_rows": len(raw), "rejected_rows": len(rejected)})
         mlflow.log_metrics({f"rejected_{reason}": int(n) for reason, n in counts.items()})
-        if len(rejected) > max_reject_fraction * len(raw):
+        if len(rejected) > params.max_reject_fraction * len(raw):
             raise RawDataError(
-                f"{len(rejected)} of {len(raw)} rows rejected (limit {max_reject_fraction:.1%}): "
+                f"{len(rejected)} of {len(raw)} rows rejected (limit {params.max_reject_fraction:.1%}): "
                 f"{counts.to_dict()}; see {interim / 'rejects.parquet'}"
             )
         flights = raw[reasons == ""].reset_index(drop=True)
         flights[TARGET] = delay_target(flights)
         flights.to_parquet(interim / "flights.parquet", index=False)
         logger.info("split: %d flights, %.2f%% delayed", len(flights), 100 * flights[TARGET].mean())
-        if split == "latest":
-            in_holdout = split_latest(flights, holdout_months)
+        if params.split == "latest":
+            in_holdout = split_latest(flights, params.holdout_months)
         else:
-            in_holdout = split_by_day(flights, holdout_fraction, split_seed)
+            in_holdout = split_by_day(flights, params.holdout_fraction, params.split_seed)
         processed = root / "processed" / run_folder
         processed.mkdir(parents=True, exist_ok=True)
         splits = {"train": flights[~in_holdout], "holdout": flights[in_holdout]}
@@ -159,7 +142,7 @@ def main() -> None:
     """CLI: ``python -m steps.etl --data-uri ...``."""
     args = config.argument_parser("etl", __doc__).parse_args()
     tracking.setup_logging()
-    result = run(**vars(args))
+    result = run(step_params.parse("etl", vars(args)))
     logger.info("done: run %s, processed data at %s", result.run_id, result.processed_uri)
 
 

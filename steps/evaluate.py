@@ -38,8 +38,10 @@ from mlflow.entities.model_registry import ModelVersion
 
 from pyfunc.schema import TARGET
 from skyprophet import config
+from skyprophet import params as step_params
 from skyprophet.mlops import tracking
 from skyprophet.mlops.registry import production_version
+from skyprophet.params import EvaluateParams
 from skyprophet.science import backtest
 from skyprophet.science.fit import CONTRIBUTION_PREFIX
 from skyprophet.science.recipe import Recipe, recipe_of
@@ -91,17 +93,10 @@ def describe_version(
         client.set_model_version_tag(version.name, version.version, f"{VERSION_TAG_PREFIX}.{key}", f"{value:.4f}")
 
 
-EVALUATE = config.DEFAULTS["evaluate"]
-
-
-def run(
-    processed_uri: str = EVALUATE["processed_uri"],
-    model_name: str = EVALUATE["model_name"],
-    search_trials: int = EVALUATE["search_trials"],
-    seed: int = EVALUATE["seed"],
-) -> EvaluateResult:
+def run(params: EvaluateParams = EvaluateParams()) -> EvaluateResult:
     """Score the three models on the backtest, forward and day splits; log the table and plots; describe Production."""
-    processed_uri = processed_uri or str(config.datasets_dir() / "processed")
+    processed_uri = params.processed_uri or str(config.datasets_dir() / "processed")
+    model_name = params.model_name
     with tracking.step_run("evaluate") as active:
         client = mlflow.MlflowClient()
         train, holdout = load_processed(processed_uri)
@@ -115,9 +110,7 @@ def run(
             logger.info("evaluate: Production version %s was trained on other data; not describing it", version.version)
             version = None
         recipe = recipe_of(version_run) if version is not None else Recipe()
-        tracking.log_params(
-            {"processed_uri": processed_uri, "model_name": model_name, "search_trials": search_trials, "seed": seed}
-        )
+        tracking.log_step_params(params, processed_uri=processed_uri)
         tracking.log_params({f"hyper.{k}": v for k, v in recipe.params().items()})
         rows, months = [], []
         for month, (train_part, test_part) in backtest.backtest_splits(flights).items():
@@ -156,8 +149,8 @@ def run(
         text = evaluation
         mlflow.log_text(text, "evaluation.md")
         mlflow.log_table(table, "evaluation.json")
-        if search_trials > 0:
-            results = search(flights, recipe, search_trials, seed)
+        if params.search_trials > 0:
+            results = search(flights, recipe, params.search_trials, params.seed)
             mlflow.log_table(results, "search.json")
             mlflow.log_metric("search.best_month_ahead_roc_auc", float(results["month_ahead_roc_auc"].iloc[0]))
             text += f"\n\nHyper-parameter search (month ahead on the last {SEARCH_MONTHS} months):\n\n"
@@ -173,7 +166,7 @@ def main() -> None:
     """CLI: ``python -m steps.evaluate --processed-uri ... [--search-trials N]``; prints the table."""
     args = config.argument_parser("evaluate", __doc__).parse_args()
     tracking.setup_logging()
-    result = run(**vars(args))
+    result = run(step_params.parse("evaluate", vars(args)))
     sys.stdout.write(result.text + "\n")
     where = f"model version {result.version}" if result.version else "no Production version (other data or none)"
     sys.stdout.write(f"\nrun {result.run_id}; table written to {where}\n")

@@ -32,6 +32,7 @@ import logging
 import sys
 
 from skyprophet import config
+from skyprophet import params as step_params
 from skyprophet.mlops import tracking
 from skyprophet.monitoring import flights
 from skyprophet.monitoring.watch import MonitorResult
@@ -48,7 +49,7 @@ def main() -> None:
     args = config.argument_parser("monitor", __doc__).parse_args()
     tracking.setup_logging()
     try:
-        result = run(**vars(args))
+        result = run(step_params.parse("monitor", vars(args)))
     except flights.BadFlightsError as err:
         logger.error("bad input: %s", err)
         sys.exit(flights.EXIT_BAD_INPUT)

@@ -26,6 +26,7 @@ import logging
 import sys
 
 from skyprophet import config
+from skyprophet import params as step_params
 from skyprophet.config import PROMOTE_CHOICES
 from skyprophet.lifecycle.acceptance_record import AcceptanceFailed
 from skyprophet.lifecycle.promotion import NothingToPromote, PromoteResult, promote, rollback
@@ -55,14 +56,16 @@ def main(argv: list[str] | None = None) -> int:
     tracking.setup_logging()
     if args.promote not in PROMOTE_CHOICES:
         parser.error(f"--promote: choose one of {', '.join(PROMOTE_CHOICES)}")
+    options = vars(args)
+    url, id_token, roll_back = options.pop("url"), options.pop("id_token"), options.pop("rollback")
+    params = step_params.parse("promote", options)
     out, err_out = sys.stdout.write, sys.stderr.write
     try:
-        if args.rollback:
-            result = rollback(args.model_name)
+        if roll_back:
+            result = rollback(params.model_name)
             out(f"rollback: {PRODUCTION_ALIAS} is version {result.version} again (was {result.previous_version})\n")
             return 0
-        options = {k: v for k, v in vars(args).items() if k not in ("rollback", "promote")}
-        result = promote(promote_mode=args.promote, **options)
+        result = promote(params, url, id_token)
     except NothingToPromote as err:
         err_out(f"promote: {err}\n")
         return 2

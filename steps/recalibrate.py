@@ -16,6 +16,7 @@ import logging
 import sys
 
 from skyprophet import config
+from skyprophet import params as step_params
 from skyprophet.lifecycle.acceptance_record import AcceptanceFailed
 from skyprophet.lifecycle.recalibration import RecalibrateResult
 from skyprophet.lifecycle.recalibration import recalibrate as run
@@ -28,11 +29,10 @@ logger = logging.getLogger("skyprophet.recalibrate")
 
 def main() -> None:
     """CLI: ``python -m steps.recalibrate --data <flown flights>``; exit codes in the module docstring."""
-    args = vars(config.argument_parser("recalibrate", __doc__).parse_args())
-    args["promote_mode"] = args.pop("promote")
+    args = config.argument_parser("recalibrate", __doc__).parse_args()
     tracking.setup_logging()
     try:
-        result = run(**args)
+        result = run(step_params.parse("recalibrate", vars(args)))
     except flights.BadFlightsError as err:
         logger.error("bad input: %s", err)
         sys.exit(flights.EXIT_BAD_INPUT)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 
 from skyprophet import config
+from skyprophet import params as step_params
 from skyprophet.lifecycle.registration import RegisterResult
 from skyprophet.lifecycle.registration import register as run
 from skyprophet.mlops import tracking
@@ -26,10 +27,9 @@ logger = logging.getLogger("skyprophet.register")
 
 def main() -> None:
     """CLI: ``python -m steps.register --model-uri ... --promote auto|force|never``."""
-    args = vars(config.argument_parser("register", __doc__).parse_args())
-    promote_mode = args.pop("promote")
+    args = config.argument_parser("register", __doc__).parse_args()
     tracking.setup_logging()
-    result = run(**args, promote_mode=promote_mode)
+    result = run(step_params.parse("register", vars(args)))
     logger.info("done: %s", result)
 
 

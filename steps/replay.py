@@ -29,17 +29,31 @@ import pandas as pd
 
 from pyfunc.schema import SCHEDULED_TIME, parse_scheduled_time
 from skyprophet import config
+from skyprophet import params as step_params
 from skyprophet.lifecycle.acceptance_record import AcceptanceFailed
 from skyprophet.lifecycle.pipeline import run_pipeline
 from skyprophet.lifecycle.recalibration import detached, recalibrate
 from skyprophet.mlops import tracking
 from skyprophet.monitoring import realized
 from skyprophet.monitoring.watch import watch
+from skyprophet.params import LOAD_CHECK, MonitorParams, RecalibrateParams, ReplayParams
 from skyprophet.science.raw_flights import read_raw, reject_reasons
 from skyprophet.storage import fetch, sha256_of
 
 logger = logging.getLogger("skyprophet.replay")
-REPLAY = config.DEFAULTS["replay"]
+# What the replay run logs as its parameters.
+LOGGED = (
+    "data_uri",
+    "months",
+    "model_name",
+    "n_estimators",
+    "correction_every",
+    "correction_days",
+    "correction_half_life",
+    "min_flights",
+    "tolerance",
+    "duration",
+)
 # The targets of issue 24 on SCL 2017, reported (tag replay.targets) and checked by nobody but the reader.
 TARGET_MONTH_ECE, TARGET_POOLED_ECE, TARGET_MEAN_ROC_AUC = 0.05, 0.02, 0.66
 
@@ -91,34 +105,17 @@ def format_table(table: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
-def run(
-    data_uri: str = REPLAY["data_uri"],
-    sha256: str = REPLAY["sha256"],
-    months: int = REPLAY["months"],
-    model_name: str = REPLAY["model_name"],
-    n_estimators: int = REPLAY["n_estimators"],
-    correction_every: int = REPLAY["correction_every"],
-    correction_days: int = REPLAY["correction_days"],
-    correction_half_life: float = REPLAY["correction_half_life"],
-    min_flights: int = REPLAY["min_flights"],
-    tolerance: float = REPLAY["tolerance"],
-    drift_cv_folds: int = REPLAY["drift_cv_folds"],
-    drift_max_rows: int = REPLAY["drift_max_rows"],
-    users: int = REPLAY["users"],
-    spawn_rate: float = REPLAY["spawn_rate"],
-    duration: str = REPLAY["duration"],
-    p95_ms: float = REPLAY["p95_ms"],
-    report_dir: str = REPLAY["report_dir"],
-) -> ReplayResult:
+def run(params: ReplayParams = ReplayParams()) -> ReplayResult:
     """Replay the last ``months`` months; the table and the pooled realized figures."""
+    months, correction_every, model_name = params.months, params.correction_every, params.model_name
     if months < 1 or correction_every < 1:
         raise ValueError(f"months ({months}) and correction_every ({correction_every}) must be at least 1")
     started = time.monotonic()
-    data_uri = data_uri or config.default_data_uri()
-    folder = Path(report_dir) if report_dir else config.PROJECT_ROOT / "reports" / "replay"
+    data_uri = params.data_uri or config.default_data_uri()
+    folder = Path(params.report_dir) if params.report_dir else config.PROJECT_ROOT / "reports" / "replay"
     work = folder / "work"
     work.mkdir(parents=True, exist_ok=True)
-    raw = read_raw(str(fetch(data_uri, work / "data.csv", sha256)))
+    raw = read_raw(str(fetch(data_uri, work / "data.csv", params.sha256)))
     flights = raw[reject_reasons(raw) == ""].reset_index(drop=True)
     times = parse_scheduled_time(flights[SCHEDULED_TIME])
     month_of = times.dt.to_period("M")
@@ -128,7 +125,7 @@ def run(
             f"{data_uri} spans {len(all_months)} months: the replay of {months} needs two more before them "
             "(one to train on, one for the gate's holdout)"
         )
-    load = {"users": users, "spawn_rate": spawn_rate, "duration": duration, "p95_ms": p95_ms}
+    load = {name: getattr(params, name) for name in LOAD_CHECK}
     rows, pooled_y, pooled_p = [], [], []
     saved_datasets = os.environ.get("SKYPROPHET_DATASETS_DIR")
     os.environ["SKYPROPHET_DATASETS_DIR"] = str(folder / "datasets")
@@ -137,24 +134,28 @@ def run(
             for month in all_months[-months:]:
                 start = month.to_timestamp()
                 logger.info("replay %s: pipeline on the flights before it", month)
-                ids = retrain(write_csv(flights[times < start], work / "prior.csv"), model_name, n_estimators, load)
+                ids = retrain(
+                    write_csv(flights[times < start], work / "prior.csv"), model_name, params.n_estimators, load
+                )
                 corrections, refused, shifts = 0, 0, []
                 days = sorted(times[month_of == month].dt.normalize().unique())
                 for index, day in enumerate(days):
                     if index == 0 or index % correction_every:
                         continue
-                    flown = (times >= day - pd.Timedelta(days=correction_days)) & (times < day)
+                    flown = (times >= day - pd.Timedelta(days=params.correction_days)) & (times < day)
                     try:
                         result = recalibrate(
-                            data=write_csv(flights[flown], work / "flown.csv"),
-                            model_name=model_name,
-                            days=correction_days,
-                            half_life=correction_half_life,
-                            min_flights=min_flights,
-                            tolerance=tolerance,
-                            promote_mode="auto",
-                            workers=1,
-                            **load,
+                            RecalibrateParams(
+                                data=write_csv(flights[flown], work / "flown.csv"),
+                                model_name=model_name,
+                                days=params.correction_days,
+                                half_life=params.correction_half_life,
+                                min_flights=params.min_flights,
+                                tolerance=params.tolerance,
+                                promote="auto",
+                                workers=1,
+                                **load,
+                            )
                         )
                     except AcceptanceFailed as err:  # as in operation: Production stays, the month goes on
                         logger.warning("replay %s: correction refused: %s", day.date(), err)
@@ -166,11 +167,13 @@ def run(
                 logger.info("replay %s: the month has flown (%d corrections); monitor", month, corrections)
                 month_csv = write_csv(flights[month_of == month], work / f"month-{month}.csv")
                 watched = watch(
-                    data=month_csv,
-                    model_name=model_name,
-                    cv_folds=drift_cv_folds,
-                    max_rows=drift_max_rows,
-                    report_dir=str(folder / f"monitor-{month}"),
+                    MonitorParams(
+                        data=month_csv,
+                        model_name=model_name,
+                        cv_folds=params.drift_cv_folds,
+                        max_rows=params.drift_max_rows,
+                        report_dir=str(folder / f"monitor-{month}"),
+                    )
                 )
                 client = mlflow.MlflowClient()
                 scored = realized.realized_scores(client, model_name, flights[month_of == month].reset_index(drop=True))
@@ -225,20 +228,7 @@ def run(
     report = folder / "replay.md"
     report.write_text(text, encoding="utf-8")
     with tracking.step_run("replay"):
-        tracking.log_params(
-            {
-                "data_uri": data_uri,
-                "months": months,
-                "model_name": model_name,
-                "n_estimators": n_estimators,
-                "correction_every": correction_every,
-                "correction_days": correction_days,
-                "correction_half_life": correction_half_life,
-                "min_flights": min_flights,
-                "tolerance": tolerance,
-                "duration": duration,
-            }
-        )
+        tracking.log_step_params(params, only=LOGGED, data_uri=data_uri)
         for row in rows:
             for name in ("roc_auc", "ece", "pr_auc", "base_rate", "mean_predicted"):
                 if not np.isnan(row[name]):
@@ -251,13 +241,13 @@ def run(
     return ReplayResult(table, pooled, str(report), minutes)
 
 
-def cli() -> None:
+def main() -> None:
     """CLI: ``python -m steps.replay [--data-uri …] [--months 6]``; prints the table."""
     args = config.argument_parser("replay", __doc__).parse_args()
     tracking.setup_logging()
-    result = run(**vars(args))
+    result = run(step_params.parse("replay", vars(args)))
     print(Path(result.report_path).read_text(encoding="utf-8"))  # noqa: T201
 
 
 if __name__ == "__main__":
-    cli()
+    main()

@@ -38,6 +38,7 @@ import mlflow
 
 from pyfunc.schema import MAX_BATCH_ROWS
 from skyprophet import config
+from skyprophet import params as step_params
 from skyprophet.batch import report
 from skyprophet.batch.contract import ScoreInputError, TooManyRejectsError
 from skyprophet.batch.model import resolve_model
@@ -48,9 +49,9 @@ from skyprophet.batch.spark_engine import score_spark
 from skyprophet.batch.tally import Tally
 from skyprophet.mlops import registry, tracking
 from skyprophet.mlops.digest import ArtifactDigestError
+from skyprophet.params import ScoreParams
 
 logger = logging.getLogger("skyprophet.score")
-SCORE = config.DEFAULTS["score"]
 ENGINES = ("pandas", "spark")
 
 
@@ -97,17 +98,10 @@ def _log_summary(tally: Tally, counts: dict, workdir: Path) -> None:
     mlflow.log_artifacts(str(folder), "summary")
 
 
-def run(
-    data: str = SCORE["data"],
-    output: str = SCORE["output"],
-    model_uri: str = SCORE["model_uri"],
-    engine: str = SCORE["engine"],
-    spark_master: str = SCORE["spark_master"],
-    chunk_rows: int = SCORE["chunk_rows"],
-    max_reject_fraction: float = SCORE["max_reject_fraction"],
-    overwrite: bool = SCORE["overwrite"],
-) -> ScoreResult:
+def run(params: ScoreParams = ScoreParams()) -> ScoreResult:
     """Score ``data`` with ``model_uri`` into ``output`` inside one MLflow run (see the module docstring)."""
+    data, output, engine, chunk_rows = params.data, params.output, params.engine, params.chunk_rows
+    overwrite = params.overwrite
     if engine not in ENGINES:
         raise ScoreInputError(f"engine {engine!r}: expected one of {', '.join(ENGINES)}")
     if not 1 <= chunk_rows <= MAX_BATCH_ROWS:
@@ -116,19 +110,8 @@ def run(
     started = time.monotonic()
     with tracking.step_run("score") as active, tempfile.TemporaryDirectory(prefix="skyprophet-score-") as tmp:
         workdir = Path(tmp)
-        tracking.log_params(
-            {
-                "data": data,
-                "output": output,
-                "model_uri": model_uri,
-                "engine": engine,
-                "spark_master": spark_master,
-                "chunk_rows": chunk_rows,
-                "max_reject_fraction": max_reject_fraction,
-                "overwrite": overwrite,
-            }
-        )
-        uri, name, version = resolve_model(model_uri)
+        tracking.log_step_params(params, overwrite=overwrite)
+        uri, name, version = resolve_model(params.model_uri)
         local_model = registry.verified_copy(uri, workdir / "model")  # Production: refused if changed since accepted
         mlflow.set_tags(
             {"skyprophet.model_uri": uri, "skyprophet.model_name": name, "skyprophet.model_version": version}
@@ -146,7 +129,7 @@ def run(
                 write_output = lambda _uri: sinks[0].publish()  # noqa: E731
             else:
                 tally, columns, write_output, stop = score_spark(
-                    local_model, uris, rejects, spark_master, chunk_rows, workdir
+                    local_model, uris, rejects, params.spark_master, chunk_rows, workdir
                 )
             digest = log_dataset(data, uris, columns)
             rejected = sum(tally.rejected.values())
@@ -167,10 +150,10 @@ def run(
             _log_summary(tally, counts, workdir)
             if rejected:
                 logger.info("rejects: %d rows %s -> %s", rejected, counts["rejected_by_reason"], rejects)
-            if rejected > max_reject_fraction * tally.rows:
+            if rejected > params.max_reject_fraction * tally.rows:
                 raise TooManyRejectsError(
                     f"{data}: {rejected} of {tally.rows} rows are not valid flights "
-                    f"(limit {max_reject_fraction:.1%}): {counts['rejected_by_reason']}; see {rejects}"
+                    f"(limit {params.max_reject_fraction:.1%}): {counts['rejected_by_reason']}; see {rejects}"
                 )
             write_output(output)
             report.write_and_log(output, data, counts, workdir, name, version)
@@ -201,7 +184,7 @@ def main(argv: list[str] | None = None, exit: Callable[[int], None] = sys.exit) 
     args = parser.parse_args(argv)
     tracking.setup_logging()
     try:
-        run(**vars(args))
+        run(step_params.parse("score", vars(args)))
     except (ScoreInputError, TooManyRejectsError, ArtifactDigestError) as err:
         logger.error("score failed: %s", err)
         exit(2)

@@ -11,6 +11,7 @@ out-of-fold predictions over training days only.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass
 
@@ -19,12 +20,14 @@ import mlflow
 from pyfunc.explain import MARGIN_UNITS, objective_of
 from pyfunc.schema import TARGET, clean_flights, scorable
 from skyprophet import config
+from skyprophet import params as step_params
 from skyprophet.mlops import tracking
 from skyprophet.mlops.tags import HOLDOUT_URI_TAG, TRAIN_DATASET
 from skyprophet.mlops.tracking import artifact_location
+from skyprophet.params import TrainParams
 from skyprophet.science import metrics
 from skyprophet.science.fit import CONTRIBUTION_PREFIX, fit_model, log_model, log_training_flights
-from skyprophet.science.recipe import Recipe
+from skyprophet.science.recipe import INPUTS, Recipe
 from skyprophet.science.splits import load_processed
 
 logger = logging.getLogger("skyprophet.train")
@@ -39,13 +42,13 @@ class TrainResult:
     metrics: dict[str, float]
 
 
-def run(processed_uri: str = "", **recipe_values: object) -> TrainResult:
+def run(params: TrainParams = TrainParams()) -> TrainResult:
     """Fit, evaluate on the holdout and log the model inside one MLflow run."""
-    processed_uri = processed_uri or str(config.datasets_dir() / "processed")
-    recipe = Recipe.of(recipe_values)
+    processed_uri = params.processed_uri or str(config.datasets_dir() / "processed")
+    recipe = Recipe.of({k: v for k, v in dataclasses.asdict(params).items() if k not in INPUTS})
     recipe.check()
     with tracking.step_run("train") as active:
-        tracking.log_params({"processed_uri": processed_uri, **recipe.params()})
+        tracking.log_step_params(params, processed_uri=processed_uri)
         train_raw, holdout_raw = load_processed(processed_uri)
         log_training_flights(train_raw, artifact_location(f"{processed_uri}/{TRAIN_DATASET}.parquet"))
         holdout_source = tracking.dataset_source(artifact_location(f"{processed_uri}/holdout.parquet"))
@@ -86,7 +89,7 @@ def main() -> None:
     """CLI: ``python -m steps.train --processed-uri ... --n-estimators ...``."""
     args = config.argument_parser("train", __doc__).parse_args()
     tracking.setup_logging()
-    result = run(**vars(args))
+    result = run(step_params.parse("train", vars(args)))
     logger.info("done: run %s, model %s, holdout %s", result.run_id, result.model_uri, result.metrics)
 
 

@@ -27,6 +27,7 @@ import mlflow.pyfunc
 import pandas as pd
 
 from skyprophet import config
+from skyprophet import params as step_params
 from skyprophet.batch.contract import ScoreInputError
 from skyprophet.batch.model import resolve_model
 from skyprophet.batch.whatif import (
@@ -40,45 +41,26 @@ from skyprophet.batch.whatif import (
     select,
 )
 from skyprophet.mlops import tracking
+from skyprophet.params import WhatifParams
 
 logger = logging.getLogger("skyprophet.whatif")
-WHATIF = config.DEFAULTS["whatif"]
 
 
-def run(
-    data: str = WHATIF["data"],
-    flights: str = WHATIF["flights"],
-    departure: str = WHATIF["departure"],
-    date: str = WHATIF["date"],
-    airline: str = WHATIF["airline"],
-    operator: str = WHATIF["operator"],
-    model_uri: str = WHATIF["model_uri"],
-    output: str = WHATIF["output"],
-) -> pd.DataFrame:
+def run(params: WhatifParams = WhatifParams()) -> pd.DataFrame:
     """Score the flights as they are and as changed, inside one MLflow run; returns the side-by-side table."""
+    departure, date, airline, operator = params.departure, params.date, params.airline, params.operator
     if not (departure or date or airline):
         raise WhatIfInputError("departure, date, airline: no change given; pass at least one of them")
-    wanted = parse_flights(flights)
-    schedule = read_flights(data)
+    wanted = parse_flights(params.flights)
+    schedule = read_flights(params.data)
     before = select(schedule, wanted)
     if airline and not operator:
         operator = operator_of(schedule, airline)
     after = changed(before, departure, date, airline, operator)
     with tracking.step_run("whatif") as active:
-        tracking.log_params(
-            {
-                "data": data,
-                "flights": flights,
-                "departure": departure,
-                "date": date,
-                "airline": airline,
-                "operator": operator,
-                "model_uri": model_uri,
-                "output": output,
-            }
-        )
+        tracking.log_step_params(params, operator=operator)
         try:
-            uri, name, version = resolve_model(model_uri)
+            uri, name, version = resolve_model(params.model_uri)
         except ScoreInputError as err:
             raise WhatIfInputError(f"model_uri: {err}") from err
         mlflow.set_tags(
@@ -86,8 +68,8 @@ def run(
         )
         table = compare(mlflow.pyfunc.load_model(uri), before, after)
         mlflow.log_text(table.to_csv(index=False), "whatif.csv")
-        if output:
-            table.to_csv(output, index=False)
+        if params.output:
+            table.to_csv(params.output, index=False)
         logger.info("what-if of %d flight(s) with %s in run %s", len(table), uri, active.info.run_id)
     return table
 
@@ -98,7 +80,7 @@ def main(argv: list[str] | None = None, exit: Callable[[int], None] = sys.exit) 
     args = parser.parse_args(argv)
     tracking.setup_logging()
     try:
-        table = run(**vars(args))
+        table = run(step_params.parse("whatif", vars(args)))
     except WhatIfInputError as err:
         logger.error("whatif failed: %s", err)
         exit(2)

@@ -47,11 +47,9 @@ from skyprophet.mlops.tracking import resolve_local
 from skyprophet.ops import acceptance
 from skyprophet.ops.isolated_scoring import score_isolated
 from skyprophet.ops.processes import UVICORN_LOOP, ServedModel, isolated_env
+from skyprophet.params import LOAD_CHECK, PromoteParams
 
 logger = logging.getLogger("skyprophet.promote")
-
-
-PROMOTE = config.DEFAULTS["promote"]
 
 
 class NothingToPromote(RuntimeError):
@@ -224,31 +222,22 @@ def served_scores(endpoint: acceptance.Endpoint, holdout: QualityHoldout) -> np.
         return err
 
 
-def promote(
-    model_name: str = PROMOTE["model_name"],
-    version: str = PROMOTE["version"],
-    promote_mode: str = PROMOTE["promote"],
-    url: str = "",
-    id_token: str = "",
-    users: int = PROMOTE["users"],
-    spawn_rate: float = PROMOTE["spawn_rate"],
-    duration: str = PROMOTE["duration"],
-    p95_ms: float = PROMOTE["p95_ms"],
-    workers: int = PROMOTE["workers"],
-) -> PromoteResult:
+def promote(params: PromoteParams = PromoteParams(), url: str = "", id_token: str = "") -> PromoteResult:
     """Acceptance checks on the version, then (all passed, mode not never) Production; AcceptanceFailed otherwise.
 
     Under the promotion lock from start to end (a second promote or rollback refuses, naming this
     one). The candidate is downloaded here, its digest computed on that copy, and that copy served
     in an allow-listed environment (``processes.isolated_env``): its code sees no credential.
+    ``url`` (with ``id_token``) checks a server already running there instead of serving a copy.
     """
-    if promote_mode not in PROMOTE_CHOICES:
-        raise ValueError(f"promote must be one of {PROMOTE_CHOICES}, got {promote_mode!r}")
+    model_name = params.model_name
+    if params.promote not in PROMOTE_CHOICES:
+        raise ValueError(f"promote must be one of {PROMOTE_CHOICES}, got {params.promote!r}")
     with tracking.step_run("promote"):
         client = mlflow.MlflowClient()
-        candidate = find_version(client, model_name, str(version or ""))
+        candidate = find_version(client, model_name, str(params.version or ""))
         number = str(candidate.version)
-        tracking.log_params({"model_name": model_name, "version": number, "promote": promote_mode})
+        tracking.log_step_params(params, only=("model_name", "version", "promote"), version=number)
         with promotion_lock(client, model_name, f"promote version {number}"):
             registry.sync(client, model_name)
             logger.info(
@@ -256,9 +245,9 @@ def promote(
                 number,
                 model_name,
                 candidate.current_stage,
-                promote_mode,
+                params.promote,
             )
-            load_options = {"users": users, "spawn_rate": spawn_rate, "duration": duration, "p95_ms": p95_ms}
+            load_options = {name: getattr(params, name) for name in LOAD_CHECK}
             with tempfile.TemporaryDirectory(prefix="promote-") as tmp:
                 workdir = Path(tmp)
                 model_dir = registry.download_version(model_name, number, workdir / "candidate")
@@ -267,17 +256,17 @@ def promote(
 
                 if url:
                     results = acceptance.run_url_checks(acceptance.Endpoint(url, id_token), flights, **load_options)
-                    results.append(quality_check(client, candidate, model_dir, promote_mode, workdir))
+                    results.append(quality_check(client, candidate, model_dir, params.promote, workdir))
                 else:
                     results = serve_and_check(
-                        client, candidate, model_dir, promote_mode, workdir, flights, workers, load_options
+                        client, candidate, model_dir, params.promote, workdir, flights, params.workers, load_options
                     )
             failed = [r.name for r in results if not r.passed]
             mlflow.set_tags({acceptance_tag(r.name): r.tag[:5000] for r in results})
             mlflow.set_tags({ACCEPTANCE_FAILED_TAG: ",".join(failed) or "none", DIGEST_TAG: artifact_digest})
-            previous = publish(client, candidate, results, promote_mode, artifact_digest)
-        mlflow.set_tags({"promoted": str(promote_mode != "never"), registry.PREVIOUS_TAG: previous or "none"})
-        return PromoteResult(model_name, number, promote_mode != "never", previous, results)
+            previous = publish(client, candidate, results, params.promote, artifact_digest)
+        mlflow.set_tags({"promoted": str(params.promote != "never"), registry.PREVIOUS_TAG: previous or "none"})
+        return PromoteResult(model_name, number, params.promote != "never", previous, results)
 
 
 def serve_and_check(
@@ -325,7 +314,7 @@ def serve_and_check(
         return [*results, judge_quality(candidate, mode, holdout, scores, production.result())]
 
 
-def rollback(model_name: str = PROMOTE["model_name"]) -> PromoteResult:
+def rollback(model_name: str = PromoteParams.model_name) -> PromoteResult:
     """``production`` back to the version the current one replaced, in promote's order; the history kept in tags.
 
     The target must itself have passed acceptance (verdict ``passed``, artifacts matching its digest).

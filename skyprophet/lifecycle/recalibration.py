@@ -35,22 +35,21 @@ from scipy.optimize import brentq
 
 from pyfunc.model import SHIFT_CLIP, ModelSpec
 from pyfunc.schema import OPTIONAL_COLUMNS, REQUIRED_COLUMNS, TARGET
-from skyprophet import config
 from skyprophet.lifecycle.promotion import promote
 from skyprophet.lifecycle.registration import register
 from skyprophet.mlops import tracking
 from skyprophet.mlops.registry import require_production
 from skyprophet.mlops.tags import CALIBRATED_THROUGH_TAG, CORRECTS_TAG, MODEL_URI_TAG, SHIFT_TAG, TRAINED_THROUGH_TAG
 from skyprophet.monitoring import flights, realized, reference
+from skyprophet.params import LOAD_CHECK, PromoteParams, RecalibrateParams, RegisterParams
 from skyprophet.science.fit import FittedModel, log_pyfunc
 
 logger = logging.getLogger("skyprophet.recalibrate")
 
 
-RECALIBRATE = config.DEFAULTS["recalibrate"]
-
-
 WINDOW_FOLDER = "window"
+# What the recalibrate run logs as its parameters (promote's load check is promote's to log).
+LOGGED = ("data", "model_name", "days", "min_flights", "tolerance", "half_life", "promote")
 
 
 # The shift is searched in [-MAX_SHIFT, MAX_SHIFT] (logit units; 10 turns 0.2 into 0.9999).
@@ -135,21 +134,10 @@ def window_of(outcomes: pd.DataFrame, days: int, after: pd.Timestamp | None) -> 
     return keep.to_numpy()
 
 
-def recalibrate(
-    data: str = RECALIBRATE["data"],
-    model_name: str = RECALIBRATE["model_name"],
-    days: int = RECALIBRATE["days"],
-    min_flights: int = RECALIBRATE["min_flights"],
-    tolerance: float = RECALIBRATE["tolerance"],
-    half_life: float = RECALIBRATE["half_life"],
-    promote_mode: str = RECALIBRATE["promote"],
-    users: int = RECALIBRATE["users"],
-    spawn_rate: float = RECALIBRATE["spawn_rate"],
-    duration: str = RECALIBRATE["duration"],
-    p95_ms: float = RECALIBRATE["p95_ms"],
-    workers: int = RECALIBRATE["workers"],
-) -> RecalibrateResult:
+def recalibrate(params: RecalibrateParams = RecalibrateParams()) -> RecalibrateResult:
     """Solve the shift on the flown window, log, register and promote the corrected version."""
+    data, model_name, days, half_life = params.data, params.model_name, params.days, params.half_life
+    min_flights, tolerance = params.min_flights, params.tolerance
     if days < 1 or half_life < 0:
         raise ValueError(f"days must be at least 1 and half_life at least 0, got {days} and {half_life}")
     with tempfile.TemporaryDirectory(prefix="recalibrate-") as tmp:
@@ -210,17 +198,7 @@ def recalibrate(
         }
         window = rows[known].assign(**{TARGET: y})
         with detached(), tracking.step_run("recalibrate") as active:
-            tracking.log_params(
-                {
-                    "data": data,
-                    "model_name": model_name,
-                    "days": days,
-                    "min_flights": min_flights,
-                    "tolerance": tolerance,
-                    "half_life": half_life,
-                    "promote": promote_mode,
-                }
-            )
+            tracking.log_step_params(params, only=LOGGED)
             mlflow.log_metrics(
                 {
                     "window_flights": len(y),
@@ -252,24 +230,26 @@ def recalibrate(
         )
         with detached():
             registered = register(
-                model_uri=info.model_uri,
-                holdout_uri=f"runs:/{run_id}/{WINDOW_FOLDER}/holdout.parquet",
-                model_name=model_name,
-                promote_mode=promote_mode,
+                RegisterParams(
+                    model_uri=info.model_uri,
+                    holdout_uri=f"runs:/{run_id}/{WINDOW_FOLDER}/holdout.parquet",
+                    model_name=model_name,
+                    promote=params.promote,
+                )
             )
             result.version = str(registered.version)
             for key, value in tags.items():
                 client.set_model_version_tag(model_name, result.version, key, value)
-            if promote_mode != "never":
+            if params.promote != "never":
+                load = {name: getattr(params, name) for name in LOAD_CHECK}
                 promoted = promote(
-                    model_name,
-                    result.version,
-                    promote_mode,
-                    users=users,
-                    spawn_rate=spawn_rate,
-                    duration=duration,
-                    p95_ms=p95_ms,
-                    workers=workers,
+                    PromoteParams(
+                        model_name=model_name,
+                        version=result.version,
+                        promote=params.promote,
+                        workers=params.workers,
+                        **load,
+                    )
                 )
                 result.promoted = promoted.promoted
         result.reason = f"shift {shift:+.4f} from {len(y)} flown flights"

@@ -41,6 +41,7 @@ from skyprophet.mlops.tags import (
     THRESHOLD_TAG,
     TRAINED_THROUGH_TAG,
 )
+from skyprophet.params import RegisterParams
 
 logger = logging.getLogger("skyprophet.register")
 
@@ -58,22 +59,16 @@ class RegisterResult:
     refit_run_id: str = ""
 
 
-REGISTER = config.DEFAULTS["register"]
-
-
-def register(
-    model_uri: str = REGISTER["model_uri"],
-    holdout_uri: str = REGISTER["holdout_uri"],
-    model_name: str = REGISTER["model_name"],
-    promote_mode: str = REGISTER["promote"],
-) -> RegisterResult:
+def register(params: RegisterParams = RegisterParams()) -> RegisterResult:
     """Gate, refit (when it may be promoted), register and stage inside one MLflow run.
 
-    ``promote_mode`` is recorded (``gate.promote_mode``); it decides the refit: a version the gate
+    ``params.promote`` is recorded (``gate.promote_mode``); it decides the refit: a version the gate
     passed, or one to be forced, is refitted on all flights, since it may go to Production.
     """
-    if promote_mode not in PROMOTE_CHOICES:
-        raise ValueError(f"promote must be one of {PROMOTE_CHOICES}, got {promote_mode!r}")
+    model_uri, holdout_uri = params.model_uri, params.holdout_uri  # "" resolved below
+    model_name = params.model_name
+    if params.promote not in PROMOTE_CHOICES:
+        raise ValueError(f"promote must be one of {PROMOTE_CHOICES}, got {params.promote!r}")
     with tracking.step_run("register") as active:
         client = mlflow.MlflowClient()
         if not model_uri:
@@ -81,19 +76,17 @@ def register(
             model_uri = train_run.data.tags[MODEL_URI_TAG]
             holdout_uri = holdout_uri or train_run.data.tags.get(HOLDOUT_URI_TAG, "")
         holdout_uri = holdout_uri or str(config.datasets_dir() / "processed" / "holdout.parquet")
-        tracking.log_params(
-            {"model_uri": model_uri, "holdout_uri": holdout_uri, "model_name": model_name, "promote": promote_mode}
-        )
+        tracking.log_step_params(params, model_uri=model_uri, holdout_uri=holdout_uri)
         processed = processed_folder(holdout_uri)
-        gate = run_gate(client, model_uri, model_name, processed, promote_mode)
+        gate = run_gate(client, model_uri, model_name, processed, params.promote)
         mlflow.log_metrics({f"gate_{k}_{m}": v for k, figures in gate.figures.items() for m, v in figures.items()})
         version = find_existing_version(client, model_name, model_uri)
         created, refit_run = version is None, ""
-        tags = gate.tags(holdout_uri, promote_mode)
+        tags = gate.tags(holdout_uri, params.promote)
         if created:
             source_uri = model_uri
             source = candidate_run(client, model_uri)
-            may_serve = gate.passed or promote_mode == "force"
+            may_serve = gate.passed or params.promote == "force"
             if may_serve and source is not None and source.data.tags.get(tracking.STEP_TAG) == "train":
                 source_uri, refit_run = refit_on_all_flights(source, processed)
                 tags[REFIT_RUN_TAG] = refit_run

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
 import uuid
@@ -328,6 +329,16 @@ def log_params(params: dict) -> None:
     logged = mlflow.MlflowClient().get_run(run.info.run_id).data.params
     mlflow.log_params({k: v for k, v in params.items() if k not in logged})
     mlflow.set_tags({f"resolved.{k}": v for k, v in params.items() if k in logged and logged[k] != str(v)})
+
+
+def log_step_params(params: object, only: tuple[str, ...] = (), **resolved: object) -> None:
+    """Log a step's parameters object (``skyprophet.params``), with the values the step resolved.
+
+    ``resolved`` replaces fields by what the step made of them (``""`` -> the default path);
+    ``only`` keeps those fields (in declaration order) where a step logs part of its parameters.
+    """
+    values = dataclasses.asdict(dataclasses.replace(params, **resolved))
+    log_params({k: v for k, v in values.items() if not only or k in only})
 
 
 def setup_logging() -> None:

@@ -22,11 +22,9 @@ from skyprophet.mlops import tracking
 from skyprophet.mlops.registry import require_production
 from skyprophet.monitoring import drift_report, flights, realized, reference
 from skyprophet.monitoring.drift import detect_drift
+from skyprophet.params import MonitorParams
 
 logger = logging.getLogger("skyprophet.monitor")
-
-
-MONITOR = config.DEFAULTS["monitor"]
 
 
 @dataclass
@@ -50,36 +48,13 @@ class MonitorResult:
         return bool(self.degraded_reasons)
 
 
-def watch(
-    data: str = MONITOR["data"],
-    model_name: str = MONITOR["model_name"],
-    auc_threshold: float = MONITOR["auc_threshold"],
-    cv_folds: int = MONITOR["cv_folds"],
-    seed: int = MONITOR["seed"],
-    max_rows: int = MONITOR["max_rows"],
-    exclude_features: str = MONITOR["exclude_features"],
-    report_dir: str = MONITOR["report_dir"],
-    realized_ece_margin: float = MONITOR["realized_ece_margin"],
-    realized_auc_margin: float = MONITOR["realized_auc_margin"],
-) -> MonitorResult:
+def watch(params: MonitorParams = MonitorParams()) -> MonitorResult:
     """Compare the new flights with the Production version's training flights inside one MLflow run."""
-    folder = Path(report_dir) if report_dir else config.PROJECT_ROOT / "reports" / "monitor"
-    excluded = tuple(name.strip() for name in exclude_features.split(",") if name.strip())
+    data, model_name, auc_threshold = params.data, params.model_name, params.auc_threshold
+    folder = Path(params.report_dir) if params.report_dir else config.PROJECT_ROOT / "reports" / "monitor"
+    excluded = tuple(name.strip() for name in params.exclude_features.split(",") if name.strip())
     with tracking.step_run("monitor") as active, tempfile.TemporaryDirectory() as workdir:
-        tracking.log_params(
-            {
-                "data": data,
-                "model_name": model_name,
-                "auc_threshold": auc_threshold,
-                "cv_folds": cv_folds,
-                "seed": seed,
-                "max_rows": max_rows,
-                "exclude_features": exclude_features,
-                "report_dir": str(folder),
-                "realized_ece_margin": realized_ece_margin,
-                "realized_auc_margin": realized_auc_margin,
-            }
-        )
+        tracking.log_step_params(params, report_dir=str(folder))
         logger.info("read: new flights %s", data)
         raw = flights.read_flights(data, Path(workdir))
         new = flights.clean_new_flights(raw, data)
@@ -104,7 +79,13 @@ def watch(
         monitored = mlflow.data.from_pandas(raw, source=tracking.dataset_source(data), name="monitored")
         tracking.log_input(monitored, context="monitored")
         report = detect_drift(
-            clean_flights(reference_raw), new, spec, cv_folds, seed, max_rows, exclude_features=excluded
+            clean_flights(reference_raw),
+            new,
+            spec,
+            params.cv_folds,
+            params.seed,
+            params.max_rows,
+            exclude_features=excluded,
         )
         drift = report.roc_auc >= auc_threshold
         logger.info("verdict: adversarial ROC AUC %.4f (alert at %.2f): %s", report.roc_auc, auc_threshold, drift)
@@ -119,7 +100,9 @@ def watch(
         paths = drift_report.write_report(report, context, auc_threshold, folder)
         measured = None
         if realized.has_flown(raw):
-            measured = realized.measure_realized(client, version, raw, realized_ece_margin, realized_auc_margin, folder)
+            measured = realized.measure_realized(
+                client, version, raw, params.realized_ece_margin, params.realized_auc_margin, folder
+            )
             paths.append(folder / "realized.png")
         for path in paths:
             mlflow.log_artifact(str(path), "report")

@@ -7,6 +7,7 @@ import pytest
 
 from pyfunc.schema import TARGET
 from skyprophet.mlops import registry, tracking
+from skyprophet.params import EtlParams
 from skyprophet.science import fit
 from skyprophet.storage import sha256_of
 from steps import etl
@@ -38,7 +39,7 @@ def test_a_dataset_source_is_named_without_a_guess(uri):
 def test_etl_logs_its_lineage_quietly(tracking_store, tmp_path):
     path = tmp_path / "raw.csv"
     make_flights(days=90, flights_per_day=10).to_csv(path, index=False)
-    assert not repeated(warned(lambda: etl.run(data_uri=str(path), sha256=sha256_of(path))))
+    assert not repeated(warned(lambda: etl.run(EtlParams(data_uri=str(path), sha256=sha256_of(path)))))
 
 
 def test_training_flights_with_their_integer_target_are_logged_quietly(tracking_store, tmp_path):

@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 from skyprophet.config import SCL_SHA256
+from skyprophet.params import EtlParams
 from skyprophet.science.splits import RawDataError
 from skyprophet.storage import DataSourceError, sha256_of
 from steps import etl
@@ -17,7 +18,7 @@ from tests.factory import make_flights, write_flights
 
 def test_an_unknown_split_is_refused_before_any_run(tracking_store, flights_csv):
     with pytest.raises(ValueError, match="split must be one of latest, day, got 'random'"):
-        etl.run(data_uri=str(flights_csv), split="random")
+        etl.run(EtlParams(data_uri=str(flights_csv), split="random"))
     assert mlflow.search_runs(search_all_experiments=True).empty
 
 
@@ -26,7 +27,7 @@ def test_run_writes_splits_rejects_and_lineage(tracking_store, tmp_path):
     raw.loc[5, "Fecha-I"] = "31/01/2017 10:00"  # one bad row in 1,200: under the 1 % limit
     path = tmp_path / "raw.csv"
     raw.to_csv(path, index=False)
-    result = etl.run(data_uri=f"file://{path}", sha256=sha256_of(path))
+    result = etl.run(EtlParams(data_uri=f"file://{path}", sha256=sha256_of(path)))
     assert (result.rows, result.rejected) == (1199, 1)
     run = mlflow.get_run(result.run_id)
     assert run.data.metrics["rejected_unparsable_Fecha-I"] == 1
@@ -46,30 +47,30 @@ def test_too_many_rejects_fail_the_step(tracking_store, tmp_path):
     path = tmp_path / "raw.csv"
     raw.to_csv(path, index=False)
     with pytest.raises(RawDataError, match=r"5 of 100 rows rejected.*missing_Fecha-O"):
-        etl.run(data_uri=str(path), sha256=sha256_of(path))
+        etl.run(EtlParams(data_uri=str(path), sha256=sha256_of(path)))
 
 
 def test_checksum_mismatch_and_missing_file_fail(tracking_store, flights_csv, tmp_path):
     with pytest.raises(DataSourceError, match="sha256"):
-        etl.run(data_uri=str(flights_csv), sha256="0" * 64)
+        etl.run(EtlParams(data_uri=str(flights_csv), sha256="0" * 64))
     with pytest.raises(DataSourceError, match="not found"):
-        etl.run(data_uri=str(tmp_path / "nowhere.csv"), sha256="none")
+        etl.run(EtlParams(data_uri=str(tmp_path / "nowhere.csv"), sha256="none"))
 
 
 def test_the_scl_digest_is_checked_by_default_and_another_file_must_be_named_or_opted_out(tracking_store, flights_csv):
     with pytest.raises(DataSourceError, match=f"expected {SCL_SHA256}") as refused:
-        etl.run(data_uri=str(flights_csv))
+        etl.run(EtlParams(data_uri=str(flights_csv)))
     assert "--sha256 none" in str(refused.value) and "SCL 2017" in str(refused.value), refused.value
     assert not list(Path(tracking_store["SKYPROPHET_DATASETS_DIR"], "processed").glob("*")), "nothing processed"
 
     with pytest.raises(ValueError, match="sha256 must be 64 hex digits or 'none', got 'abc'"):
-        etl.run(data_uri=str(flights_csv), sha256="abc")
+        etl.run(EtlParams(data_uri=str(flights_csv), sha256="abc"))
 
-    result = etl.run(data_uri=str(flights_csv), sha256="none")
+    result = etl.run(EtlParams(data_uri=str(flights_csv), sha256="none"))
     run = mlflow.get_run(result.run_id)
     assert run.data.params["sha256"] == "none", "the opt-out is recorded on the run"
     assert run.data.tags["etl.sha256_unchecked"] == sha256_of(flights_csv), "with the digest the file had"
-    checked = mlflow.get_run(etl.run(data_uri=str(flights_csv), sha256=sha256_of(flights_csv)).run_id)
+    checked = mlflow.get_run(etl.run(EtlParams(data_uri=str(flights_csv), sha256=sha256_of(flights_csv))).run_id)
     assert checked.data.params["sha256"] == sha256_of(flights_csv) and "etl.sha256_unchecked" not in checked.data.tags
 
 
@@ -84,7 +85,7 @@ def test_two_runs_share_no_file_and_the_default_folder_names_the_last_one(tracki
     files = {}
     for seed in (1, 2):
         path = write_flights(tmp_path / f"flights-{seed}.csv", days=70, seed=seed)
-        run_id = etl.run(data_uri=str(path), sha256=sha256_of(path), holdout_months=1).run_id
+        run_id = etl.run(EtlParams(data_uri=str(path), sha256=sha256_of(path), holdout_months=1)).run_id
         written = {f for f in root.rglob("*") if f.is_file() and not f.is_symlink()}
         files[run_id] = {f: sha256_of(f) for f in written if run_id in f.parts}
         assert files[run_id], f"run {run_id} wrote nothing under folders of its own"

@@ -10,6 +10,7 @@ import pytest
 from pyfunc.features import FEATURE_NAMES
 from skyprophet.config import MODEL_NAME
 from skyprophet.mlops import registry
+from skyprophet.params import EtlParams, EvaluateParams, RegisterParams, TrainParams
 from skyprophet.science import backtest
 from skyprophet.storage import sha256_of
 from steps import etl, evaluate, register, train
@@ -19,13 +20,15 @@ HYPER = {"n_estimators": 60}
 
 @pytest.mark.slow
 def test_evaluate_logs_the_table_and_describes_production(tracking_store, flights_csv):
-    etl_result = etl.run(data_uri=str(flights_csv), sha256=sha256_of(flights_csv))
-    trained = train.run(processed_uri=etl_result.processed_uri, **HYPER)
-    registered = register.run(model_uri=trained.model_uri, holdout_uri=f"{etl_result.processed_uri}/holdout.parquet")
+    etl_result = etl.run(EtlParams(data_uri=str(flights_csv), sha256=sha256_of(flights_csv)))
+    trained = train.run(TrainParams(processed_uri=etl_result.processed_uri, **HYPER))
+    registered = register.run(
+        RegisterParams(model_uri=trained.model_uri, holdout_uri=f"{etl_result.processed_uri}/holdout.parquet")
+    )
     assert registered.gate_passed
     registry.move_production(mlflow.MlflowClient(), MODEL_NAME, registered.version, "test set-up")
 
-    result = evaluate.run(processed_uri=etl_result.processed_uri)
+    result = evaluate.run(EvaluateParams(processed_uri=etl_result.processed_uri))
 
     table = result.table
     expected = [("backtest", m) for m in ("2017-02", "2017-03", backtest.POOLED)] + [("forward", None), ("day", None)]
@@ -72,13 +75,15 @@ def test_evaluate_leaves_a_version_trained_on_other_data_alone(tracking_store, t
     from tests.factory import write_flights
 
     first_csv = write_flights(tmp_path / "a.csv", days=59, seed=1)
-    first = etl.run(data_uri=str(first_csv), sha256=sha256_of(first_csv), holdout_months=1)
-    trained = train.run(processed_uri=first.processed_uri, **HYPER)
-    registered = register.run(model_uri=trained.model_uri, holdout_uri=f"{first.processed_uri}/holdout.parquet")
+    first = etl.run(EtlParams(data_uri=str(first_csv), sha256=sha256_of(first_csv), holdout_months=1))
+    trained = train.run(TrainParams(processed_uri=first.processed_uri, **HYPER))
+    registered = register.run(
+        RegisterParams(model_uri=trained.model_uri, holdout_uri=f"{first.processed_uri}/holdout.parquet")
+    )
     second_csv = write_flights(tmp_path / "b.csv", days=59, seed=2)
-    second = etl.run(data_uri=str(second_csv), sha256=sha256_of(second_csv), holdout_months=1)
+    second = etl.run(EtlParams(data_uri=str(second_csv), sha256=sha256_of(second_csv), holdout_months=1))
 
-    result = evaluate.run(processed_uri=second.processed_uri)
+    result = evaluate.run(EvaluateParams(processed_uri=second.processed_uri))
 
     assert result.version is None, "the table describes other data than the version was trained on"
     version = mlflow.MlflowClient().get_model_version(registered.model_name, registered.version)

@@ -24,6 +24,7 @@ from skyprophet.monitoring.drift import UNSEEN
 from skyprophet.monitoring.flights import EXIT_BAD_INPUT
 from skyprophet.monitoring.reference import ReferenceDataError, load_reference, reference_input
 from skyprophet.ops.processes import BIN, MLFLOW_RUN_STATE, process_env
+from skyprophet.params import EtlParams, MonitorParams, RegisterParams, TrainParams
 from skyprophet.storage import sha256_of
 from steps import etl, monitor, register, train
 from tests.factory import make_flights, write_flights
@@ -57,10 +58,10 @@ def production(tmp_path_factory: pytest.TempPathFactory):
         mlflow.set_tracking_uri(env["MLFLOW_TRACKING_URI"])
         experiment_here(env, root)
         flights_csv = write_flights(root / "flights.csv")
-        etl_result = etl.run(data_uri=str(flights_csv), sha256=sha256_of(flights_csv))
-        trained = train.run(processed_uri=etl_result.processed_uri, n_estimators=20, cv_folds=2)
+        etl_result = etl.run(EtlParams(data_uri=str(flights_csv), sha256=sha256_of(flights_csv)))
+        trained = train.run(TrainParams(processed_uri=etl_result.processed_uri, n_estimators=20, cv_folds=2))
         registered = register.run(
-            model_uri=trained.model_uri, holdout_uri=f"{etl_result.processed_uri}/holdout.parquet"
+            RegisterParams(model_uri=trained.model_uri, holdout_uri=f"{etl_result.processed_uri}/holdout.parquet")
         )
         assert registered.gate_passed, "the first version passes the gate"
         registry.move_production(mlflow.MlflowClient(), MODEL_NAME, registered.version, "test set-up")
@@ -227,7 +228,9 @@ def test_flown_flights_get_realized_quality_by_the_version_serving_then(producti
         for key, value in production["env"].items():
             patch.setenv(key, value)
         mlflow.set_tracking_uri(production["env"]["MLFLOW_TRACKING_URI"])
-        result = monitor.run(data=str(data), report_dir=str(tmp_path / "report"), cv_folds=2, max_rows=2000)
+        result = monitor.run(
+            MonitorParams(data=str(data), report_dir=str(tmp_path / "report"), cv_folds=2, max_rows=2000)
+        )
         for key in MLFLOW_RUN_STATE:
             patch.delenv(key, raising=False)
     late = (pd.to_datetime(flights["Fecha-O"]) - pd.to_datetime(flights["Fecha-I"])).dt.total_seconds() / 60

@@ -29,6 +29,7 @@ from skyprophet.ops.processes import (
     stop_process_group,
     wait_for_http,
 )
+from skyprophet.params import EtlParams, PromoteParams, RegisterParams, ScoreParams, TrainParams
 from skyprophet.science import fit, recipe
 from skyprophet.storage import sha256_of
 from steps import etl, promote, register, score, train
@@ -44,9 +45,9 @@ LOAD = {"users": 2, "spawn_rate": 2.0, "duration": "3s", "p95_ms": 5000.0}
 @pytest.fixture
 def staged(tracking_store, flights_csv):
     """etl -> train -> register on generated flights: version 1 on staging, nothing in Production."""
-    processed = etl.run(data_uri=str(flights_csv), sha256=sha256_of(flights_csv)).processed_uri
-    trained = train.run(processed_uri=processed, **HYPER)
-    registered = register.run(model_uri=trained.model_uri, holdout_uri=f"{processed}/holdout.parquet")
+    processed = etl.run(EtlParams(data_uri=str(flights_csv), sha256=sha256_of(flights_csv))).processed_uri
+    trained = train.run(TrainParams(processed_uri=processed, **HYPER))
+    registered = register.run(RegisterParams(model_uri=trained.model_uri, holdout_uri=f"{processed}/holdout.parquet"))
     return {"processed": processed, "registered": registered}
 
 
@@ -87,7 +88,7 @@ def test_register_stages_and_a_good_version_moves_then_rollback_restores(staged,
     assert first.tags["gate.decision"] == "promoted" and "model.threshold" in first.tags
     assert registry.production_version(client, NAME) is None
 
-    result = promote.promote(**LOAD)
+    result = promote.promote(PromoteParams(**LOAD))
     assert result.promoted and result.version == "1" and result.previous_version == ""
     first = client.get_model_version(NAME, "1")
     assert first.current_stage == "Production" and first.aliases == ["production"], "staging left with the stage"
@@ -100,12 +101,12 @@ def test_register_stages_and_a_good_version_moves_then_rollback_restores(staged,
     assert "**All checks passed: promoted to Production.**" in first.description, "recorded after the move"
 
     # A second version, through the gate by force (acceptance still runs every check).
-    trained = train.run(processed_uri=staged["processed"], seed=7, **HYPER)
+    trained = train.run(TrainParams(processed_uri=staged["processed"], seed=7, **HYPER))
     holdout = f"{staged['processed']}/holdout.parquet"
-    second = register.run(model_uri=trained.model_uri, holdout_uri=holdout, promote_mode="force")
+    second = register.run(RegisterParams(model_uri=trained.model_uri, holdout_uri=holdout, promote="force"))
     assert client.get_model_version(NAME, second.version).current_stage == "Staging"
     assert production_version(client) == "1", "register left production alone"
-    result = promote.promote(promote_mode="force", **LOAD)
+    result = promote.promote(PromoteParams(promote="force", **LOAD))
     assert result.promoted and result.version == "2" and result.previous_version == "1"
     assert client.get_model_version(NAME, "1").current_stage == "Archived"
     two = client.get_model_version(NAME, "2")
@@ -154,7 +155,7 @@ def test_a_version_whose_code_refuses_valid_flights_stays_in_staging(staged, tmp
     broken = stage_by_hand(client, log_with_code(fitted_on(staged["processed"]), code, tmp_path), gate_of="1")
 
     with pytest.raises(promote.AcceptanceFailed) as failed:
-        promote.promote(**LOAD)
+        promote.promote(PromoteParams(**LOAD))
     assert f"version {broken} stays in Staging" in str(failed.value)
     tags = client.get_model_version(NAME, broken).tags
     assert tags["acceptance.smoke"].startswith("failed: HTTP"), tags
@@ -178,7 +179,7 @@ def test_a_version_that_scores_bad_requests_fails_the_contract(staged, tmp_path)
     )
     model_uri = log_with_code(fitted_on(staged["processed"]), code, tmp_path)
     holdout = f"{staged['processed']}/holdout.parquet"
-    broken = register.run(model_uri=model_uri, holdout_uri=holdout, promote_mode="force").version
+    broken = register.run(RegisterParams(model_uri=model_uri, holdout_uri=holdout, promote="force")).version
 
     # The acceptance program alone, as Cloud Build runs it against a URL.
     with ServedModel(f"models:/{NAME}/{broken}", tmp_path / "serve.log") as server:
@@ -204,7 +205,7 @@ def test_a_version_that_scores_bad_requests_fails_the_contract(staged, tmp_path)
     assert "acceptance contract: failed" in done.stdout and "unknown destination: HTTP 200" in done.stdout
 
     with pytest.raises(promote.AcceptanceFailed):
-        promote.promote(promote_mode="force", **LOAD)
+        promote.promote(PromoteParams(promote="force", **LOAD))
     tags = client.get_model_version(NAME, broken).tags
     assert tags["acceptance.smoke"] == "passed" and tags["acceptance.load"] == "passed", tags
     assert (
@@ -416,7 +417,9 @@ def test_a_crash_between_any_two_writes_leaves_an_accepted_version_serving_and_t
     assert serve.returncode != 0
     assert f"version 1 of '{NAME}': its artifacts changed after acceptance" in serve.stderr, serve.stderr[-2000:]
     with pytest.raises(digest.ArtifactDigestError, match=f"version 1 of '{NAME}': its artifacts changed"):
-        score.run(data=str(write_flights(tmp_path / "day.csv", days=1)), output=str(tmp_path / "scores.parquet"))
+        score.run(
+            ScoreParams(data=str(write_flights(tmp_path / "day.csv", days=1)), output=str(tmp_path / "scores.parquet"))
+        )
     assert not (tmp_path / "scores.parquet").exists()
 
 
@@ -431,7 +434,7 @@ SECRETS = {
 def test_two_concurrent_promotes_of_a_version_that_records_its_environment_end_consistent_and_leak_nothing(
     tracking_store, flights_csv, tmp_path
 ):
-    processed = etl.run(data_uri=str(flights_csv), sha256=sha256_of(flights_csv)).processed_uri
+    processed = etl.run(EtlParams(data_uri=str(flights_csv), sha256=sha256_of(flights_csv))).processed_uri
     seen = tmp_path / "environment-seen-by-the-model.txt"
     # What a pipeline identity could register: a model.py that records os.environ whenever it is loaded.
     code = broken_code(
@@ -440,7 +443,7 @@ def test_two_concurrent_promotes_of_a_version_that_records_its_environment_end_c
         f'with open({str(seen)!r}, "a") as seen:\n            seen.write(repr(dict(os.environ)) + "\\n")',
     )
     model_uri = log_with_code(fitted_on(processed), code, tmp_path)
-    first = register.run(model_uri=model_uri, holdout_uri=f"{processed}/holdout.parquet").version
+    first = register.run(RegisterParams(model_uri=model_uri, holdout_uri=f"{processed}/holdout.parquet")).version
     client = mlflow.MlflowClient()
     second = stage_by_hand(client, model_uri, gate_of=str(first))
     assert seen.is_file(), "the gate loaded the model's own code"

@@ -6,6 +6,7 @@ import pytest
 from pyfunc.features import FEATURE_NAMES
 from skyprophet.config import MODEL_NAME
 from skyprophet.mlops import registry
+from skyprophet.params import EtlParams, EvaluateParams, RegisterParams, TrainParams
 from skyprophet.science import backtest
 from steps import etl, evaluate, register, train
 
@@ -13,18 +14,18 @@ pytestmark = [pytest.mark.real_data, pytest.mark.slow]
 
 
 def test_real_pipeline_beats_both_reference_models_month_ahead(tracking_store, real_data, real_sha256):
-    etl_result = etl.run(data_uri=str(real_data), sha256=real_sha256)
+    etl_result = etl.run(EtlParams(data_uri=str(real_data), sha256=real_sha256))
     assert etl_result.rows == 68206 and etl_result.rejected == 0, "the published file has no unusable rows"
-    train_result = train.run(processed_uri=etl_result.processed_uri)
+    train_result = train.run(TrainParams(processed_uri=etl_result.processed_uri))
     registered = register.run(
-        model_uri=train_result.model_uri, holdout_uri=f"{etl_result.processed_uri}/holdout.parquet"
+        RegisterParams(model_uri=train_result.model_uri, holdout_uri=f"{etl_result.processed_uri}/holdout.parquet")
     )
     assert registered.gate_passed and registered.version in ("1", 1) and registered.refit_run_id
     registry.move_production(mlflow.MlflowClient(), MODEL_NAME, registered.version, "test set-up")
     assert train_result.metrics["ece"] < 0.05, "Nov-Dec, calibrated on earlier months only"
     assert not {"day_of_month", "day_of_year"} & set(FEATURE_NAMES), "no feature memorises a date"
 
-    result = evaluate.run(processed_uri=etl_result.processed_uri)
+    result = evaluate.run(EvaluateParams(processed_uri=etl_result.processed_uri))
 
     table = result.table
     pooled = table[(table["split"] == "backtest") & (table["period"] == backtest.POOLED)].set_index("model")

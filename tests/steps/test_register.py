@@ -14,6 +14,7 @@ from skyprophet.config import MODEL_NAME
 from skyprophet.lifecycle import candidates, registration
 from skyprophet.mlops import registry
 from skyprophet.mlops.tags import CANDIDATE_URI_TAG
+from skyprophet.params import EtlParams, RegisterParams, TrainParams
 from skyprophet.science import fit, recipe
 from skyprophet.storage import sha256_of
 from steps import etl, register, train
@@ -36,7 +37,7 @@ def log_with_code(fitted: fit.FittedModel, code_dir, tmp_path) -> str:
 
 
 def test_gate_runs_each_model_on_its_own_code(tracking_store, flights_csv, tmp_path):
-    processed = etl.run(data_uri=str(flights_csv), sha256=sha256_of(flights_csv)).processed_uri
+    processed = etl.run(EtlParams(data_uri=str(flights_csv), sha256=sha256_of(flights_csv))).processed_uri
     holdout_uri = f"{processed}/holdout.parquet"
     # Production: a model whose bundled code answers 0.5 for every flight (ROC AUC exactly 0.5).
     constant = tmp_path / "constant" / "pyfunc"
@@ -49,7 +50,7 @@ def test_gate_runs_each_model_on_its_own_code(tracking_store, flights_csv, tmp_p
     local = mlflow.artifacts.download_artifacts(processed)
     fitted, _ = fit.fit_model(pd.read_parquet(f"{local}/train.parquet"), recipe.Recipe(n_estimators=30, cv_folds=2))
     constant_uri = log_with_code(fitted, constant, tmp_path)
-    first = register.run(model_uri=constant_uri, holdout_uri=holdout_uri)
+    first = register.run(RegisterParams(model_uri=constant_uri, holdout_uri=holdout_uri))
     assert first.gate_passed and first.candidate_roc_auc == 0.5, "the constant model's own code scored it"
     client = mlflow.MlflowClient()
     assert client.get_model_version(MODEL_NAME, first.version).current_stage == "Staging", "staged, not promoted"
@@ -57,7 +58,7 @@ def test_gate_runs_each_model_on_its_own_code(tracking_store, flights_csv, tmp_p
     registry.move_production(client, MODEL_NAME, first.version, "test set-up")
 
     candidate_uri = log_with_code(fitted, config.PROJECT_ROOT / "pyfunc", tmp_path)
-    second = register.run(model_uri=candidate_uri, holdout_uri=holdout_uri)
+    second = register.run(RegisterParams(model_uri=candidate_uri, holdout_uri=holdout_uri))
     assert second.production_roc_auc == 0.5, "Production was scored with its bundled code, not the checkout's"
     assert second.candidate_roc_auc > 0.6 and second.gate_passed
     staged = client.get_model_version_by_alias(MODEL_NAME, "staging")
@@ -83,21 +84,23 @@ def test_the_gate_judges_on_the_latest_months_and_the_promoted_version_is_refitt
     )
     raw.to_csv(tmp_path / "raw.csv", index=False)
     processed = etl.run(
-        data_uri=str(tmp_path / "raw.csv"), sha256=sha256_of(tmp_path / "raw.csv"), holdout_months=1
+        EtlParams(data_uri=str(tmp_path / "raw.csv"), sha256=sha256_of(tmp_path / "raw.csv"), holdout_months=1)
     ).processed_uri
     hyper = {"n_estimators": 40, "cv_folds": 2}
     # Production: trained on the old pattern (the file's first two months), registered by force.
-    old = train.run(processed_uri=processed, **hyper)
-    first = register.run(model_uri=old.model_uri, holdout_uri=f"{processed}/holdout.parquet", promote_mode="force")
+    old = train.run(TrainParams(processed_uri=processed, **hyper))
+    first = register.run(
+        RegisterParams(model_uri=old.model_uri, holdout_uri=f"{processed}/holdout.parquet", promote="force")
+    )
     registry.move_production(mlflow.MlflowClient(), MODEL_NAME, first.version, "test set-up")
     # The candidate: the same recipe trained on flights of the new pattern (another file's March).
     new_raw = pattern_flights("2016-03-01", 31, 3, reverse=True)
     new_raw.to_csv(tmp_path / "new.csv", index=False)
     new_processed = etl.run(
-        data_uri=str(tmp_path / "new.csv"), sha256=sha256_of(tmp_path / "new.csv"), split="day"
+        EtlParams(data_uri=str(tmp_path / "new.csv"), sha256=sha256_of(tmp_path / "new.csv"), split="day")
     ).processed_uri
-    candidate = train.run(processed_uri=new_processed, **hyper)
-    second = register.run(model_uri=candidate.model_uri, holdout_uri=f"{processed}/holdout.parquet")
+    candidate = train.run(TrainParams(processed_uri=new_processed, **hyper))
+    second = register.run(RegisterParams(model_uri=candidate.model_uri, holdout_uri=f"{processed}/holdout.parquet"))
 
     client = mlflow.MlflowClient()
     version = client.get_model_version(MODEL_NAME, second.version)
@@ -118,15 +121,17 @@ def test_the_gate_judges_on_the_latest_months_and_the_promoted_version_is_refitt
 
 
 def test_a_failing_refit_leaves_no_version_behind(tracking_store, flights_csv, monkeypatch):
-    processed = etl.run(data_uri=str(flights_csv), sha256=sha256_of(flights_csv), holdout_months=1).processed_uri
-    trained = train.run(processed_uri=processed, n_estimators=20, cv_folds=2)
+    processed = etl.run(
+        EtlParams(data_uri=str(flights_csv), sha256=sha256_of(flights_csv), holdout_months=1)
+    ).processed_uri
+    trained = train.run(TrainParams(processed_uri=processed, n_estimators=20, cv_folds=2))
 
     def broken(*args, **kwargs):
         raise RuntimeError("the machine went away mid-refit")
 
     monkeypatch.setattr(candidates, "log_fitted", broken)
     with pytest.raises(RuntimeError, match="mid-refit"):
-        register.run(model_uri=trained.model_uri, holdout_uri=f"{processed}/holdout.parquet")
+        register.run(RegisterParams(model_uri=trained.model_uri, holdout_uri=f"{processed}/holdout.parquet"))
     assert mlflow.MlflowClient().search_model_versions(f"name = '{MODEL_NAME}'") == []
 
 
@@ -134,8 +139,10 @@ def test_a_version_is_created_with_its_gate_tags_so_a_failure_after_leaves_none_
     tracking_store, flights_csv, monkeypatch
 ):
     """Under auth the pipeline may not delete a version (MANAGE): it must never exist without its gate tags."""
-    processed = etl.run(data_uri=str(flights_csv), sha256=sha256_of(flights_csv), holdout_months=1).processed_uri
-    trained = train.run(processed_uri=processed, n_estimators=20, cv_folds=2)
+    processed = etl.run(
+        EtlParams(data_uri=str(flights_csv), sha256=sha256_of(flights_csv), holdout_months=1)
+    ).processed_uri
+    trained = train.run(TrainParams(processed_uri=processed, n_estimators=20, cv_folds=2))
     holdout = f"{processed}/holdout.parquet"
 
     def refused(*args, **kwargs):
@@ -145,12 +152,12 @@ def test_a_version_is_created_with_its_gate_tags_so_a_failure_after_leaves_none_
         patch.setattr(registration, "stage", refused)  # a 403 on the staging alias, after the version exists
         patch.setattr(mlflow.MlflowClient, "delete_model_version", refused)  # and no MANAGE to clean up
         with pytest.raises(mlflow.exceptions.MlflowException, match="Permission denied"):
-            register.run(model_uri=trained.model_uri, holdout_uri=holdout)
+            register.run(RegisterParams(model_uri=trained.model_uri, holdout_uri=holdout))
     client = mlflow.MlflowClient()
     (left,) = client.search_model_versions(f"name = '{MODEL_NAME}'")
     for tag in ("gate.decision", "gate.candidate_roc_auc", "gate.holdout_uri", "model.threshold"):
         assert tag in left.tags, f"{tag} missing on the version left behind"
     assert left.tags[CANDIDATE_URI_TAG] == trained.model_uri
-    again = register.run(model_uri=trained.model_uri, holdout_uri=holdout)
+    again = register.run(RegisterParams(model_uri=trained.model_uri, holdout_uri=holdout))
     assert again.version == left.version, "the rerun reuses it"
     assert client.get_model_version(MODEL_NAME, left.version).aliases == ["staging"]

@@ -11,6 +11,7 @@ import pytest
 
 from skyprophet.config import MODEL_NAME
 from skyprophet.ops.processes import MLFLOW_RUN_STATE, process_env
+from skyprophet.params import ReplayParams
 from steps import replay
 from tests.factory import write_flights
 
@@ -20,15 +21,17 @@ def test_replay_of_two_generated_months(tracking_store, tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", process_env()["PATH"])  # `mlflow run` finds the venv's python
     data = write_flights(tmp_path / "flights.csv", days=122, flights_per_day=40, seed=5, start="2017-04-01")
     result = replay.run(
-        data_uri=str(data),
-        months=2,
-        n_estimators=20,
-        correction_every=10,
-        min_flights=50,
-        tolerance=0.02,
-        drift_cv_folds=2,
-        drift_max_rows=2000,
-        report_dir=str(tmp_path / "replay"),
+        ReplayParams(
+            data_uri=str(data),
+            months=2,
+            n_estimators=20,
+            correction_every=10,
+            min_flights=50,
+            tolerance=0.02,
+            drift_cv_folds=2,
+            drift_max_rows=2000,
+            report_dir=str(tmp_path / "replay"),
+        )
     )
     for key in MLFLOW_RUN_STATE:
         monkeypatch.delenv(key, raising=False)

@@ -18,6 +18,7 @@ import pytest
 
 from skyprophet.batch import report_data
 from skyprophet.config import PROJECT_ROOT
+from skyprophet.params import ScoreParams
 from steps import score
 from tests.factory import make_flights
 
@@ -63,7 +64,7 @@ def test_score_writes_a_report_that_renders_in_chromium(model_env, registered_mo
     frame.to_csv(schedule, index=False, lineterminator="\n")
     output = tmp_path / "scores.parquet"
 
-    result = score.run(data=str(schedule), output=str(output), chunk_rows=500)
+    result = score.run(ScoreParams(data=str(schedule), output=str(output), chunk_rows=500))
 
     page = tmp_path / "scores.report.html"
     assert page.is_file()

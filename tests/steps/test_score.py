@@ -24,6 +24,7 @@ from skyprophet.batch.contract import MODEL_PARAMS, ScoreInputError, TooManyReje
 from skyprophet.batch.sinks import rejects_uri
 from skyprophet.config import MODEL_NAME, PROJECT_ROOT
 from skyprophet.ops.processes import process_env
+from skyprophet.params import ScoreParams
 from steps import score
 from tests.factory import make_flights
 
@@ -130,7 +131,7 @@ def test_pandas_engine_scores_flags_and_rejects(model_env, registered_model, sch
 
 @pytest.mark.slow
 def test_run_logs_lineage_counts_and_summary(model_env, registered_model, schedule, tmp_path):
-    result = score.run(data=schedule.as_uri(), output=str(tmp_path / "scores.parquet"), chunk_rows=300)
+    result = score.run(ScoreParams(data=schedule.as_uri(), output=str(tmp_path / "scores.parquet"), chunk_rows=300))
     assert (result.rows, result.scored, result.flagged) == (ROWS, ROWS - len(BAD), len(UNSEEN))
     assert result.rejected == EXPECTED_REJECTS
     client = mlflow.MlflowClient()
@@ -170,8 +171,8 @@ def test_parquet_folder_in_matches_csv_in(model_env, schedule, tmp_path):
     frame = pd.read_csv(schedule, dtype=str, keep_default_na=False)
     frame.iloc[:500].to_parquet(folder / "a.parquet", index=False)
     frame.iloc[500:].to_csv(folder / "b.csv", index=False)
-    from_csv = score.run(data=str(schedule), output=str(tmp_path / "csv.parquet"), chunk_rows=200)
-    from_folder = score.run(data=str(folder), output=str(tmp_path / "folder.parquet"), chunk_rows=200)
+    from_csv = score.run(ScoreParams(data=str(schedule), output=str(tmp_path / "csv.parquet"), chunk_rows=200))
+    from_folder = score.run(ScoreParams(data=str(folder), output=str(tmp_path / "folder.parquet"), chunk_rows=200))
     pd.testing.assert_frame_equal(pd.read_parquet(from_csv.output), pd.read_parquet(from_folder.output))
     assert from_folder.rejected == EXPECTED_REJECTS
 
@@ -181,8 +182,8 @@ def test_streamed_batches_give_the_output_of_one_batch(model_env, schedule, tmp_
     """97 flights a batch (9 batches through the worker processes) = all 800 in one call, in input order."""
     data = tmp_path / "schedule.parquet"  # Parquet: its row count is known, so one batch is scored in process
     pd.read_csv(schedule, dtype=str, keep_default_na=False).to_parquet(data, index=False, row_group_size=300)
-    whole = score.run(data=str(data), output=str(tmp_path / "whole.parquet"), chunk_rows=ROWS)
-    streamed = score.run(data=str(data), output=str(tmp_path / "streamed.parquet"), chunk_rows=97)
+    whole = score.run(ScoreParams(data=str(data), output=str(tmp_path / "whole.parquet"), chunk_rows=ROWS))
+    streamed = score.run(ScoreParams(data=str(data), output=str(tmp_path / "streamed.parquet"), chunk_rows=97))
     pd.testing.assert_frame_equal(pd.read_parquet(streamed.output), pd.read_parquet(whole.output))
     pd.testing.assert_frame_equal(pd.read_parquet(streamed.rejects), pd.read_parquet(whole.rejects))
     assert (streamed.rows, streamed.scored, streamed.flagged) == (whole.rows, whole.scored, whole.flagged)
@@ -206,7 +207,7 @@ def test_streamed_batches_give_the_output_of_one_batch(model_env, schedule, tmp_
 def test_too_many_rejects_fails_keeping_rejects_and_no_output(model_env, schedule, tmp_path):
     output = tmp_path / "scores.parquet"
     with pytest.raises(TooManyRejectsError, match=r"5 of 800 rows .*limit 0\.1%"):
-        score.run(data=str(schedule), output=str(output), max_reject_fraction=0.001)
+        score.run(ScoreParams(data=str(schedule), output=str(output), max_reject_fraction=0.001))
     assert not output.exists()
     assert len(pd.read_parquet(tmp_path / "scores.rejects.parquet")) == len(BAD)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["schedule.csv", "scores.rejects.parquet"]
@@ -259,12 +260,12 @@ def test_bad_input_names_the_file_and_leaves_no_output(model_env, schedule, tmp_
         output = output.with_name("taken.parquet")
         output.write_bytes(b"earlier scores")
     with pytest.raises(ScoreInputError, match=pattern):
-        score.run(data=str(data), output=str(output))
+        score.run(ScoreParams(data=str(data), output=str(output)))
     left = sorted(p.name for p in output.parent.iterdir())
     assert left == (["taken.parquet"] if case == "output_exists" else []), left
     if case == "output_exists":
         assert output.read_bytes() == b"earlier scores"
-        result = score.run(data=str(data), output=str(output), overwrite=True)
+        result = score.run(ScoreParams(data=str(data), output=str(output), overwrite=True))
         assert len(pd.read_parquet(result.output)) == ROWS - len(BAD)
 
 

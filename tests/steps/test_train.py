@@ -17,6 +17,7 @@ from sklearn.metrics import average_precision_score, roc_auc_score
 from pyfunc.fields import SCHEDULED_TIME
 from pyfunc.schema import OPERATED_TIME, TARGET, clean_flights
 from skyprophet import config
+from skyprophet.params import TrainParams
 from skyprophet.science import fit, raw_flights, recipe
 from skyprophet.science.fit import centred_isotonic
 from skyprophet.science.metrics import expected_calibration_error
@@ -53,7 +54,7 @@ def test_minutes_late_label_refuses_flights_without_an_operated_time():
 
 def test_an_unknown_objective_is_refused_before_any_run_starts(tracking_store):
     with pytest.raises(ValueError, match="objective must be one of minutes_late, delayed, got 'hinge'"):
-        train.run(processed_uri="/nowhere", objective="hinge")
+        train.run(TrainParams(processed_uri="/nowhere", objective="hinge"))
     assert mlflow.search_runs(search_all_experiments=True).empty, "no run may be left behind"
 
 
@@ -103,13 +104,13 @@ def test_main_refuses_an_unknown_recipe_before_etl_runs(tracking_store):
 
 def test_an_unknown_country_is_refused_before_any_run_starts(tracking_store):
     with pytest.raises(ValueError, match="country 'Narnia' is not an ISO code"):
-        train.run(processed_uri="/nowhere", country="Narnia")
+        train.run(TrainParams(processed_uri="/nowhere", country="Narnia"))
     assert mlflow.search_runs(search_all_experiments=True).empty, "no run may be left behind"
 
 
 def test_a_misspelt_recipe_key_is_refused_naming_it_before_any_run(tracking_store):
     with pytest.raises(ValueError, match=r"not a recipe parameter: n_estimator \(the parameters: country, "):
-        train.run(processed_uri="/nowhere", n_estimator=5)
+        main.run({}, {"n_estimator": 5}, {})  # a TrainParams refuses it as it is built
     with pytest.raises(ValueError, match="not a recipe parameter: max_dept"):
         recipe.Recipe().replace(max_dept=3)
     assert mlflow.search_runs(search_all_experiments=True).empty, "nothing was logged"

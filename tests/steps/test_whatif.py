@@ -16,6 +16,7 @@ import pandas as pd
 import pytest
 
 from skyprophet.batch.whatif import WhatIfInputError
+from skyprophet.params import WhatifParams
 from steps import whatif
 from tests.factory import make_flights
 
@@ -58,7 +59,7 @@ def test_flights_and_changes_are_checked_naming_the_parameter(schedule):
     ]
     for options, message in cases:
         with pytest.raises(WhatIfInputError, match=message):
-            whatif.run(**{"data": str(schedule), **options})
+            whatif.run(WhatifParams(**{"data": str(schedule), **options}))
 
 
 def test_more_flights_than_the_limit_are_refused(schedule, monkeypatch):
@@ -67,7 +68,7 @@ def test_more_flights_than_the_limit_are_refused(schedule, monkeypatch):
     day = frame["Fecha-I"].str[:10].iloc[0]
     numbers = ",".join(f"{n}@{day}" for n in frame.loc[frame["Fecha-I"].str.startswith(day), "Vlo-I"].unique()[:4])
     with pytest.raises(WhatIfInputError, match=r"at most 3 \(MAX_WHATIF_FLIGHTS\)"):
-        whatif.run(data=str(schedule), flights=numbers, departure="19:00")
+        whatif.run(WhatifParams(data=str(schedule), flights=numbers, departure="19:00"))
 
 
 # ------------------------------------------------------------------ the model's answer
@@ -76,7 +77,9 @@ def test_more_flights_than_the_limit_are_refused(schedule, monkeypatch):
 @pytest.mark.slow
 def test_an_evening_departure_and_a_later_airline_raise_the_odds(model_env, registered_model, schedule, tmp_path):
     flight = morning_flight(schedule)
-    evening = whatif.run(data=str(schedule), flights=flight, departure="19:30", output=str(tmp_path / "w.csv"))
+    evening = whatif.run(
+        WhatifParams(data=str(schedule), flights=flight, departure="19:30", output=str(tmp_path / "w.csv"))
+    )
     row = evening.iloc[0]
     assert row["departure_after"].endswith(" 19:30:00") and row["airline_after"] == row["airline_before"] == "CCC"
     assert row["probability_after"] > row["probability_before"]
@@ -85,7 +88,7 @@ def test_an_evening_departure_and_a_later_airline_raise_the_odds(model_env, regi
     assert moved[0]["words_after"] in ("", "departure 19:30")
     assert pd.read_csv(tmp_path / "w.csv")["probability_after"].iloc[0] == pytest.approx(row["probability_after"])
 
-    airline = whatif.run(data=str(schedule), flights=flight, airline="AAA").iloc[0]
+    airline = whatif.run(WhatifParams(data=str(schedule), flights=flight, airline="AAA")).iloc[0]
     assert airline["airline_after"] == "AAA" and airline["unseen_after"] == ""
     assert airline["probability_after"] > airline["probability_before"]
     assert json.loads(airline["moved_factors"])[0]["factor"] == "airline"
