@@ -18,6 +18,9 @@ from urllib.parse import unquote, urlparse
 logger = logging.getLogger("skyprophet.storage")
 PROBE_DIR = ".skyprophet-preflight"
 GCS_TIMEOUT = 30  # seconds per GCS request in the preflight
+# A flights CSV read as text, every cell as written ("NA" is an airport code, not a missing value):
+# the contract (pyfunc.schema) parses and refuses values itself.
+TEXT_CSV = {"dtype": str, "keep_default_na": False, "na_values": [], "encoding": "utf-8"}
 
 
 class DataSourceError(RuntimeError):

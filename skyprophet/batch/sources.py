@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 
 from pyfunc.schema import REQUIRED_COLUMNS
 from skyprophet.batch.contract import FLIGHT_COLUMNS, ScoreInputError
-from skyprophet.storage import DataSourceError, fetch, gcs_client, sha256_of, split_gs_uri
+from skyprophet.storage import TEXT_CSV, DataSourceError, fetch, gcs_client, sha256_of, split_gs_uri
 
 SUFFIXES = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
 CSV_BLOCK_BYTES = 8 << 20  # pyarrow's CSV read block: bounded memory, few calls
@@ -119,9 +119,8 @@ def check_columns(columns: list[str], name: str) -> list[str]:
 
 
 def _read_csv(path: Path, name: str, **kwargs) -> pd.DataFrame | Iterator[pd.DataFrame]:
-    options = {"dtype": str, "keep_default_na": False, "na_values": [], "encoding": "utf-8"}
     try:
-        return pd.read_csv(path, **options, **kwargs)
+        return pd.read_csv(path, **TEXT_CSV, **kwargs)
     except pd.errors.EmptyDataError as err:
         raise ScoreInputError(f"{name}: the file is empty; expected a header with {list(REQUIRED_COLUMNS)}") from err
     except (ValueError, UnicodeDecodeError, OSError) as err:

@@ -13,7 +13,7 @@ from urllib.parse import unquote, urlparse
 import pandas as pd
 
 from pyfunc.schema import REQUIRED_COLUMNS, InvalidFlightsError, clean_flights
-from skyprophet.storage import DataSourceError, fetch
+from skyprophet.storage import TEXT_CSV, DataSourceError, fetch
 
 # The exit code of a step (monitor, recalibrate) whose new flights are unusable.
 EXIT_BAD_INPUT = 4
@@ -42,7 +42,7 @@ def read_flights(uri: str, workdir: Path) -> pd.DataFrame:
         if path.suffix == ".parquet":
             frame = pd.read_parquet(path)
         else:
-            frame = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[], encoding="utf-8")
+            frame = pd.read_csv(path, **TEXT_CSV)
     except (ValueError, UnicodeDecodeError, OSError) as err:
         raise BadFlightsError(f"cannot read new flights {uri} as CSV or Parquet: {err}") from err
     if frame.empty:

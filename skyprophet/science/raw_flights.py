@@ -23,6 +23,7 @@ from pyfunc.schema import (
     parse_scheduled_time,
 )
 from skyprophet.science.splits import RawDataError
+from skyprophet.storage import TEXT_CSV
 
 TRAINING_COLUMNS = (*REQUIRED_COLUMNS, OPERATED_TIME)
 # Operated more than this far from the schedule is taken as a data error, not a delay.
@@ -31,7 +32,7 @@ MAX_ABS_DEVIATION = pd.Timedelta(hours=24)
 
 def read_raw(path: str) -> pd.DataFrame:
     """Read every column as text, so nothing is coerced or defaulted on the way in."""
-    raw = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[], encoding="utf-8")
+    raw = pd.read_csv(path, **TEXT_CSV)
     missing = [c for c in TRAINING_COLUMNS if c not in raw.columns]
     if missing:
         raise RawDataError(f"raw file {path} lacks required columns {missing}; it has {list(raw.columns)}")
