@@ -13,6 +13,7 @@ from mlflow.exceptions import MlflowException
 
 from skyprophet.batch.contract import BATCH_NTHREAD_ENV, ScoreInputError
 from skyprophet.mlops import tracking
+from skyprophet.mlops.registry import version_uri
 
 
 def resolve_model(model_uri: str) -> tuple[str, str, str]:
@@ -27,7 +28,7 @@ def resolve_model(model_uri: str) -> tuple[str, str, str]:
         raise ScoreInputError(
             f"model {model_uri} not found in {tracking.tracking_uri()}: {err}; train one with `make pipeline`"
         ) from err
-    return f"models:/{name}/{version}", name, str(version)
+    return version_uri(name, version), name, str(version)
 
 
 def load_model(uri: str, batch_threads: int | None = None):

@@ -21,7 +21,7 @@ from sklearn.metrics import average_precision_score, roc_auc_score
 
 from pyfunc.schema import SCHEDULED_TIME, TARGET, parse_scheduled_time
 from skyprophet.mlops import tags as run_tags
-from skyprophet.mlops.registry import production_version
+from skyprophet.mlops.registry import production_version, version_uri
 from skyprophet.ops.isolated_scoring import score_isolated
 from skyprophet.science import metrics
 from skyprophet.science.fit import fit_model
@@ -64,7 +64,7 @@ def production_scores(
     period_start = parse_scheduled_time(holdout[SCHEDULED_TIME]).min()
     seen_until = trained_through(production)
     if seen_until is None or seen_until < period_start:
-        return score_isolated(f"models:/{production.name}/{production.version}", holdout_path), "served model"
+        return score_isolated(version_uri(production.name, production.version), holdout_path), "served model"
     recipe = recipe_of(client.get_run(production.run_id))
     logger.info("gate: Production %s has seen the holdout period; refitting its recipe", production.version)
     fitted, _ = fit_model(pd.read_parquet(train_path), recipe)

@@ -38,7 +38,7 @@ from pyfunc.schema import OPTIONAL_COLUMNS, REQUIRED_COLUMNS, TARGET
 from skyprophet.lifecycle.promotion import promote
 from skyprophet.lifecycle.registration import register
 from skyprophet.mlops import tracking
-from skyprophet.mlops.registry import require_production
+from skyprophet.mlops.registry import require_production, version_uri
 from skyprophet.mlops.tags import CALIBRATED_THROUGH_TAG, CORRECTS_TAG, MODEL_URI_TAG, SHIFT_TAG, TRAINED_THROUGH_TAG
 from skyprophet.monitoring import flights, realized, reference
 from skyprophet.params import LOAD_CHECK, PromoteParams, RecalibrateParams, RegisterParams
@@ -110,7 +110,7 @@ def recency_weights(times: pd.Series, half_life: float) -> np.ndarray:
 
 def base_model(version: mlflow.entities.model_registry.ModelVersion) -> tuple[xgb.Booster, ModelSpec]:
     """The version's booster and spec as logged (``artifacts/booster.ubj``, ``artifacts/spec.json``)."""
-    folder = Path(mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{version.name}/{version.version}"))
+    folder = Path(mlflow.artifacts.download_artifacts(artifact_uri=version_uri(version.name, version.version)))
     spec = ModelSpec.load(str(folder / "artifacts" / "spec.json"))
     return xgb.Booster(model_file=str(folder / "artifacts" / "booster.ubj")), spec
 

@@ -27,7 +27,7 @@ from skyprophet.lifecycle.candidates import (
 from skyprophet.lifecycle.gate import describe, model_threshold, run_gate
 from skyprophet.mlops import tags as run_tags
 from skyprophet.mlops import tracking
-from skyprophet.mlops.registry import STAGING_ALIAS, STAGING_STAGE, stage
+from skyprophet.mlops.registry import STAGING_ALIAS, STAGING_STAGE, stage, version_uri
 from skyprophet.mlops.tags import (
     CANDIDATE_URI_TAG,
     GATE_DECISION_TAG,
@@ -113,7 +113,7 @@ def register(params: RegisterParams = RegisterParams()) -> RegisterResult:
             if not created:
                 if version.run_id and (through := client.get_run(version.run_id).data.tags.get(TRAINED_THROUGH_TAG)):
                     tags[TRAINED_THROUGH_TAG] = through
-                threshold = model_threshold(f"models:/{model_name}/{version.version}")
+                threshold = model_threshold(version_uri(model_name, version.version))
                 tags[THRESHOLD_TAG] = "unknown" if threshold is None else f"{threshold:.5f}"
                 for key, value in tags.items():
                     client.set_model_version_tag(model_name, version.version, key, value)

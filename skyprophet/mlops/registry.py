@@ -45,6 +45,11 @@ class NoProductionVersionError(FileNotFoundError):
     """The registered model has no Production version yet; the message says what to run."""
 
 
+def version_uri(name: str, version: str | int) -> str:
+    """``models:/<name>/<version>``: one registered version, whatever its aliases say later."""
+    return f"models:/{name}/{version}"
+
+
 def production_version(client: mlflow.MlflowClient, name: str) -> ModelVersion | None:
     """The version under the alias ``production``, or None when the model or the alias does not exist."""
     try:
@@ -103,7 +108,7 @@ def sync(client: mlflow.MlflowClient, name: str) -> str | None:
 def download_version(name: str, version: str, dst: Path) -> Path:
     """The version's model folder, downloaded fresh under ``dst``."""
     dst.mkdir(parents=True, exist_ok=True)
-    return Path(mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{name}/{version}", dst_path=str(dst)))
+    return Path(mlflow.artifacts.download_artifacts(artifact_uri=version_uri(name, version), dst_path=str(dst)))
 
 
 def download_verified(version: ModelVersion, dst: Path) -> Path:

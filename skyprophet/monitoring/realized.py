@@ -31,7 +31,7 @@ from pyfunc.schema import (
     minutes_late,
 )
 from pyfunc.schema import parse_scheduled_time as parse_time
-from skyprophet.mlops.registry import PROMOTED_AT_TAG, require_production
+from skyprophet.mlops.registry import PROMOTED_AT_TAG, require_production, version_uri
 from skyprophet.mlops.tags import CALIBRATED_THROUGH_TAG, CORRECTS_TAG, TRAINED_THROUGH_TAG, gate_figure_tag
 from skyprophet.science import metrics
 
@@ -128,7 +128,7 @@ def realized_scores(client: mlflow.MlflowClient, model_name: str, raw: pd.DataFr
     for version in sorted(set(outcomes["version"]), key=int):
         mine = (outcomes["version"] == version).to_numpy()
         rows = raw.iloc[outcomes.loc[mine, "row"].to_numpy()]
-        outcomes.loc[mine, "p"] = score_with(f"models:/{model_name}/{version}", rows)
+        outcomes.loc[mine, "p"] = score_with(version_uri(model_name, version), rows)
         logger.info("realized: version %s scored %d flown flights", version, int(mine.sum()))
     return outcomes[outcomes["p"].notna()].reset_index(drop=True)
 

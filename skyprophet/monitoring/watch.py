@@ -19,7 +19,7 @@ import mlflow
 from pyfunc.schema import clean_flights
 from skyprophet import config
 from skyprophet.mlops import tracking
-from skyprophet.mlops.registry import require_production
+from skyprophet.mlops.registry import require_production, version_uri
 from skyprophet.monitoring import drift_report, flights, realized, reference
 from skyprophet.monitoring.drift import detect_drift
 from skyprophet.params import MonitorParams
@@ -61,7 +61,7 @@ def watch(params: MonitorParams = MonitorParams()) -> MonitorResult:
         client = mlflow.MlflowClient()
         version = require_production(client, model_name)
         train_run_id = reference.source_run(version)
-        model_uri = f"models:/{model_name}/{version.version}"
+        model_uri = version_uri(model_name, version.version)
         logger.info("reference: %s (train run %s)", model_uri, train_run_id)
         spec = mlflow.pyfunc.load_model(model_uri).unwrap_python_model().spec.features
         reference_raw, reference_dataset = reference.load_reference(reference.reference_input(client, train_run_id))
