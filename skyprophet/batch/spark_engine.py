@@ -5,8 +5,8 @@ only when the model refuses it, finds the rejects, returning the rows with their
 and day. The model reaches the Python workers as ``mlflow.pyfunc.spark_udf`` ships it (MLflow's
 ``SparkModelCache``: zipped with ``addFile``, loaded once per Python worker). The workers get only
 what that path imports: ``pyfunc/`` (the model's code) and the ``skyprophet.batch`` modules
-``scoring``, ``tally`` and ``contract`` (``SHIPPED``), zipped for ``addPyFile``.
-One pass: each row crosses to Python once and is validated once (docs/benchmarks.md has the cost).
+``scoring``, ``tally`` and ``contract`` (``SHIPPED``), zipped for ``addPyFile``. The cost of the
+pass is in docs/benchmarks.md.
 """
 
 from __future__ import annotations
