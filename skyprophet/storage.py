@@ -17,7 +17,7 @@ from urllib.parse import unquote, urlparse
 
 logger = logging.getLogger("skyprophet.storage")
 PROBE_DIR = ".skyprophet-preflight"
-GCS_TIMEOUT = 30  # seconds per GCS request in the preflight
+GCS_TIMEOUT = 30  # seconds per GCS request in the preflight, and for pyarrow's retries
 # A flights CSV read as text, every cell as written ("NA" is an airport code, not a missing value):
 # the contract (pyfunc.schema) parses and refuses values itself.
 TEXT_CSV = {"dtype": str, "keep_default_na": False, "na_values": [], "encoding": "utf-8"}
@@ -55,6 +55,35 @@ def gcs_client():
         return storage.Client()
     except DefaultCredentialsError:
         return storage.Client.create_anonymous_client()
+
+
+def gcs_filesystem():
+    """The pyarrow GCS file system, found as ``gcs_client`` finds its credentials.
+
+    ``STORAGE_EMULATOR_HOST`` points it at an emulator (anonymous); otherwise Application Default
+    Credentials, else anonymous. A request is retried for at most ``GCS_TIMEOUT`` seconds, so an
+    unreachable store fails the step instead of hanging it.
+    """
+    from datetime import timedelta
+
+    from pyarrow import fs
+
+    retry = timedelta(seconds=GCS_TIMEOUT)
+    emulator = os.environ.get("STORAGE_EMULATOR_HOST")
+    if emulator:
+        parsed = urlparse(emulator if "://" in emulator else f"http://{emulator}")
+        return fs.GcsFileSystem(
+            anonymous=True, endpoint_override=parsed.netloc, scheme=parsed.scheme, retry_time_limit=retry
+        )
+    import google.auth
+    from google.auth.exceptions import DefaultCredentialsError
+
+    try:
+        google.auth.default()
+        anonymous = False
+    except DefaultCredentialsError:
+        anonymous = True
+    return fs.GcsFileSystem(anonymous=anonymous, retry_time_limit=retry)
 
 
 def _where() -> str:

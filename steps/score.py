@@ -124,7 +124,7 @@ def run(params: ScoreParams = ScoreParams()) -> ScoreResult:
         stop = None
         try:
             if engine == "pandas":
-                tally, columns = score_pandas(local_model, uris, *sinks, chunk_rows, workdir)
+                tally, columns = score_pandas(local_model, uris, *sinks, chunk_rows)
                 sinks[1].publish()
                 write_output = lambda _uri: sinks[0].publish()  # noqa: E731
             else:

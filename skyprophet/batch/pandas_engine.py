@@ -15,7 +15,6 @@ import os
 import time
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
-from pathlib import Path
 
 import mlflow
 import pyarrow as pa
@@ -31,7 +30,7 @@ from skyprophet.batch.contract import (
 from skyprophet.batch.model import load_model
 from skyprophet.batch.scoring import score_batch
 from skyprophet.batch.sinks import ParquetSink, empty_frame
-from skyprophet.batch.sources import file_columns, local_copy, read_batches
+from skyprophet.batch.sources import file_columns, read_batches
 from skyprophet.batch.tally import BatchScores, Tally
 
 # The score step's logger: its lines (``stages:`` is read by bench/score.py) keep the step's name.
@@ -94,20 +93,17 @@ def score_workers(total: int | None, chunk_rows: int) -> int:
 
 
 def score_pandas(
-    model_uri: str, uris: list[str], output: ParquetSink, rejects: ParquetSink, chunk_rows: int, workdir: Path
+    model_uri: str, uris: list[str], output: ParquetSink, rejects: ParquetSink, chunk_rows: int
 ) -> tuple[Tally, list[str]]:
     """Score every file batch by batch, streamed: memory is a few batches, whatever the size.
 
     This process reads each batch (pyarrow) and writes the scores in input order (ParquetWriter);
     one worker process per core validates, builds features and predicts (XGBoost on one thread
     each), forked once the model is loaded here (they share it). At most two batches per worker
-    are in flight. A single batch is scored here. Returns the tally and the flight columns;
-    gs:// files are downloaded to ``workdir`` first.
+    are in flight. A single batch is scored here. Returns the tally and the flight columns.
+    Files are streamed from where they are (``gs://`` included), never copied first.
     """
-    checked = []
-    for uri in uris:
-        path = local_copy(uri, workdir)
-        checked.append((uri, path, *file_columns(path, uri)))
+    checked = [(uri, *file_columns(uri, uri)) for uri in uris]
     columns = [c for c in FLIGHT_COLUMNS if any(c in cols for *_, cols, _ in checked)]
     known = [rows for *_, rows in checked]
     total = sum(known) if None not in known else None
@@ -119,9 +115,9 @@ def score_pandas(
     stages = dict.fromkeys(STAGES, 0.0)
 
     def batches() -> Iterator[pa.Table]:
-        for name, path, kind, file_cols, _ in checked:
+        for name, kind, file_cols, _ in checked:
             logger.info("read: %s (%s)", name, kind)
-            tables = read_batches(path, name, kind, file_cols, chunk_rows)
+            tables = read_batches(name, name, kind, file_cols, chunk_rows)
             while True:
                 started = time.process_time()
                 table = next(tables, None)

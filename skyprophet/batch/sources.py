@@ -1,8 +1,11 @@
-"""Where the schedules are and how they are read.
+"""Where the schedules are and how they are read: pyarrow's file systems, local or ``gs://``.
 
-A path, ``file://`` or ``gs://`` URI (a file or a folder of ``*.csv`` / ``*.parquet``): its files
-listed, downloaded when remote, their bytes' digest, and each file checked (the flight columns, not
-empty) and streamed as Arrow batches of a fixed size.
+A path, ``file://`` or ``gs://`` URI (a file or a folder of ``*.csv`` / ``*.parquet``): pyarrow's
+``LocalFileSystem`` or ``GcsFileSystem`` lists it and streams each file from where it is (nothing
+is downloaded first), checked (the flight columns, not empty) and read as Arrow batches of a
+fixed size. Hidden and marker files in a folder (a name under it starting with ``.`` or ``_``,
+such as ``_SUCCESS`` or a ``.partial`` upload) are skipped, as pyarrow datasets and Spark skip
+them. The folder's digest is of its files' bytes (sha256 locally; the md5 GCS keeps of an object).
 """
 
 from __future__ import annotations
@@ -14,18 +17,22 @@ from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
-import pandas as pd
 import pyarrow as pa
 import pyarrow.csv as pcsv
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from pyfunc.schema import REQUIRED_COLUMNS
 from skyprophet.batch.contract import FLIGHT_COLUMNS, ScoreInputError
-from skyprophet.storage import TEXT_CSV, DataSourceError, fetch, gcs_client, sha256_of, split_gs_uri
+from skyprophet.storage import DataSourceError, fetch, gcs_client, gcs_filesystem, sha256_of, split_gs_uri
 
 SUFFIXES = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
 CSV_BLOCK_BYTES = 8 << 20  # pyarrow's CSV read block: bounded memory, few calls
+CSV_HEADER_BYTES = 1 << 20  # what is read of a CSV to check its header and first row
+IGNORED_PREFIXES = (".", "_")  # hidden and marker files in a folder
 EMPTY_FILE = "{name}: the file is empty; expected a header with " + ", ".join(REQUIRED_COLUMNS)
+# What pyarrow raises for a file it cannot open or read (OSError covers its I/O and GCS errors).
+READ_ERRORS = (pa.ArrowException, OSError, UnicodeDecodeError)
 
 
 def is_gs(uri: str) -> bool:
@@ -48,37 +55,43 @@ def file_kind(name: str) -> str | None:
     return SUFFIXES.get(Path(name).suffix.lower())
 
 
+def filesystem_path(uri: str) -> tuple[pafs.FileSystem, str]:
+    """The pyarrow file system for ``uri`` and the path in it (``bucket/name`` on GCS)."""
+    if is_gs(uri):
+        bucket, name = split_gs_uri(uri)
+        return gcs_filesystem(), f"{bucket}/{name}".rstrip("/")
+    return pafs.LocalFileSystem(), str(local_path(uri))
+
+
+def _ignored(path: str, folder: str) -> bool:
+    parts = Path(path[len(folder) :].lstrip("/")).parts if path.startswith(folder) else (Path(path).name,)
+    return any(part.startswith(IGNORED_PREFIXES) for part in parts)
+
+
 def list_inputs(data: str) -> list[str]:
     """The schedule files of ``data``: the file itself, or a folder's ``*.csv`` / ``*.parquet`` (sorted)."""
     if not data:
         raise ScoreInputError("no schedule given: pass data=<CSV or Parquet file or folder; path, file:// or gs://>")
-    if is_gs(data):
-        bucket, name = split_gs_uri(data)
-        try:
-            client = gcs_client()
-            if name and client.bucket(bucket).blob(name).exists():
-                return [data]
-            prefix = name.rstrip("/") + "/" if name else ""
-            blobs = [b.name for b in client.list_blobs(bucket, prefix=prefix)]
-        except Exception as err:  # the Google client raises many kinds; all mean "cannot read"
-            raise ScoreInputError(f"cannot read {data}: {err.__class__.__name__}: {err}") from err
-        files = sorted(f"gs://{bucket}/{b}" for b in blobs if file_kind(b))
-        if not files:
-            raise ScoreInputError(f"{data}: no such object, nor a folder of .csv or .parquet files")
-        return files
-    path = local_path(data)
-    if path.is_file():
-        return [str(path)]
-    if path.is_dir():
-        files = sorted(str(p) for p in path.rglob("*") if p.is_file() and file_kind(p.name))
-        if not files:
-            raise ScoreInputError(f"{data}: folder without .csv or .parquet files")
-        return files
-    raise ScoreInputError(f"{data}: no such file or folder")
+    filesystem, path = filesystem_path(data)
+    try:
+        info = filesystem.get_file_info(path)
+        if info.type == pafs.FileType.File:
+            return [data if is_gs(data) else path]
+        if info.type == pafs.FileType.NotFound:
+            raise ScoreInputError(f"{data}: no such file or folder")
+        found = filesystem.get_file_info(pafs.FileSelector(path, recursive=True))
+    except READ_ERRORS as err:
+        raise ScoreInputError(f"cannot read {data}: {err.__class__.__name__}: {err}") from err
+    files = sorted(
+        f.path for f in found if f.type == pafs.FileType.File and file_kind(f.base_name) and not _ignored(f.path, path)
+    )
+    if not files:
+        raise ScoreInputError(f"{data}: folder without .csv or .parquet files")
+    return [f"gs://{f}" for f in files] if is_gs(data) else files
 
 
 def local_copy(uri: str, workdir: Path) -> Path:
-    """A local path for ``uri`` (a ``gs://`` object is downloaded into ``workdir``)."""
+    """A local path for ``uri`` (a ``gs://`` object is downloaded into ``workdir``): for Spark and the report."""
     if not is_gs(uri):
         return local_path(uri)
     try:
@@ -88,7 +101,10 @@ def local_copy(uri: str, workdir: Path) -> Path:
 
 
 def file_digest(uri: str) -> str:
-    """The bytes' digest of one file: sha256 of a local file, the md5 GCS keeps of an object (hex)."""
+    """The bytes' digest of one file: sha256 of a local file, the md5 GCS keeps of an object (hex).
+
+    pyarrow's file systems do not expose a stored checksum, so the object's is asked of the Google client.
+    """
     if is_gs(uri):
         bucket, name = split_gs_uri(uri)
         blob = gcs_client().bucket(bucket).get_blob(name)
@@ -118,66 +134,89 @@ def check_columns(columns: list[str], name: str) -> list[str]:
     return [c for c in FLIGHT_COLUMNS if c in columns]
 
 
-def _read_csv(path: Path, name: str, **kwargs) -> pd.DataFrame | Iterator[pd.DataFrame]:
-    try:
-        return pd.read_csv(path, **TEXT_CSV, **kwargs)
-    except pd.errors.EmptyDataError as err:
-        raise ScoreInputError(f"{name}: the file is empty; expected a header with {list(REQUIRED_COLUMNS)}") from err
-    except (ValueError, UnicodeDecodeError, OSError) as err:
-        raise ScoreInputError(f"{name}: cannot read as CSV: {err}") from err
+def _csv_options(columns: list[str] | None, block_bytes: int) -> dict:
+    """The pyarrow CSV options: UTF-8, quoted line breaks (as pandas reads them), an empty field as "".
+
+    With ``columns``, only those, every value as text (what pandas' ``dtype=str, keep_default_na=False``
+    gives).
+    """
+    convert = pcsv.ConvertOptions(strings_can_be_null=False, quoted_strings_can_be_null=False)
+    if columns is not None:
+        convert.include_columns = columns
+        convert.column_types = dict.fromkeys(columns, pa.large_string())
+    return {
+        "read_options": pcsv.ReadOptions(encoding="utf8", block_size=block_bytes),
+        "parse_options": pcsv.ParseOptions(newlines_in_values=True),
+        "convert_options": convert,
+    }
 
 
-def file_columns(path: Path, name: str) -> tuple[str, list[str], int | None]:
-    """(kind, flight columns, rows if known) of one schedule file; refuses unreadable, empty or incomplete files."""
+def file_columns(uri: str, name: str) -> tuple[str, list[str], int | None]:
+    """(kind, flight columns, rows if known) of one schedule file; refuses unreadable, empty or incomplete files.
+
+    Reads only what it needs where the file is: a Parquet file's footer, a CSV's first block.
+    """
+    filesystem, path = filesystem_path(uri)
     try:
-        size = path.stat().st_size
-    except OSError as err:
-        raise ScoreInputError(f"{name}: cannot read: {err.strerror or err}") from err
-    if size == 0:
-        raise ScoreInputError(f"{name}: the file is empty; expected a header with {list(REQUIRED_COLUMNS)}")
-    with open(path, "rb") as handle:
-        magic = handle.read(4)
+        info = filesystem.get_file_info(path)
+        if info.type != pafs.FileType.File:
+            raise ScoreInputError(f"{name}: no such file")
+        if info.size == 0:
+            raise ScoreInputError(EMPTY_FILE.format(name=name))
+        with filesystem.open_input_file(path) as handle:
+            magic = handle.read(4)
+    except READ_ERRORS as err:
+        raise ScoreInputError(f"{name}: cannot read: {err}") from err
     kind = file_kind(name) or ("parquet" if magic == b"PAR1" else "csv")
     if kind == "parquet":
         try:
-            metadata = pq.ParquetFile(path)
-        except (pa.ArrowException, OSError) as err:
+            with filesystem.open_input_file(path) as handle:
+                metadata = pq.ParquetFile(handle)
+                names, rows = metadata.schema_arrow.names, metadata.metadata.num_rows
+        except READ_ERRORS as err:
             raise ScoreInputError(f"{name}: cannot read as Parquet: {err}") from err
-        columns, rows = check_columns(metadata.schema_arrow.names, name), metadata.metadata.num_rows
+        columns = check_columns(names, name)
     else:
-        header = _read_csv(path, name, nrows=0)
-        columns, rows = check_columns(list(header.columns), name), None
-        if _read_csv(path, name, nrows=1, usecols=[columns[0]]).empty:
-            rows = 0
+        try:
+            with filesystem.open_input_stream(path) as stream:
+                reader = pcsv.open_csv(stream, **_csv_options(None, CSV_HEADER_BYTES))
+                columns = check_columns(reader.schema.names, name)
+                rows = None if _has_rows(reader) else 0
+        except pa.ArrowInvalid as err:
+            if "Empty CSV file" in str(err):
+                raise ScoreInputError(EMPTY_FILE.format(name=name)) from err
+            raise ScoreInputError(f"{name}: cannot read as CSV: {err}") from err
+        except READ_ERRORS as err:
+            raise ScoreInputError(f"{name}: cannot read as CSV: {err}") from err
     if rows == 0:
         raise ScoreInputError(f"{name}: no flights (a header without rows)")
     return kind, columns, rows
 
 
-def read_batches(path: Path, name: str, kind: str, columns: list[str], chunk_rows: int) -> Iterator[pa.Table]:
-    """The flight columns of one file, ``chunk_rows`` at a time (Arrow, streamed: a few batches in memory).
+def _has_rows(reader: pcsv.CSVStreamingReader) -> bool:
+    for batch in reader:
+        if batch.num_rows:
+            return True
+    return False
 
-    CSV is read by pyarrow with every value as text and an empty field as "" (what pandas'
+
+def read_batches(uri: str, name: str, kind: str, columns: list[str], chunk_rows: int) -> Iterator[pa.Table]:
+    """The flight columns of one file, ``chunk_rows`` at a time, streamed from where it is (a few batches in memory).
+
+    CSV is read with every value as text and an empty field as "" (what pandas'
     ``dtype=str, keep_default_na=False`` gives); a row with the wrong number of fields stops the
     step naming it (pandas filled it with nulls). Parquet columns keep their types.
     """
+    filesystem, path = filesystem_path(uri)
     try:
         if kind == "parquet":
-            batches = pq.ParquetFile(path).iter_batches(batch_size=chunk_rows, columns=columns)
+            with filesystem.open_input_file(path) as handle:
+                batches = pq.ParquetFile(handle).iter_batches(batch_size=chunk_rows, columns=columns)
+                yield from rebatch(batches, chunk_rows)
         else:
-            batches = pcsv.open_csv(
-                path,
-                read_options=pcsv.ReadOptions(encoding="utf8", block_size=CSV_BLOCK_BYTES),
-                parse_options=pcsv.ParseOptions(newlines_in_values=True),  # quoted line breaks, as pandas reads them
-                convert_options=pcsv.ConvertOptions(
-                    include_columns=columns,
-                    column_types=dict.fromkeys(columns, pa.large_string()),
-                    strings_can_be_null=False,
-                    quoted_strings_can_be_null=False,
-                ),
-            )
-        yield from rebatch(batches, chunk_rows)
-    except (pa.ArrowException, UnicodeDecodeError, OSError) as err:
+            with filesystem.open_input_stream(path) as stream:
+                yield from rebatch(pcsv.open_csv(stream, **_csv_options(columns, CSV_BLOCK_BYTES)), chunk_rows)
+    except READ_ERRORS as err:
         raise ScoreInputError(f"{name}: cannot read: {err}") from err
 
 

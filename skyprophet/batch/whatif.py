@@ -69,10 +69,10 @@ def read_flights(data: str) -> pd.DataFrame:
     if not path.is_file():
         raise WhatIfInputError(f"data: {data}: no such file")
     try:
-        kind, columns, _ = file_columns(path, data)
+        kind, columns, _ = file_columns(str(path), data)
     except ScoreInputError as err:
         raise WhatIfInputError(f"data: {err}") from err
-    tables = [table.to_pandas() for table in read_batches(path, data, kind, columns, 100_000)]
+    tables = [table.to_pandas() for table in read_batches(str(path), data, kind, columns, 100_000)]
     return pd.concat(tables, ignore_index=True)
 
 

@@ -1,10 +1,19 @@
-"""sources: a schedule's files read in batches of a fixed size."""
+"""sources: a schedule's files listed and read through pyarrow's file systems, locally and on GCS."""
 
 from __future__ import annotations
 
-import pyarrow as pa
+import re
+from pathlib import Path
 
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from pyfunc.schema import REQUIRED_COLUMNS
 from skyprophet.batch import sources
+from skyprophet.batch.contract import ScoreInputError
+from tests.factory import make_flights
 
 
 def test_rebatch_gives_exact_sizes_in_order():
@@ -12,3 +21,96 @@ def test_rebatch_gives_exact_sizes_in_order():
     tables = list(sources.rebatch(iter(batches), 5))
     assert [t.num_rows for t in tables] == [5, 5, 2]
     assert [v for t in tables for v in t["x"].to_pylist()] == list(range(12))
+
+
+def _schedule_parts() -> dict[str, pd.DataFrame]:
+    """Three parts of one generated schedule (text columns), with the names they are written under."""
+    flights = make_flights(days=3, flights_per_day=30, seed=3, start="2017-05-01")
+    return {"a.csv": flights.iloc[:40], "b.parquet": flights.iloc[40:70], "sub/c.csv": flights.iloc[70:]}
+
+
+def _encode(name: str, frame: pd.DataFrame) -> bytes:
+    """``frame`` as the bytes of a CSV or Parquet file, by ``name``'s suffix."""
+    if not name.endswith(".parquet"):
+        return frame.to_csv(index=False, lineterminator="\n").encode()
+    sink = pa.BufferOutputStream()
+    pq.write_table(pa.Table.from_pandas(frame.reset_index(drop=True), preserve_index=False), sink)
+    return sink.getvalue().to_pybytes()
+
+
+# Files a folder holds beside the schedule that are not part of it: hidden and marker files (as
+# pyarrow datasets and Spark skip them), files of another kind, a folder of temporary files.
+NOT_SCHEDULE = {
+    "_SUCCESS": b"",
+    ".a.csv.partial": b"x",
+    ".hidden.csv": b"Fecha-I\nx\n",
+    "notes.txt": b"hello",
+    "_tmp/d.csv": b"Fecha-I\nx\n",
+}
+
+
+def _read_all(uri: str, chunk_rows: int) -> tuple[list[int], pd.DataFrame]:
+    kind, columns, _ = sources.file_columns(uri, uri)
+    tables = list(sources.read_batches(uri, uri, kind, columns, chunk_rows))
+    return [t.num_rows for t in tables], pd.concat([t.to_pandas() for t in tables], ignore_index=True)
+
+
+def test_a_local_folder_is_listed_in_order_without_hidden_or_marker_files(tmp_path: Path):
+    parts = _schedule_parts()
+    for name, data in {**{n: _encode(n, f) for n, f in parts.items()}, **NOT_SCHEDULE}.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(data)
+    uris = sources.list_inputs(str(tmp_path))
+    assert uris == [str(tmp_path / n) for n in parts]
+    for uri, frame in zip(uris, parts.values(), strict=True):
+        sizes, read = _read_all(uri, 16)
+        assert sizes[:-1] == [16] * (len(sizes) - 1) and sum(sizes) == len(frame)
+        pd.testing.assert_frame_equal(read, frame[list(read.columns)].reset_index(drop=True).astype(str))
+    assert sources.list_inputs(uris[0]) == [uris[0]]
+
+
+def test_unreadable_files_are_refused_naming_them(tmp_path: Path):
+    header = ",".join(REQUIRED_COLUMNS) + "\n"
+    cases = {
+        "empty.csv": (b"", "the file is empty"),
+        "blank.csv": (b"\n\n", "the file is empty"),
+        "header.csv": (header.encode(), "no flights"),
+        "missing.csv": (b"Fecha-I,Vlo-I\n2017-01-01 10:00:00,1\n", "required column(s)"),
+        "latin1.csv": ((header + "2017-01-01 10:00:00,1\n").encode() + b"\xd1\n", "cannot read"),
+        "broken.parquet": (b"PAR1 not really", "cannot read as Parquet"),
+    }
+    for name, (data, message) in cases.items():
+        (tmp_path / name).write_bytes(data)
+        with pytest.raises(ScoreInputError, match=re.escape(f"{name}: ") + ".*" + re.escape(message)):
+            kind, columns, _ = sources.file_columns(str(tmp_path / name), name)
+            list(sources.read_batches(str(tmp_path / name), name, kind, columns, 100))
+    with pytest.raises(ScoreInputError, match="nowhere: no such file or folder"):
+        sources.list_inputs(str(tmp_path / "nowhere"))
+
+
+@pytest.mark.integration
+def test_a_gs_folder_is_listed_and_streamed_through_pyarrow(gcs_emulator, monkeypatch):
+    for key, value in gcs_emulator.env.items():
+        monkeypatch.setenv(key, value)
+    bucket = gcs_emulator.client().create_bucket("sources-schedules")
+    parts = _schedule_parts()
+    for name, data in {**{n: _encode(n, f) for n, f in parts.items()}, **NOT_SCHEDULE}.items():
+        bucket.blob(f"in/2017/{name}").upload_from_string(data)
+    bucket.blob("in/2018/a.csv").upload_from_string(_encode("a.csv", parts["a.csv"]))  # a sibling prefix
+
+    folder = "gs://sources-schedules/in/2017"
+    uris = sources.list_inputs(folder)
+    assert uris == [f"{folder}/{n}" for n in parts]
+    assert sources.list_inputs(f"{folder}/") == uris
+    for uri, frame in zip(uris, parts.values(), strict=True):
+        sizes, read = _read_all(uri, 7)
+        assert sizes[:-1] == [7] * (len(sizes) - 1) and sum(sizes) == len(frame)
+        pd.testing.assert_frame_equal(read, frame[list(read.columns)].reset_index(drop=True).astype(str))
+    # One object is one file; the folder's digest is of the objects GCS keeps (their md5).
+    assert sources.list_inputs(uris[1]) == [uris[1]]
+    digest = sources.content_digest(folder, uris)
+    assert len(digest) == 32
+    bucket.blob("in/2017/sub/c.csv").upload_from_string(_encode("a.csv", parts["a.csv"]))
+    assert sources.content_digest(folder, uris) != digest
+    with pytest.raises(ScoreInputError, match="gs://sources-schedules/in/2019: no such file or folder"):
+        sources.list_inputs("gs://sources-schedules/in/2019")
