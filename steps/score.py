@@ -121,16 +121,12 @@ def run(params: ScoreParams = ScoreParams()) -> ScoreResult:
         uris = list_inputs(data)
         logger.info("score: %d file(s) from %s with %s on %s", len(uris), data, uri, engine)
         sinks = (ParquetSink(output, workdir), ParquetSink(rejects, workdir))
-        stop = None
         try:
             if engine == "pandas":
                 tally, columns = score_pandas(local_model, uris, *sinks, chunk_rows)
-                sinks[1].publish()
-                write_output = lambda _uri: sinks[0].publish()  # noqa: E731
             else:
-                tally, columns, write_output, stop = score_spark(
-                    local_model, uris, rejects, params.spark_master, chunk_rows, workdir
-                )
+                tally, columns = score_spark(local_model, uris, *sinks, params.spark_master, chunk_rows, workdir)
+            sinks[1].publish()
             digest = log_dataset(data, uris, columns)
             rejected = sum(tally.rejected.values())
             counts = {
@@ -155,13 +151,11 @@ def run(params: ScoreParams = ScoreParams()) -> ScoreResult:
                     f"{data}: {rejected} of {tally.rows} rows are not valid flights "
                     f"(limit {params.max_reject_fraction:.1%}): {counts['rejected_by_reason']}; see {rejects}"
                 )
-            write_output(output)
+            sinks[0].publish()
             report.write_and_log(output, data, counts, workdir, name, version)
         finally:
             for sink in sinks:
                 sink.discard()
-            if stop is not None:
-                stop()
         seconds = time.monotonic() - started
         mlflow.log_metrics({"seconds": seconds, "flights_per_second": tally.rows / max(seconds, 1e-9)})
         logger.info(

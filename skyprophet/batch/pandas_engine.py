@@ -19,17 +19,12 @@ from concurrent.futures import ProcessPoolExecutor
 import mlflow
 import pyarrow as pa
 
-from pyfunc.schema import UNKNOWN_FIELDS
 from skyprophet.batch.contract import (
     FLIGHT_COLUMNS,
-    REJECT_DETAIL,
-    REJECT_REASON,
-    SCORE_COLUMNS,
-    SCORE_TYPES,
 )
 from skyprophet.batch.model import load_model
 from skyprophet.batch.scoring import score_batch
-from skyprophet.batch.sinks import ParquetSink, empty_frame
+from skyprophet.batch.sinks import ParquetSink, close_sinks, write_batch
 from skyprophet.batch.sources import file_columns, read_batches
 from skyprophet.batch.tally import BatchScores, Tally
 
@@ -57,17 +52,6 @@ class Progress:
             rate = self.done / max(now - self.start, 1e-9)
             share = f" ({self.done / self.total:.0%})" if self.total else ""
             logger.info("scored %d rows%s, %.0f rows/s", self.done, share, rate)
-
-
-def split_batch(table: pa.Table, part: BatchScores) -> tuple[pa.Table, pa.Table]:
-    """(scored flights: the valid rows plus their scores, rejected rows plus reason and detail) of one batch."""
-    scored = table if part.valid is None else table.filter(pa.array(part.valid))
-    for column in SCORE_COLUMNS:
-        scored = scored.append_column(column, pa.array(part.scores[column], type=SCORE_TYPES[column]))
-    rejects = table.slice(0, 0) if part.valid is None else table.filter(pa.array(~part.valid))
-    rejects = rejects.append_column(REJECT_REASON, pa.array(part.reasons, type=pa.string()))
-    rejects = rejects.append_column(REJECT_DETAIL, pa.array(part.details, type=pa.string()))
-    return scored, rejects
 
 
 # Set in each worker process by the pool's initializer (inherited through fork, never pickled);
@@ -132,11 +116,7 @@ def score_pandas(
     def finish(table: pa.Table, part: BatchScores) -> None:
         started = time.process_time()
         tally.add(part)
-        scored, rejected = split_batch(table, part)
-        if scored.num_rows:
-            output.write(scored)
-        if rejected.num_rows:
-            rejects.write(rejected)
+        write_batch(table, part, output, rejects)
         progress.update(table.num_rows)
         stages["score"] += part.seconds
         stages["write"] += time.process_time() - started
@@ -161,8 +141,7 @@ def score_pandas(
         for table in batches():
             finish(table, score_batch(model, table.to_pandas()))
     started = time.process_time()
-    output.close(empty_frame(columns, {"delay_probability": "float64", "delay": "int64", UNKNOWN_FIELDS: "str"}))
-    rejects.close(empty_frame(columns, {REJECT_REASON: "str", REJECT_DETAIL: "str"}))
+    close_sinks(output, rejects, columns)
     stages["write"] += time.process_time() - started
     logger.info("stages: %s", json.dumps({k: round(v, 2) for k, v in stages.items()} | {"workers": workers}))
     mlflow.log_metrics({f"seconds_{stage}": value for stage, value in stages.items()} | {"score_workers": workers})

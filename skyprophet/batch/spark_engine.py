@@ -2,39 +2,46 @@
 
 Each row crosses to Python once: ``scoring.annotate_and_score`` scores a batch with the model and,
 only when the model refuses it, finds the rejects, returning the rows with their scores, reason
-and day. The model reaches the Python workers as ``mlflow.pyfunc.spark_udf`` ships it (MLflow's
-``SparkModelCache``: zipped with ``addFile``, loaded once per Python worker). The workers get only
-what that path imports: ``pyfunc/`` (the model's code) and the ``skyprophet.batch`` modules
-``scoring``, ``tally`` and ``contract`` (``SHIPPED``), zipped for ``addPyFile``. The cost of the
-pass is in docs/benchmarks.md.
+and day. Spark writes those rows once, every task in parallel, to a staging folder of Parquet
+parts; this process reads the parts back in order with pyarrow into the output, the rejects and
+the tally through the pandas engine's own code (``sinks.write_batch``, ``Tally``), so both engines
+write their files and count their rows the same way. Nothing is cached in Spark.
+
+The files are checked before Spark reads them, as the pandas engine checks them
+(``sources.file_columns``). The model reaches the Python workers as ``mlflow.pyfunc.spark_udf``
+ships it (MLflow's ``SparkModelCache``: zipped with ``addFile``, loaded once per Python worker).
+The workers get only what that path imports: ``pyfunc/`` (the model's code) and the
+``skyprophet.batch`` modules ``scoring``, ``tally`` and ``contract`` (``SHIPPED``), zipped for
+``addPyFile``. The cost of the pass is in docs/benchmarks.md.
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
-import shutil
 import sys
+import time
 import uuid
 import zipfile
-from collections.abc import Callable
+from collections.abc import Iterator
 from pathlib import Path
 
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
 from pyfunc.schema import REQUIRED_COLUMNS, UNKNOWN_FIELDS
-from skyprophet.batch.contract import (
-    AIRLINE,
-    DAY,
-    FLIGHT_COLUMNS,
-    REJECT_DETAIL,
-    REJECT_REASON,
-    SCORE_COLUMNS,
-    ScoreInputError,
-)
+from skyprophet.batch.contract import AIRLINE, DAY, FLIGHT_COLUMNS, REJECT_DETAIL, REJECT_REASON
 from skyprophet.batch.scoring import spark_scorer
-from skyprophet.batch.sinks import publish, staging_path
-from skyprophet.batch.sources import EMPTY_FILE, check_columns, file_kind, is_gs, local_copy
-from skyprophet.batch.tally import Tally
+from skyprophet.batch.sinks import ParquetSink, close_sinks, write_batch
+from skyprophet.batch.sources import file_columns, filesystem_path, is_gs, local_copy
+from skyprophet.batch.tally import BatchScores, Tally, group_sums
 from skyprophet.config import PROJECT_ROOT
 
+logger = logging.getLogger("skyprophet.score")
 SPARK_SPLIT_BYTES = 16 << 20
 # What the Spark workers import: the model's package and the first pass's modules (with their packages).
 SHIPPED = (
@@ -105,92 +112,98 @@ def _spark_read(spark, uri: str, kind: str):
     return frame.na.fill("")
 
 
-def _spark_file(spark, uri: str, name: str):
-    """One file as a Spark DataFrame of its flight columns; the same refusals as the pandas engine."""
-    from py4j.protocol import Py4JJavaError
-    from pyspark.errors import PySparkException
-
-    kind = file_kind(name) or "csv"
-    try:
-        frame = _spark_read(spark, uri, kind)
-        columns = frame.columns
-    except (PySparkException, Py4JJavaError) as err:
-        text = str(err).splitlines()[0] if str(err) else err.__class__.__name__
-        if "UNABLE_TO_INFER_SCHEMA" in str(err) or not text:
-            raise ScoreInputError(
-                f"{name}: the file is empty; expected a header with {list(REQUIRED_COLUMNS)}"
-            ) from err
-        raise ScoreInputError(f"{name}: cannot read: {text}") from err
-    if not columns:
-        raise ScoreInputError(EMPTY_FILE.format(name=name))
-    columns = check_columns(columns, name)
-    frame = frame.select(*columns)
-    if frame.limit(1).count() == 0:
-        raise ScoreInputError(f"{name}: no flights (a header without rows)")
-    return frame
-
-
-def _write_single(spark, frame, uri: str, workdir: Path) -> None:
-    """Write ``frame`` as one Parquet file at ``uri``: Spark writes a staging folder, its one part is moved.
-
-    ``frame`` is persisted, so ``coalesce(1)`` reads its blocks in one task without a shuffle.
-
-    The staging folder is local (then renamed, or uploaded to gs://) unless Spark writes gs:// itself
-    (the GCS connector, as on Dataproc): then it sits beside ``uri`` and the part is renamed there.
-    """
-    if is_gs(uri) and _has_gs_connector(spark):
-        jvm, conf = spark._jvm, spark._jsc.hadoopConfiguration()
-        staging = f"{uri}.partial-{uuid.uuid4().hex}"
-        frame.coalesce(1).write.parquet(staging)
-        folder = jvm.org.apache.hadoop.fs.Path(staging)
-        filesystem = folder.getFileSystem(conf)
-        part = next(s.getPath() for s in filesystem.listStatus(folder) if s.getPath().getName().startswith("part-"))
-        target = jvm.org.apache.hadoop.fs.Path(uri)
-        if filesystem.exists(target):
-            filesystem.delete(target, False)
-        if not filesystem.rename(part, target):
-            raise OSError(f"could not move {part} to {uri}")
-        filesystem.delete(folder, True)
-        return
-    staging = workdir / f"spark-{uuid.uuid4().hex}"
-    frame.coalesce(1).write.parquet(staging.as_uri())
-    part = next(staging.glob("part-*.parquet"))
-    if not is_gs(uri):  # beside the output first: a rename across file systems is not atomic
-        local = staging_path(uri, workdir)
-        shutil.move(part, local)
-        part = local
-    publish(part, uri)
-    shutil.rmtree(staging, ignore_errors=True)
-
-
 def _stage_for_spark(spark, uris: list[str], workdir: Path) -> list[tuple[str, str]]:
     """(name, URI Spark reads) per file: gs:// as is where Spark has the GCS connector, else downloaded."""
     direct = _has_gs_connector(spark)
     return [(u, u if (is_gs(u) and direct) else local_copy(u, workdir).resolve().as_uri()) for u in uris]
 
 
+def staging_folder(spark, output: str, workdir: Path) -> str:
+    """Where Spark writes the scored rows: a local folder in ``workdir``, or beside a ``gs://`` output.
+
+    Beside the output when Spark writes gs:// itself (the GCS connector, as on Dataproc).
+    """
+    if is_gs(output) and _has_gs_connector(spark):
+        return f"{output}.partial-{uuid.uuid4().hex}"
+    return (workdir / f"spark-{uuid.uuid4().hex}").as_uri()
+
+
+def staged_batches(folder: str, rows: int) -> Iterator[pa.RecordBatch]:
+    """The staged rows, part by part in Spark's order (``part-*.parquet``; markers and checksums skipped)."""
+    filesystem, path = filesystem_path(folder)
+    found = filesystem.get_file_info(pafs.FileSelector(path))
+    for part in sorted(f.path for f in found if f.base_name.startswith("part-") and f.base_name.endswith(".parquet")):
+        with filesystem.open_input_file(part) as handle:
+            yield from pq.ParquetFile(handle).iter_batches(batch_size=rows)
+
+
+def remove_staging(folder: str) -> None:
+    """Delete the staging folder (it holds no result once the sinks are written)."""
+    filesystem, path = filesystem_path(folder)
+    with contextlib.suppress(OSError):
+        filesystem.delete_dir(path)
+
+
+def staged_scores(batch: pa.RecordBatch, columns: list[str]) -> tuple[pa.Table, BatchScores]:
+    """One staged batch as the pandas engine's workers give it: its flight columns, and its ``BatchScores``."""
+    table = pa.Table.from_batches([batch])
+    valid = pc.equal(table[REJECT_REASON], "").to_numpy(zero_copy_only=False)
+    kept = table if valid.all() else table.filter(valid)
+    dropped = table.filter(~valid)
+    scores = {
+        "delay_probability": kept["delay_probability"].to_numpy(),
+        "delay": kept["delay"].to_numpy(),
+        UNKNOWN_FIELDS: kept[UNKNOWN_FIELDS].to_numpy().astype(object),
+    }
+    flagged = scores[UNKNOWN_FIELDS] != ""
+    groups = group_sums(kept[AIRLINE].to_pandas(), kept[DAY].to_numpy(), scores, flagged)
+    reasons = dropped[REJECT_REASON].to_numpy().astype(object)
+    counts = {r: int(n) for r, n in pd.Series(reasons, dtype=object).value_counts().items()}
+    part = BatchScores(
+        table.num_rows,
+        None if valid.all() else valid,
+        reasons,
+        dropped[REJECT_DETAIL].to_numpy().astype(object),
+        scores,
+        groups,
+        counts,
+    )
+    return table.select(columns), part
+
+
 def score_spark(
-    model_uri: str, uris: list[str], rejects: str, master: str, chunk_rows: int, workdir: Path
-) -> tuple[Tally, list[str], Callable[[str], None], Callable[[], None]]:
+    model_uri: str,
+    uris: list[str],
+    output: ParquetSink,
+    rejects: ParquetSink,
+    master: str,
+    chunk_rows: int,
+    workdir: Path,
+) -> tuple[Tally, list[str]]:
     """Score in one ``mapInPandas`` pass on a SparkSession (the model cached per Python worker).
 
-    Writes the rejects; returns the tally, the flight columns, a function writing the scores to
-    an output URI and one stopping the session.
+    Every file is checked first as the pandas engine checks it (``sources.file_columns``). Spark
+    writes the scored rows once, in parallel, to a staging folder; this process reads them back in
+    order into ``output`` and ``rejects`` and the tally (``sinks.write_batch``), and stops the session.
+    Returns the tally and the flight columns.
     """
     import mlflow.artifacts
     from mlflow.pyfunc.spark_model_cache import SparkModelCache
-    from pyspark import StorageLevel
-    from pyspark.sql import functions as F
     from pyspark.sql import types as T
 
+    checked = {uri: file_columns(uri, uri) for uri in uris}  # before the JVM starts: a bad file costs nothing
     spark = spark_session(master, chunk_rows)
+    staging = None
     try:
         spark.sparkContext.addPyFile(str(code_archive(workdir)))
         local_model = model_uri
         if not Path(model_uri).is_dir():
             local_model = mlflow.artifacts.download_artifacts(model_uri, dst_path=str(workdir / "spark-model"))
         archive = SparkModelCache.add_local_model(spark, local_model)
-        frames = [_spark_file(spark, uri, name) for name, uri in _stage_for_spark(spark, uris, workdir)]
+        frames = []
+        for name, uri in _stage_for_spark(spark, uris, workdir):
+            kind, file_cols, _ = checked[name]
+            frames.append(_spark_read(spark, uri, kind).select(*file_cols))
         raw = frames[0]
         for other in frames[1:]:
             raw = raw.unionByName(other, allowMissingColumns=True)
@@ -208,27 +221,19 @@ def score_spark(
                 T.StructField(UNKNOWN_FIELDS, T.StringType(), False),
             ]
         )
-        annotated = raw.mapInPandas(spark_scorer(archive), schema=schema).persist(StorageLevel.MEMORY_AND_DISK)
-        scored = annotated.filter(F.col(REJECT_REASON) == "").select(*columns, *SCORE_COLUMNS, DAY)
+        staging = staging_folder(spark, output.uri, workdir)
+        started = time.monotonic()
+        raw.mapInPandas(spark_scorer(archive), schema=schema).write.parquet(staging)
+        passed = time.monotonic()
         tally = Tally()
-        reasons = annotated.groupBy(REJECT_REASON).count().toPandas()
-        tally.rows = int(reasons["count"].sum())
-        tally.rejected = {r: int(n) for r, n in zip(reasons[REJECT_REASON], reasons["count"], strict=True) if r}
-        groups = (
-            scored.groupBy(AIRLINE, DAY)
-            .agg(
-                F.count(F.lit(1)).alias("flights"),
-                F.sum("delay_probability").alias("probability_sum"),
-                F.sum("delay").alias("delayed"),
-                F.sum((F.col(UNKNOWN_FIELDS) != "").cast("long")).alias("flagged"),
-            )
-            .toPandas()
-        )
-        tally.scored, tally.flagged = int(groups["flights"].sum()), int(groups["flagged"].sum())
-        tally.groups = [groups]
-        rejected = annotated.filter(F.col(REJECT_REASON) != "").select(*columns, REJECT_REASON, REJECT_DETAIL)
-        _write_single(spark, rejected, rejects, workdir)
-    except Exception:
+        for batch in staged_batches(staging, chunk_rows):
+            table, part = staged_scores(batch, columns)
+            tally.add(part)
+            write_batch(table, part, output, rejects)
+        close_sinks(output, rejects, columns)
+        logger.info("spark: pass %.1f s, written back %.1f s", passed - started, time.monotonic() - passed)
+    finally:
+        if staging is not None:
+            remove_staging(staging)
         spark.stop()
-        raise
-    return tally, columns, lambda uri: _write_single(spark, scored.drop(DAY), uri, workdir), spark.stop
+    return tally, columns

@@ -270,6 +270,23 @@ def test_bad_input_names_the_file_and_leaves_no_output(model_env, schedule, tmp_
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("case", ["header_only", "missing_column"])
+def test_spark_refuses_a_bad_file_with_the_pandas_message(model_env, schedule, tmp_path, case):
+    frame = pd.read_csv(schedule, dtype=str, keep_default_na=False)
+    data = tmp_path / f"{case}.csv"
+    (frame.head(0) if case == "header_only" else frame.drop(columns="OPERA")).to_csv(data, index=False)
+    messages = []
+    for engine in ("pandas", "spark"):
+        output = tmp_path / f"{engine}.parquet"
+        with pytest.raises(ScoreInputError) as refused:
+            score.run(ScoreParams(data=str(data), output=str(output), engine=engine, spark_master="local[2]"))
+        messages.append(str(refused.value))
+        assert not output.exists()
+    assert messages[0] == messages[1] and f"{data}: " in messages[0], messages
+    assert not list(tmp_path.glob("*.rejects.parquet"))
+
+
+@pytest.mark.slow
 def test_cli_reports_bad_input_with_exit_code_2(registered_model, tmp_path):
     data = _write(tmp_path / "empty.csv", "")
     done = subprocess.run(
