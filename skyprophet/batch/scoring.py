@@ -1,25 +1,29 @@
 """One batch through the model, the same for both engines: scores, or the rows it refused and why.
 
 The model validates (``pyfunc.schema``); a batch it refuses is searched for its bad rows
-(``tally.reject_reasons``) and the rest scored, so a clean batch costs one ``predict``. The pandas
-engine's workers sum each batch (``score_batch``); Spark's Python workers annotate every row with
-its scores, reason and day (``annotate_and_score``, one pass through Python per row). The Spark
-workers import this module: it needs ``pyfunc``, ``contract``, ``tally`` and MLflow's pyfunc loader.
+(``tally.reject_reasons``) and the rest scored, so a clean batch costs one ``predict``.
+``score_batch`` scores and sums one batch and ``split_batch`` makes its output and reject rows: the
+pandas engine's worker processes call them, and so does each Spark task (``spark_task_scorer``),
+which writes its own rows. The Spark workers import this module: it needs ``pyfunc``, ``contract``,
+``tally``, ``sources`` (pyarrow's file systems) and MLflow's pyfunc loader.
 """
 
 from __future__ import annotations
 
+import json
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 from mlflow.exceptions import MlflowException
 
 from pyfunc.schema import SCHEDULED_TIME, UNKNOWN_FIELDS
-from skyprophet.batch.contract import AIRLINE, DAY, MODEL_PARAMS, REJECT_DETAIL, REJECT_REASON
-from skyprophet.batch.tally import BatchScores, flight_days, group_sums, reject_reasons
+from skyprophet.batch.contract import AIRLINE, MODEL_PARAMS, REJECT_DETAIL, REJECT_REASON, SCORE_COLUMNS, SCORE_TYPES
+from skyprophet.batch.tally import BatchScores, Tally, flight_days, group_sums, reject_reasons
 
 
 def predict(model, frame: pd.DataFrame) -> pd.DataFrame:
@@ -85,51 +89,116 @@ def score_batch(model, chunk: pd.DataFrame) -> BatchScores:
     )
 
 
-def annotate_and_score(model, frame: pd.DataFrame) -> pd.DataFrame:
-    """``frame`` plus reason, detail, day and the three scores for every row (Spark's one pass).
+def split_batch(table: pa.Table, part: BatchScores) -> tuple[pa.Table, pa.Table]:
+    """(scored flights: the valid rows plus their scores, rejected rows plus reason and detail) of one batch."""
+    scored = table if part.valid is None else table.filter(pa.array(part.valid))
+    for column in SCORE_COLUMNS:
+        scored = scored.append_column(column, pa.array(part.scores[column], type=SCORE_TYPES[column]))
+    rejects = table.slice(0, 0) if part.valid is None else table.filter(pa.array(~part.valid))
+    rejects = rejects.append_column(REJECT_REASON, pa.array(part.reasons, type=pa.string()))
+    rejects = rejects.append_column(REJECT_DETAIL, pa.array(part.details, type=pa.string()))
+    return scored, rejects
 
-    A rejected row has its reason and detail, an empty day and no scores (null probability, delay 0,
-    unknown fields ""); a scored row has an empty reason and detail.
+
+# What each Spark task returns: its partition, the staged files it wrote ("" for none), its counts
+# and its per (airline, day) sums (an Arrow IPC stream).
+_TASK_FIELDS = {
+    "partition": pa.int64(),
+    "scored": pa.string(),
+    "rejects": pa.string(),
+    "rows": pa.int64(),
+    "scored_rows": pa.int64(),
+    "flagged": pa.int64(),
+    "rejected": pa.string(),
+    "groups": pa.binary(),
+}
+TASK_SCHEMA = pa.schema(list(_TASK_FIELDS.items()))
+SPARK_TASK_SCHEMA = "partition long, scored string, rejects string, rows long, scored_rows long, flagged long, " + (
+    "rejected string, groups binary"
+)
+
+
+class _StagedFile:
+    """One Arrow IPC file a task writes batch by batch (lz4), opened on the first batch."""
+
+    def __init__(self, filesystem, path: str) -> None:
+        self.filesystem, self.path = filesystem, path
+        self.stream = self.writer = self.schema = None
+
+    def write(self, table: pa.Table) -> None:
+        if self.writer is None:
+            self.stream = self.filesystem.open_output_stream(self.path)
+            self.schema = table.schema
+            options = pa.ipc.IpcWriteOptions(compression="lz4")
+            self.writer = pa.ipc.new_file(self.stream, self.schema, options=options)
+        self.writer.write_table(table.cast(self.schema))
+
+    def close(self) -> str:
+        """Finish the file; its path, or "" when nothing was written."""
+        if self.writer is None:
+            return ""
+        self.writer.close()
+        self.stream.close()
+        return self.path
+
+
+def spark_task_scorer(
+    archive_path: str, staging: str
+) -> Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]]:
+    """The ``mapInArrow`` function: each task is a pandas engine worker that writes its own rows.
+
+    Each batch goes through ``score_batch`` and ``split_batch``, the pandas engine's own functions;
+    the task writes the scored rows and the rejects as Arrow IPC files under ``staging`` (pyarrow's
+    file system: a local folder, or ``gs://``) and returns one row naming them, with its counts and
+    sums, so the scored rows never travel back through the JVM. The model is loaded once per Python
+    worker (MLflow's ``SparkModelCache``, as ``spark_udf`` does); ``archive_path`` is what
+    ``SparkModelCache.add_local_model`` returned on the driver. A failed or repeated attempt writes
+    files under its own names, and only the attempt Spark keeps is named in the result.
     """
-    done = _score(model, frame)
-    rows = len(frame)
-    valid = np.ones(rows, dtype=bool) if done.valid is None else done.valid
-    reasons = np.full(rows, "", dtype=object)
-    details = np.full(rows, "", dtype=object)
-    reasons[~valid], details[~valid] = done.reasons, done.details
-    days = np.full(rows, "", dtype=object)
-    probability = np.full(rows, np.nan)
-    delay = np.zeros(rows, dtype=np.int64)
-    unknown = np.full(rows, "", dtype=object)
-    if len(done.chunk):
-        days[valid] = flight_days(done.chunk[SCHEDULED_TIME])
-        probability[valid] = done.scores["delay_probability"]
-        delay[valid] = done.scores["delay"]
-        unknown[valid] = done.scores[UNKNOWN_FIELDS]
-    return frame.reset_index(drop=True).assign(
-        **{
-            REJECT_REASON: reasons,
-            REJECT_DETAIL: details,
-            DAY: days,
-            "delay_probability": probability,
-            "delay": delay,
-            UNKNOWN_FIELDS: unknown,
-        }
-    )
 
-
-def spark_scorer(archive_path: str) -> Callable[[Iterator[pd.DataFrame]], Iterator[pd.DataFrame]]:
-    """The ``mapInPandas`` function: each Python worker loads the model once (MLflow's ``SparkModelCache``).
-
-    ``archive_path`` is what ``SparkModelCache.add_local_model`` returned on the driver, as
-    ``mlflow.pyfunc.spark_udf`` ships a model to its workers.
-    """
-
-    def run(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+    def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         from mlflow.pyfunc.spark_model_cache import SparkModelCache
+        from pyspark import TaskContext
+
+        from skyprophet.batch.sources import filesystem_path
 
         model, _ = SparkModelCache.get_or_load(archive_path)
-        for batch in batches:
-            yield annotate_and_score(model, batch)
+        context = TaskContext.get()
+        partition = context.partitionId()
+        filesystem, folder = filesystem_path(staging)
+        stem = f"{folder}/part-{partition:05d}-{context.attemptNumber()}-{uuid.uuid4().hex[:8]}"
+        files = {kind: _StagedFile(filesystem, f"{stem}.{kind}.arrow") for kind in ("scored", "rejects")}
+        tally = Tally()
+        try:
+            for batch in batches:
+                table = pa.Table.from_batches([batch])
+                part = score_batch(model, table.to_pandas())
+                tally.add(part)
+                for kind, rows in zip(("scored", "rejects"), split_batch(table, part), strict=True):
+                    if rows.num_rows:
+                        files[kind].write(rows)
+        finally:
+            written = {kind: file.close() for kind, file in files.items()}
+        groups = b""
+        if tally.groups:
+            sink = pa.BufferOutputStream()
+            frame = pa.Table.from_pandas(pd.concat(tally.groups), preserve_index=False)
+            with pa.ipc.new_stream(sink, frame.schema) as writer:
+                writer.write_table(frame)
+            groups = sink.getvalue().to_pybytes()
+        yield pa.RecordBatch.from_pylist(
+            [
+                {
+                    "partition": partition,
+                    **written,
+                    "rows": tally.rows,
+                    "scored_rows": tally.scored,
+                    "flagged": tally.flagged,
+                    "rejected": json.dumps(tally.rejected),
+                    "groups": groups,
+                }
+            ],
+            schema=TASK_SCHEMA,
+        )
 
     return run

@@ -17,7 +17,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pyfunc.schema import UNKNOWN_FIELDS
-from skyprophet.batch.contract import REJECT_DETAIL, REJECT_REASON, SCORE_COLUMNS, SCORE_TYPES, ScoreInputError
+from skyprophet.batch.contract import REJECT_DETAIL, REJECT_REASON, ScoreInputError
+from skyprophet.batch.scoring import split_batch
 from skyprophet.batch.sources import is_gs, local_path
 from skyprophet.batch.tally import BatchScores
 from skyprophet.storage import gcs_client, split_gs_uri
@@ -116,17 +117,6 @@ def empty_frame(columns: list[str], extra: dict[str, str]) -> pd.DataFrame:
     for column, dtype in extra.items():
         frame[column] = pd.Series([], dtype=dtype)
     return frame
-
-
-def split_batch(table: pa.Table, part: BatchScores) -> tuple[pa.Table, pa.Table]:
-    """(scored flights: the valid rows plus their scores, rejected rows plus reason and detail) of one batch."""
-    scored = table if part.valid is None else table.filter(pa.array(part.valid))
-    for column in SCORE_COLUMNS:
-        scored = scored.append_column(column, pa.array(part.scores[column], type=SCORE_TYPES[column]))
-    rejects = table.slice(0, 0) if part.valid is None else table.filter(pa.array(~part.valid))
-    rejects = rejects.append_column(REJECT_REASON, pa.array(part.reasons, type=pa.string()))
-    rejects = rejects.append_column(REJECT_DETAIL, pa.array(part.details, type=pa.string()))
-    return scored, rejects
 
 
 def write_batch(table: pa.Table, part: BatchScores, output: ParquetSink, rejects: ParquetSink) -> None:

@@ -1,44 +1,42 @@
-"""The Spark engine: one ``mapInPandas`` pass on a SparkSession (``local[N]`` or a cluster's master).
+"""The Spark engine: one ``mapInArrow`` pass on a SparkSession (``local[N]`` or a cluster's master).
 
-Each row crosses to Python once: ``scoring.annotate_and_score`` scores a batch with the model and,
-only when the model refuses it, finds the rejects, returning the rows with their scores, reason
-and day. Spark writes those rows once, every task in parallel, to a staging folder of Parquet
-parts; this process reads the parts back in order with pyarrow into the output, the rejects and
-the tally through the pandas engine's own code (``sinks.write_batch``, ``Tally``), so both engines
-write their files and count their rows the same way. Nothing is cached in Spark.
+Each task is a pandas engine worker (``scoring.spark_task_scorer``): it scores its batches with
+``score_batch`` and ``split_batch``, the pandas engine's own functions, writes its scored rows and
+rejects as Arrow IPC files to a staging folder and returns one small row (the files, its counts
+and sums). Each row crosses to Python once and never comes back through the JVM; nothing is
+cached or written by Spark. This process copies the tasks' files in partition order into the
+output and rejects sinks (``sinks.ParquetSink``, as the pandas engine writes them) and adds up
+their tallies.
 
-The files are checked before Spark reads them, as the pandas engine checks them
+The files are checked before Spark starts, as the pandas engine checks them
 (``sources.file_columns``). The model reaches the Python workers as ``mlflow.pyfunc.spark_udf``
 ships it (MLflow's ``SparkModelCache``: zipped with ``addFile``, loaded once per Python worker).
-The workers get only what that path imports: ``pyfunc/`` (the model's code) and the
-``skyprophet.batch`` modules ``scoring``, ``tally`` and ``contract`` (``SHIPPED``), zipped for
-``addPyFile``. The cost of the pass is in docs/benchmarks.md.
+The workers get only what that path imports: ``pyfunc/`` (the model's code), ``skyprophet.storage``
+and the ``skyprophet.batch`` modules ``scoring``, ``tally``, ``sources`` and ``contract``
+(``SHIPPED``), zipped for ``addPyFile``. The cost of the pass is in docs/benchmarks.md.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import sys
 import time
 import uuid
 import zipfile
-from collections.abc import Iterator
 from pathlib import Path
 
-import pandas as pd
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.fs as pafs
-import pyarrow.parquet as pq
 
-from pyfunc.schema import REQUIRED_COLUMNS, UNKNOWN_FIELDS
-from skyprophet.batch.contract import AIRLINE, DAY, FLIGHT_COLUMNS, REJECT_DETAIL, REJECT_REASON
-from skyprophet.batch.scoring import spark_scorer
-from skyprophet.batch.sinks import ParquetSink, close_sinks, write_batch
+from pyfunc.schema import REQUIRED_COLUMNS
+from skyprophet.batch.contract import AIRLINE, FLIGHT_COLUMNS
+from skyprophet.batch.scoring import SPARK_TASK_SCHEMA, spark_task_scorer
+from skyprophet.batch.sinks import ParquetSink, close_sinks
 from skyprophet.batch.sources import file_columns, filesystem_path, is_gs, local_copy
-from skyprophet.batch.tally import BatchScores, Tally, group_sums
+from skyprophet.batch.tally import Tally
 from skyprophet.config import PROJECT_ROOT
 
 logger = logging.getLogger("skyprophet.score")
@@ -47,9 +45,11 @@ SPARK_SPLIT_BYTES = 16 << 20
 SHIPPED = (
     "pyfunc/*.py",
     "skyprophet/__init__.py",
+    "skyprophet/storage.py",
     "skyprophet/batch/__init__.py",
     "skyprophet/batch/contract.py",
     "skyprophet/batch/scoring.py",
+    "skyprophet/batch/sources.py",
     "skyprophet/batch/tally.py",
 )
 
@@ -119,22 +119,16 @@ def _stage_for_spark(spark, uris: list[str], workdir: Path) -> list[tuple[str, s
 
 
 def staging_folder(spark, output: str, workdir: Path) -> str:
-    """Where Spark writes the scored rows: a local folder in ``workdir``, or beside a ``gs://`` output.
+    """Where the tasks write their rows: a local folder in ``workdir``, or beside a ``gs://`` output on a cluster.
 
-    Beside the output when Spark writes gs:// itself (the GCS connector, as on Dataproc).
+    On a cluster the tasks run on other machines, so they write beside the ``gs://`` output (pyarrow's
+    GCS file system, the nodes' credentials); a ``local[N]`` session shares this machine's disk.
     """
-    if is_gs(output) and _has_gs_connector(spark):
+    if is_gs(output) and not spark.sparkContext.master.startswith("local"):
         return f"{output}.partial-{uuid.uuid4().hex}"
-    return (workdir / f"spark-{uuid.uuid4().hex}").as_uri()
-
-
-def staged_batches(folder: str, rows: int) -> Iterator[pa.RecordBatch]:
-    """The staged rows, part by part in Spark's order (``part-*.parquet``; markers and checksums skipped)."""
-    filesystem, path = filesystem_path(folder)
-    found = filesystem.get_file_info(pafs.FileSelector(path))
-    for part in sorted(f.path for f in found if f.base_name.startswith("part-") and f.base_name.endswith(".parquet")):
-        with filesystem.open_input_file(part) as handle:
-            yield from pq.ParquetFile(handle).iter_batches(batch_size=rows)
+    folder = workdir / f"spark-{uuid.uuid4().hex}"
+    folder.mkdir(parents=True)
+    return folder.as_uri()
 
 
 def remove_staging(folder: str) -> None:
@@ -144,31 +138,23 @@ def remove_staging(folder: str) -> None:
         filesystem.delete_dir(path)
 
 
-def staged_scores(batch: pa.RecordBatch, columns: list[str]) -> tuple[pa.Table, BatchScores]:
-    """One staged batch as the pandas engine's workers give it: its flight columns, and its ``BatchScores``."""
-    table = pa.Table.from_batches([batch])
-    valid = pc.equal(table[REJECT_REASON], "").to_numpy(zero_copy_only=False)
-    kept = table if valid.all() else table.filter(valid)
-    dropped = table.filter(~valid)
-    scores = {
-        "delay_probability": kept["delay_probability"].to_numpy(),
-        "delay": kept["delay"].to_numpy(),
-        UNKNOWN_FIELDS: kept[UNKNOWN_FIELDS].to_numpy().astype(object),
-    }
-    flagged = scores[UNKNOWN_FIELDS] != ""
-    groups = group_sums(kept[AIRLINE].to_pandas(), kept[DAY].to_numpy(), scores, flagged)
-    reasons = dropped[REJECT_REASON].to_numpy().astype(object)
-    counts = {r: int(n) for r, n in pd.Series(reasons, dtype=object).value_counts().items()}
-    part = BatchScores(
-        table.num_rows,
-        None if valid.all() else valid,
-        reasons,
-        dropped[REJECT_DETAIL].to_numpy().astype(object),
-        scores,
-        groups,
-        counts,
-    )
-    return table.select(columns), part
+def task_tally(row: dict) -> Tally:
+    """One Spark task's counts and per (airline, day) sums, from the row it returned."""
+    groups = []
+    if row["groups"]:
+        groups = [pa.ipc.open_stream(pa.py_buffer(row["groups"])).read_all().to_pandas()]
+        groups[0][AIRLINE] = groups[0][AIRLINE].astype(object)
+    return Tally(row["rows"], row["scored_rows"], row["flagged"], json.loads(row["rejected"]), groups)
+
+
+def copy_staged(filesystem: pafs.FileSystem, path: str, sink: ParquetSink) -> None:
+    """The batches of one staged Arrow IPC file (a path on ``filesystem``; "" for none), in order, into ``sink``."""
+    if not path:
+        return
+    with filesystem.open_input_file(path) as handle:
+        reader = pa.ipc.open_file(handle)
+        for index in range(reader.num_record_batches):
+            sink.write(pa.Table.from_batches([reader.get_batch(index)]))
 
 
 def score_spark(
@@ -180,16 +166,15 @@ def score_spark(
     chunk_rows: int,
     workdir: Path,
 ) -> tuple[Tally, list[str]]:
-    """Score in one ``mapInPandas`` pass on a SparkSession (the model cached per Python worker).
+    """Score in one ``mapInArrow`` pass on a SparkSession (the model cached per Python worker).
 
-    Every file is checked first as the pandas engine checks it (``sources.file_columns``). Spark
-    writes the scored rows once, in parallel, to a staging folder; this process reads them back in
-    order into ``output`` and ``rejects`` and the tally (``sinks.write_batch``), and stops the session.
-    Returns the tally and the flight columns.
+    Every file is checked first as the pandas engine checks it (``sources.file_columns``). Each
+    task scores its batches and writes its rows to a staging folder (``scoring.spark_task_scorer``);
+    this process copies them in partition order into ``output`` and ``rejects``, adds up the tasks'
+    tallies, deletes the staging folder and stops the session. Returns the tally and the flight columns.
     """
     import mlflow.artifacts
     from mlflow.pyfunc.spark_model_cache import SparkModelCache
-    from pyspark.sql import types as T
 
     checked = {uri: file_columns(uri, uri) for uri in uris}  # before the JVM starts: a bad file costs nothing
     spark = spark_session(master, chunk_rows)
@@ -212,24 +197,15 @@ def score_spark(
         parallelism = spark.sparkContext.defaultParallelism
         if raw.rdd.getNumPartitions() < parallelism:
             raw = raw.repartition(parallelism)
-        schema = T.StructType(
-            [*raw.schema.fields]
-            + [T.StructField(c, T.StringType(), False) for c in (REJECT_REASON, REJECT_DETAIL, DAY)]
-            + [
-                T.StructField("delay_probability", T.DoubleType(), True),
-                T.StructField("delay", T.LongType(), False),
-                T.StructField(UNKNOWN_FIELDS, T.StringType(), False),
-            ]
-        )
         staging = staging_folder(spark, output.uri, workdir)
         started = time.monotonic()
-        raw.mapInPandas(spark_scorer(archive), schema=schema).write.parquet(staging)
+        tasks = raw.mapInArrow(spark_task_scorer(archive, staging), schema=SPARK_TASK_SCHEMA).collect()
         passed = time.monotonic()
-        tally = Tally()
-        for batch in staged_batches(staging, chunk_rows):
-            table, part = staged_scores(batch, columns)
-            tally.add(part)
-            write_batch(table, part, output, rejects)
+        tally, filesystem = Tally(), filesystem_path(staging)[0]
+        for row in sorted((r.asDict() for r in tasks), key=lambda r: r["partition"]):
+            tally.merge(task_tally(row))
+            copy_staged(filesystem, row["scored"], output)
+            copy_staged(filesystem, row["rejects"], rejects)
         close_sinks(output, rejects, columns)
         logger.info("spark: pass %.1f s, written back %.1f s", passed - started, time.monotonic() - passed)
     finally:

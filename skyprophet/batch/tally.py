@@ -167,6 +167,15 @@ class Tally:
         if len(self.groups) > 50:
             self.groups = [pd.concat(self.groups).groupby([AIRLINE, DAY], sort=False).sum().reset_index()]
 
+    def merge(self, other: Tally) -> None:
+        """Add another tally's counts and sums (a Spark task's)."""
+        self.rows += other.rows
+        self.scored += other.scored
+        self.flagged += other.flagged
+        for reason, n in other.rejected.items():
+            self.rejected[reason] = self.rejected.get(reason, 0) + n
+        self.groups.extend(g for g in other.groups if len(g))
+
     def summary(self) -> dict[str, pd.DataFrame]:
         """``by_airline`` (normalised as the model sees it) and ``by_day``: flights, mean probability, delay share."""
         columns = ["flights", "probability_sum", "delayed", "flagged"]
