@@ -157,24 +157,21 @@ class Tally:
 
     def add(self, part: BatchScores) -> None:
         """Add one batch's counts and per (airline, day) sums."""
-        self.rows += part.rows
-        self.scored += part.scored
-        self.flagged += part.flagged
-        for reason, n in part.rejected.items():
-            self.rejected[reason] = self.rejected.get(reason, 0) + n
-        if len(part.groups):
-            self.groups.append(part.groups)
-        if len(self.groups) > 50:
-            self.groups = [pd.concat(self.groups).groupby([AIRLINE, DAY], sort=False).sum().reset_index()]
+        self._add(part.rows, part.scored, part.flagged, part.rejected, [part.groups])
 
     def merge(self, other: Tally) -> None:
         """Add another tally's counts and sums (a Spark task's)."""
-        self.rows += other.rows
-        self.scored += other.scored
-        self.flagged += other.flagged
-        for reason, n in other.rejected.items():
+        self._add(other.rows, other.scored, other.flagged, other.rejected, other.groups)
+
+    def _add(self, rows: int, scored: int, flagged: int, rejected: dict[str, int], groups: list) -> None:
+        self.rows += rows
+        self.scored += scored
+        self.flagged += flagged
+        for reason, n in rejected.items():
             self.rejected[reason] = self.rejected.get(reason, 0) + n
-        self.groups.extend(g for g in other.groups if len(g))
+        self.groups.extend(g for g in groups if len(g))
+        if len(self.groups) > 50:
+            self.groups = [pd.concat(self.groups).groupby([AIRLINE, DAY], sort=False).sum().reset_index()]
 
     def summary(self) -> dict[str, pd.DataFrame]:
         """``by_airline`` (normalised as the model sees it) and ``by_day``: flights, mean probability, delay share."""
