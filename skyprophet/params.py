@@ -166,7 +166,7 @@ class ScoreParams:
     data: str = ""  # the schedule: a CSV or Parquet file or a folder of them (path, file:// or gs://); required
     output: str = ""  # one Parquet file (path or gs://); the rejects go beside it; required
     model_uri: str = PRODUCTION_URI  # the Production version, pinned in the run
-    engine: Engine = "pandas"  # or "spark" (mlflow.pyfunc.spark_udf on spark_master)
+    engine: Engine = "pandas"  # or "spark" (one mapInArrow pass on spark_master)
     spark_master: str = "local[*]"
     chunk_rows: int = 100000  # flights per model call (pandas chunk, Spark Arrow batch); at most 100,000
     max_reject_fraction: float = 0.01  # the step fails when more rows than this share are not valid flights
