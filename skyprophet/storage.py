@@ -7,6 +7,7 @@ credentials itself (Application Default Credentials; ``STORAGE_EMULATOR_HOST`` f
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import os
@@ -61,15 +62,19 @@ def gcs_filesystem():
     """The pyarrow GCS file system, found as ``gcs_client`` finds its credentials.
 
     ``STORAGE_EMULATOR_HOST`` points it at an emulator (anonymous); otherwise Application Default
-    Credentials, else anonymous. A request is retried for at most ``GCS_TIMEOUT`` seconds, so an
-    unreachable store fails the step instead of hanging it.
+    Credentials, else anonymous (looked up once per process). A request is retried for at most
+    ``GCS_TIMEOUT`` seconds, so an unreachable store fails the step instead of hanging it.
     """
+    return _gcs_filesystem(os.environ.get("STORAGE_EMULATOR_HOST") or "")
+
+
+@functools.cache
+def _gcs_filesystem(emulator: str):
     from datetime import timedelta
 
     from pyarrow import fs
 
     retry = timedelta(seconds=GCS_TIMEOUT)
-    emulator = os.environ.get("STORAGE_EMULATOR_HOST")
     if emulator:
         parsed = urlparse(emulator if "://" in emulator else f"http://{emulator}")
         return fs.GcsFileSystem(

@@ -72,11 +72,11 @@ def list_inputs(data: str) -> list[str]:
     """The schedule files of ``data``: the file itself, or a folder's ``*.csv`` / ``*.parquet`` (sorted)."""
     if not data:
         raise ScoreInputError("no schedule given: pass data=<CSV or Parquet file or folder; path, file:// or gs://>")
-    filesystem, path = filesystem_path(data)
     try:
+        filesystem, path = filesystem_path(data)
         info = filesystem.get_file_info(path)
         if info.type == pafs.FileType.File:
-            return [data if is_gs(data) else path]
+            return [f"gs://{path}" if is_gs(data) else path]
         if info.type == pafs.FileType.NotFound:
             raise ScoreInputError(f"{data}: no such file or folder")
         found = filesystem.get_file_info(pafs.FileSelector(path, recursive=True))
@@ -108,8 +108,10 @@ def file_digest(uri: str) -> str:
     if is_gs(uri):
         bucket, name = split_gs_uri(uri)
         blob = gcs_client().bucket(bucket).get_blob(name)
-        if blob is None or not (blob.md5_hash or blob.crc32c):
-            return ""
+        if blob is None:
+            raise ScoreInputError(f"{uri}: no such object")
+        if not (blob.md5_hash or blob.crc32c):
+            raise ScoreInputError(f"{uri}: the object has no stored checksum to identify the schedule by")
         return base64.b64decode(blob.md5_hash or blob.crc32c).hex()
     return sha256_of(local_path(uri))
 
@@ -154,7 +156,8 @@ def _csv_options(columns: list[str] | None, block_bytes: int) -> dict:
 def file_columns(uri: str, name: str) -> tuple[str, list[str], int | None]:
     """(kind, flight columns, rows if known) of one schedule file; refuses unreadable, empty or incomplete files.
 
-    Reads only what it needs where the file is: a Parquet file's footer, a CSV's first block.
+    Reads only what it needs where the file is: a Parquet file's footer, a CSV's first megabyte
+    (``CSV_HEADER_BYTES``; of a longer file, only its header line is parsed).
     """
     filesystem, path = filesystem_path(uri)
     try:
@@ -179,9 +182,18 @@ def file_columns(uri: str, name: str) -> tuple[str, list[str], int | None]:
     else:
         try:
             with filesystem.open_input_stream(path) as stream:
-                reader = pcsv.open_csv(stream, **_csv_options(None, CSV_HEADER_BYTES))
-                columns = check_columns(reader.schema.names, name)
-                rows = None if _has_rows(reader) else 0
+                head = stream.read(CSV_HEADER_BYTES)
+            if len(head) == CSV_HEADER_BYTES:  # a longer file: its header line is enough (it has rows)
+                end = head.find(b"\n")
+                if end < 0:
+                    raise ScoreInputError(
+                        f"{name}: no line break in the first {CSV_HEADER_BYTES} bytes (CSV_HEADER_BYTES); "
+                        "the header is too long for a schedule"
+                    )
+                head = head[: end + 1]
+            reader = pcsv.open_csv(pa.BufferReader(head), **_csv_options(None, CSV_HEADER_BYTES))
+            columns = check_columns(reader.schema.names, name)
+            rows = None if (len(head) < info.size or _has_rows(reader)) else 0
         except pa.ArrowInvalid as err:
             if "Empty CSV file" in str(err):
                 raise ScoreInputError(EMPTY_FILE.format(name=name)) from err

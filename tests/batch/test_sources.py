@@ -76,7 +76,7 @@ def test_unreadable_files_are_refused_naming_them(tmp_path: Path):
         "blank.csv": (b"\n\n", "the file is empty"),
         "header.csv": (header.encode(), "no flights"),
         "missing.csv": (b"Fecha-I,Vlo-I\n2017-01-01 10:00:00,1\n", "required column(s)"),
-        "latin1.csv": ((header + "2017-01-01 10:00:00,1\n").encode() + b"\xd1\n", "cannot read"),
+        "latin1.csv": (header.encode() + ",".join(["Mar\xeda"] * len(REQUIRED_COLUMNS)).encode("latin-1"), "UTF8"),
         "broken.parquet": (b"PAR1 not really", "cannot read as Parquet"),
     }
     for name, (data, message) in cases.items():
@@ -107,10 +107,26 @@ def test_a_gs_folder_is_listed_and_streamed_through_pyarrow(gcs_emulator, monkey
         assert sizes[:-1] == [7] * (len(sizes) - 1) and sum(sizes) == len(frame)
         pd.testing.assert_frame_equal(read, frame[list(read.columns)].reset_index(drop=True).astype(str))
     # One object is one file; the folder's digest is of the objects GCS keeps (their md5).
-    assert sources.list_inputs(uris[1]) == [uris[1]]
+    assert sources.list_inputs(uris[1]) == sources.list_inputs(f"{uris[1]}/") == [uris[1]]
+    assert sources.content_digest(uris[1], [uris[1]]) == sources.file_digest(uris[1])[:32] != ""
+    with pytest.raises(ScoreInputError, match="in/2017/gone.csv: no such object"):
+        sources.file_digest(f"{folder}/gone.csv")
     digest = sources.content_digest(folder, uris)
     assert len(digest) == 32
     bucket.blob("in/2017/sub/c.csv").upload_from_string(_encode("a.csv", parts["a.csv"]))
     assert sources.content_digest(folder, uris) != digest
     with pytest.raises(ScoreInputError, match="gs://sources-schedules/in/2019: no such file or folder"):
         sources.list_inputs("gs://sources-schedules/in/2019")
+
+
+def test_a_long_csv_is_checked_from_its_first_megabyte(tmp_path: Path):
+    frame = make_flights(days=60, flights_per_day=200, seed=5, start="2017-01-01")
+    path = tmp_path / "long.csv"
+    frame.to_csv(path, index=False, lineterminator="\n")
+    assert path.stat().st_size > sources.CSV_HEADER_BYTES
+    kind, columns, rows = sources.file_columns(str(path), "long.csv")
+    assert kind == "csv" and rows is None and set(columns) <= set(frame.columns)
+    assert sum(t.num_rows for t in sources.read_batches(str(path), "long.csv", kind, columns, 5000)) == len(frame)
+    (tmp_path / "wide.csv").write_bytes(b"x" * (sources.CSV_HEADER_BYTES + 10))
+    with pytest.raises(ScoreInputError, match="wide.csv: no line break in the first"):
+        sources.file_columns(str(tmp_path / "wide.csv"), "wide.csv")
