@@ -137,8 +137,10 @@ class _StagedFile:
         """Finish the file; its path, or "" when nothing was written."""
         if self.writer is None:
             return ""
-        self.writer.close()
-        self.stream.close()
+        try:
+            self.writer.close()
+        finally:
+            self.stream.close()
         return self.path
 
 

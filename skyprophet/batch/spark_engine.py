@@ -18,7 +18,6 @@ and the ``skyprophet.batch`` modules ``scoring``, ``tally``, ``sources`` and ``c
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
@@ -32,7 +31,7 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 
 from pyfunc.schema import REQUIRED_COLUMNS
-from skyprophet.batch.contract import AIRLINE, FLIGHT_COLUMNS
+from skyprophet.batch.contract import AIRLINE, FLIGHT_COLUMNS, ScoreInputError
 from skyprophet.batch.scoring import SPARK_TASK_SCHEMA, spark_task_scorer
 from skyprophet.batch.sinks import ParquetSink, close_sinks
 from skyprophet.batch.sources import file_columns, filesystem_path, is_gs, local_copy
@@ -132,10 +131,12 @@ def staging_folder(spark, output: str, workdir: Path) -> str:
 
 
 def remove_staging(folder: str) -> None:
-    """Delete the staging folder (it holds no result once the sinks are written)."""
-    filesystem, path = filesystem_path(folder)
-    with contextlib.suppress(OSError):
+    """Delete the staging folder (it holds no result once the sinks are written); a failure is logged."""
+    try:
+        filesystem, path = filesystem_path(folder)
         filesystem.delete_dir(path)
+    except Exception as err:  # cleanup must not hide the step's own result or error
+        logger.warning("spark: staging folder %s not deleted: %s", folder, err)
 
 
 def task_tally(row: dict) -> Tally:
@@ -177,6 +178,11 @@ def score_spark(
     from mlflow.pyfunc.spark_model_cache import SparkModelCache
 
     checked = {uri: file_columns(uri, uri) for uri in uris}  # before the JVM starts: a bad file costs nothing
+    if master and not master.startswith("local") and not is_gs(output.uri):
+        raise ScoreInputError(
+            f"output {output.uri}: on a cluster (spark_master {master}) give a gs:// output; "
+            "the tasks stage their rows beside it"
+        )
     spark = spark_session(master, chunk_rows)
     staging = None
     try:
@@ -209,7 +215,7 @@ def score_spark(
         close_sinks(output, rejects, columns)
         logger.info("spark: pass %.1f s, written back %.1f s", passed - started, time.monotonic() - passed)
     finally:
+        spark.stop()  # first: no task is left to write into the staging folder
         if staging is not None:
             remove_staging(staging)
-        spark.stop()
     return tally, columns

@@ -1,0 +1,23 @@
+"""spark_engine: what it refuses before a Spark session starts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from skyprophet.batch.contract import ScoreInputError
+from skyprophet.batch.sinks import ParquetSink
+from skyprophet.batch.spark_engine import score_spark
+from tests.factory import make_flights
+
+
+def test_a_cluster_with_a_local_output_is_refused_before_the_session(tmp_path: Path, monkeypatch):
+    data = tmp_path / "schedule.csv"
+    make_flights(days=2, flights_per_day=5, seed=1, start="2017-01-01").to_csv(data, index=False)
+    started = []
+    monkeypatch.setattr("skyprophet.batch.spark_engine.spark_session", lambda *a: started.append(a))
+    sinks = (ParquetSink(str(tmp_path / "out.parquet"), tmp_path), ParquetSink(str(tmp_path / "r.parquet"), tmp_path))
+    with pytest.raises(ScoreInputError, match=r"on a cluster \(spark_master spark://host:7077\) give a gs:// output"):
+        score_spark("unused", [str(data)], *sinks, "spark://host:7077", 100, tmp_path)
+    assert started == [] and not list(tmp_path.glob("*.parquet"))
