@@ -169,11 +169,10 @@ def check_rows(kind: str, body: bytes, limits: Limits) -> None:
             raise Refused(413, f"{what} exceeds the limit of {limits.rows:,} ({MAX_ROWS.env})")
 
 
-# Every byte but a list's or an object's brackets and the commas between values.
+# Every byte but a list's or an object's brackets and the commas between values; the same and quotes.
 _STRUCTURE = b"[]{},"
 _NOT_STRUCTURE = bytes(sorted(set(range(256)) - set(_STRUCTURE)))
-# bytes.translate table: a quote -> 2, a structural byte -> 1, anything else -> 0.
-_KINDS = bytes(2 if b == ord('"') else 1 if b in _STRUCTURE else 0 for b in range(256))
+_NOT_STRUCTURE_OR_QUOTE = bytes(sorted(set(range(256)) - set(_STRUCTURE + b'"')))
 # Lists nested deeper than this are not measured: MLflow reads no rows from them.
 MAX_COUNTED_DEPTH = 8
 
@@ -181,21 +180,31 @@ MAX_COUNTED_DEPTH = 8
 def json_skeleton(body: bytes) -> np.ndarray:
     """The brackets and commas of a JSON body that are not inside a string, in order, as bytes.
 
-    Escaped backslashes, then escaped quotes, are dropped first (``bytes.replace`` reads pairs left
-    to right, as JSON does), so every quote left opens or closes a string; a structural byte is in
-    a string when an odd number of quotes comes before it. One ``bytes.translate`` marks quotes
-    and structural bytes; numpy works on the marked ones only.
+    Where a backslash comes right before a quote, escaped backslashes, then escaped quotes, are
+    dropped first (``bytes.replace`` reads pairs left to right, as JSON does), so every quote left
+    opens or closes a string. One ``bytes.translate`` keeps only quotes and structural bytes, and
+    two quotes side by side are dropped (no byte is between them, so every other byte keeps the
+    parity of the quotes before it): the strings without a bracket or comma in them are gone. If
+    quotes are left, a structural byte is in a string when an odd number of them comes before it.
     """
     if b'"' not in body:
         return np.frombuffer(body.translate(None, _NOT_STRUCTURE), dtype=np.uint8)
-    if b"\\" in body:
+    if b"\\" in body and _quote_after_backslash(body):
         body = body.replace(b"\\\\", b"").replace(b'\\"', b"")
-    kinds = np.frombuffer(body.translate(_KINDS), dtype=np.uint8)
-    marked = np.flatnonzero(kinds)
-    marked_kinds = kinds[marked]
-    quotes_before = np.cumsum(marked_kinds == 2, dtype=np.int32)
-    outside = (marked_kinds == 1) & (quotes_before % 2 == 0)
-    return np.frombuffer(body, dtype=np.uint8)[marked[outside]]
+    marked = body.translate(None, _NOT_STRUCTURE_OR_QUOTE).replace(b'""', b"")
+    if b'"' not in marked:
+        return np.frombuffer(marked, dtype=np.uint8)
+    kept = np.frombuffer(marked, dtype=np.uint8)
+    quotes = kept == ord('"')
+    quotes_before = np.cumsum(quotes.view(np.uint8), dtype=np.uint8)  # modulo 256: the parity is kept
+    return kept[((quotes_before & 1) == 0) & ~quotes]
+
+
+def _quote_after_backslash(body: bytes) -> bool:
+    """Whether a quote follows a backslash anywhere in ``body`` (numpy: faster than searching for the pair)."""
+    data = np.frombuffer(body, dtype=np.uint8)
+    after = np.flatnonzero(data[:-1] == ord("\\")) + 1
+    return bool((data[after] == ord('"')).any())
 
 
 def json_rows(body: bytes) -> int:

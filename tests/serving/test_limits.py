@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import random
 import re
 import signal
 import socket
@@ -117,6 +118,34 @@ def test_a_json_body_is_counted_by_its_longest_list_in_every_form_mlflow_reads()
     limits.check_rows(limits.JSON, b'{"dataframe_records": [' + b"1," * 5, small)  # not JSON: MLflow's to refuse
     with pytest.raises(limits.Refused, match="JSON body of 31 rows"):  # truncated: what is there is counted
         limits.check_rows(limits.JSON, b'{"dataframe_records": [' + b"1," * 30, small)
+
+
+def _skeleton_by_hand(body: bytes) -> bytes:
+    """The reference: a byte-by-byte JSON string scanner (slow, obviously right)."""
+    kept, in_string, escaped = bytearray(), False, False
+    for byte in body:
+        if in_string:
+            in_string, escaped = (escaped or byte != ord('"')), (not escaped and byte == ord("\\"))
+        elif byte == ord('"'):
+            in_string = True
+        elif byte in b"[]{},":
+            kept.append(byte)
+    return bytes(kept)
+
+
+def test_the_json_skeleton_matches_a_byte_by_byte_scanner_on_escapes_and_long_bodies():
+    rng = random.Random(7)
+    pieces = ["a", ",", "[", "]", "{", "}", '"', "\\", "\n", "é", "\u00e9", " ", ":"]
+    no_quote = [p for p in pieces if p not in ('"', "\\")]  # escapes (\n, \u00e9) but none before a quote
+    for case in range(200):
+        chosen = no_quote if case % 2 else pieces
+        values = ["".join(rng.choice(chosen) for _ in range(rng.randint(0, 12))) for _ in range(rng.randint(1, 60))]
+        body = json.dumps({"dataframe_records": [{"k": v, "n": [1, 2]} for v in values]}).encode()
+        if case % 2:
+            assert b"\\" in body and b'\\"' not in body  # the path that skips the replacements
+        assert limits.json_skeleton(body).tobytes() == _skeleton_by_hand(body), body[:200]
+    many = json.dumps([{"a": "x", "b": "y,["} for _ in range(300)]).encode()  # 2,400 quotes: past 256
+    assert limits.json_skeleton(many).tobytes() == _skeleton_by_hand(many)
 
 
 def test_content_types_and_sizes_are_refused_naming_the_limit():
