@@ -25,7 +25,7 @@ from skyprophet.batch.contract import (
 from skyprophet.batch.model import load_model
 from skyprophet.batch.scoring import score_batch
 from skyprophet.batch.sinks import ParquetSink, close_sinks, write_batch
-from skyprophet.batch.sources import file_columns, read_batches
+from skyprophet.batch.sources import file_columns, read_batches, with_columns
 from skyprophet.batch.tally import BatchScores, Tally
 
 # The score step's logger: its lines (``stages:`` is read by bench/score.py) keep the step's name.
@@ -107,11 +107,9 @@ def score_pandas(
                 table = next(tables, None)
                 if table is None:
                     break
-                for column in columns:
-                    if column not in table.column_names:
-                        table = table.append_column(column, pa.array([""] * table.num_rows, type=pa.large_string()))
+                table = with_columns(table, columns)
                 stages["read"] += time.process_time() - started
-                yield table.select(columns)
+                yield table
 
     def finish(table: pa.Table, part: BatchScores) -> None:
         started = time.process_time()

@@ -100,10 +100,10 @@ def split_batch(table: pa.Table, part: BatchScores) -> tuple[pa.Table, pa.Table]
     return scored, rejects
 
 
-# What each Spark task returns: its partition, the staged files it wrote ("" for none), its counts
-# and its per (airline, day) sums (an Arrow IPC stream).
+# What each Spark task returns: its unit, the staged files it wrote ("" for none), its counts and
+# its per (airline, day) sums (an Arrow IPC stream).
 _TASK_FIELDS = {
-    "partition": pa.int64(),
+    "unit": pa.int64(),
     "scored": pa.string(),
     "rejects": pa.string(),
     "rows": pa.int64(),
@@ -113,7 +113,7 @@ _TASK_FIELDS = {
     "groups": pa.binary(),
 }
 TASK_SCHEMA = pa.schema(list(_TASK_FIELDS.items()))
-SPARK_TASK_SCHEMA = "partition long, scored string, rejects string, rows long, scored_rows long, flagged long, " + (
+SPARK_TASK_SCHEMA = "unit long, scored string, rejects string, rows long, scored_rows long, flagged long, " + (
     "rejected string, groups binary"
 )
 
@@ -144,63 +144,73 @@ class _StagedFile:
         return self.path
 
 
-def spark_task_scorer(
-    archive_path: str, staging: str
-) -> Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]]:
-    """The ``mapInArrow`` function: each task is a pandas engine worker that writes its own rows.
+def _task_row(unit: int, written: dict[str, str], tally: Tally) -> pa.RecordBatch:
+    """What a Spark task returns for one unit: its staged files, counts and (airline, day) sums."""
+    groups = b""
+    if tally.groups:
+        sink = pa.BufferOutputStream()
+        frame = pa.Table.from_pandas(pd.concat(tally.groups), preserve_index=False)
+        with pa.ipc.new_stream(sink, frame.schema) as writer:
+            writer.write_table(frame)
+        groups = sink.getvalue().to_pybytes()
+    row = {
+        "unit": unit,
+        **written,
+        "rows": tally.rows,
+        "scored_rows": tally.scored,
+        "flagged": tally.flagged,
+        "rejected": json.dumps(tally.rejected),
+        "groups": groups,
+    }
+    return pa.RecordBatch.from_pylist([row], schema=TASK_SCHEMA)
 
-    Each batch goes through ``score_batch`` and ``split_batch``, the pandas engine's own functions;
-    the task writes the scored rows and the rejects as Arrow IPC files under ``staging`` (pyarrow's
-    file system: a local folder, or ``gs://``) and returns one row naming them, with its counts and
-    sums, so the scored rows never travel back through the JVM. The model is loaded once per Python
-    worker (MLflow's ``SparkModelCache``, as ``spark_udf`` does); ``archive_path`` is what
-    ``SparkModelCache.add_local_model`` returned on the driver. A failed or repeated attempt writes
-    files under its own names, and only the attempt Spark keeps is named in the result.
+
+def spark_task_scorer(
+    archive_path: str, staging: str, chunk_rows: int, units: list[dict]
+) -> Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]]:
+    """The ``mapInArrow`` function: each task is a pandas engine worker that reads and writes its own rows.
+
+    A task is given the numbers (an ``id`` column) of its units of work in ``units`` (a file's
+    ``uri``, ``kind``, ``file_columns``, the ``columns`` to write, and ``row_groups``: a run of a
+    Parquet file's, or None for all) and reads them with ``sources.read_batches``, as the pandas
+    engine reads (``gs://`` included, through pyarrow). Each batch goes through ``score_batch``
+    and ``split_batch``, the pandas engine's own functions; the task writes the scored rows and the
+    rejects as Arrow IPC files under ``staging`` (a local folder, or ``gs://``) and returns one row
+    per unit naming them, with its counts and sums, so no flight travels through the JVM. The model
+    is loaded once per Python worker (MLflow's ``SparkModelCache``, as ``spark_udf`` does);
+    ``archive_path`` is what ``SparkModelCache.add_local_model`` returned on the driver. A failed
+    or repeated attempt writes files under its own names, and only the attempt Spark keeps is named
+    in the result.
     """
 
-    def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+    def run(numbers: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         from mlflow.pyfunc.spark_model_cache import SparkModelCache
         from pyspark import TaskContext
 
-        from skyprophet.batch.sources import filesystem_path
+        from skyprophet.batch.sources import filesystem_path, read_batches, with_columns
 
         model, _ = SparkModelCache.get_or_load(archive_path)
-        context = TaskContext.get()
-        partition = context.partitionId()
+        attempt = TaskContext.get().attemptNumber()
         filesystem, folder = filesystem_path(staging)
-        stem = f"{folder}/part-{partition:05d}-{context.attemptNumber()}-{uuid.uuid4().hex[:8]}"
-        files = {kind: _StagedFile(filesystem, f"{stem}.{kind}.arrow") for kind in ("scored", "rejects")}
-        tally = Tally()
-        try:
-            for batch in batches:
-                table = pa.Table.from_batches([batch])
-                part = score_batch(model, table.to_pandas())
-                tally.add(part)
-                for kind, rows in zip(("scored", "rejects"), split_batch(table, part), strict=True):
-                    if rows.num_rows:
-                        files[kind].write(rows)
-        finally:
-            written = {kind: file.close() for kind, file in files.items()}
-        groups = b""
-        if tally.groups:
-            sink = pa.BufferOutputStream()
-            frame = pa.Table.from_pandas(pd.concat(tally.groups), preserve_index=False)
-            with pa.ipc.new_stream(sink, frame.schema) as writer:
-                writer.write_table(frame)
-            groups = sink.getvalue().to_pybytes()
-        yield pa.RecordBatch.from_pylist(
-            [
-                {
-                    "partition": partition,
-                    **written,
-                    "rows": tally.rows,
-                    "scored_rows": tally.scored,
-                    "flagged": tally.flagged,
-                    "rejected": json.dumps(tally.rejected),
-                    "groups": groups,
-                }
-            ],
-            schema=TASK_SCHEMA,
-        )
+        for number in (n for batch in numbers for n in batch.column("id").to_pylist()):
+            unit = units[number]
+            stem = f"{folder}/part-{number:05d}-{attempt}-{uuid.uuid4().hex[:8]}"
+            files = {kind: _StagedFile(filesystem, f"{stem}.{kind}.arrow") for kind in ("scored", "rejects")}
+            columns = unit["columns"]
+            tables = read_batches(
+                unit["uri"], unit["uri"], unit["kind"], unit["file_columns"], chunk_rows, unit["row_groups"]
+            )
+            tally = Tally()
+            try:
+                for table in tables:
+                    table = with_columns(table, columns)
+                    part = score_batch(model, table.to_pandas())
+                    tally.add(part)
+                    for kind, rows in zip(("scored", "rejects"), split_batch(table, part), strict=True):
+                        if rows.num_rows:
+                            files[kind].write(rows)
+            finally:
+                written = {kind: file.close() for kind, file in files.items()}
+            yield _task_row(number, written, tally)
 
     return run

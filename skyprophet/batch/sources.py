@@ -212,24 +212,74 @@ def _has_rows(reader: pcsv.CSVStreamingReader) -> bool:
     return False
 
 
-def read_batches(uri: str, name: str, kind: str, columns: list[str], chunk_rows: int) -> Iterator[pa.Table]:
+def read_batches(
+    uri: str, name: str, kind: str, columns: list[str], chunk_rows: int, row_groups: list[int] | None = None
+) -> Iterator[pa.Table]:
     """The flight columns of one file, ``chunk_rows`` at a time, streamed from where it is (a few batches in memory).
 
     CSV is read with every value as text and an empty field as "" (what pandas'
     ``dtype=str, keep_default_na=False`` gives); a row with the wrong number of fields stops the
-    step naming it (pandas filled it with nulls). Parquet columns keep their types.
+    step naming it (pandas filled it with nulls). Parquet columns keep their types; ``row_groups``
+    reads only those (a Spark task's share of the file).
     """
     filesystem, path = filesystem_path(uri)
     try:
         if kind == "parquet":
             with filesystem.open_input_file(path) as handle:
-                batches = pq.ParquetFile(handle).iter_batches(batch_size=chunk_rows, columns=columns)
+                parquet = pq.ParquetFile(handle)
+                batches = parquet.iter_batches(batch_size=chunk_rows, columns=columns, row_groups=row_groups)
                 yield from rebatch(batches, chunk_rows)
         else:
             with filesystem.open_input_stream(path) as stream:
                 yield from rebatch(pcsv.open_csv(stream, **_csv_options(columns, CSV_BLOCK_BYTES)), chunk_rows)
     except READ_ERRORS as err:
         raise ScoreInputError(f"{name}: cannot read: {err}") from err
+
+
+def with_columns(table: pa.Table, columns: list[str]) -> pa.Table:
+    """``table`` with exactly ``columns``, in order: an optional column a file lacks is filled with ""."""
+    for column in columns:
+        if column not in table.column_names:
+            table = table.append_column(column, pa.array([""] * table.num_rows, type=pa.large_string()))
+    return table.select(columns)
+
+
+def split_units(uri: str, kind: str, split_bytes: int) -> list[list[int] | None]:
+    """One file in units of work: runs of Parquet row groups of about ``split_bytes`` (compressed), or a whole CSV.
+
+    A CSV has no boundary to cut at without reading it (a quoted field may hold a line break), so
+    it is one unit; a Parquet file is cut at row groups, as Spark splits it.
+    """
+    if kind != "parquet":
+        return [None]
+    filesystem, path = filesystem_path(uri)
+    try:
+        with filesystem.open_input_file(path) as handle:
+            metadata = pq.ParquetFile(handle).metadata
+    except READ_ERRORS as err:
+        raise ScoreInputError(f"{uri}: cannot read as Parquet: {err}") from err
+    units: list[list[int] | None] = []
+    current: list[int] = []
+    held = 0
+    for index in range(metadata.num_row_groups):
+        current.append(index)
+        group = metadata.row_group(index)
+        held += sum(group.column(c).total_compressed_size for c in range(group.num_columns))
+        if held >= split_bytes:
+            units.append(current)
+            current, held = [], 0
+    if current:
+        units.append(current)
+    return units
+
+
+def file_size(uri: str) -> int:
+    """The bytes of one schedule file where it is."""
+    filesystem, path = filesystem_path(uri)
+    try:
+        return filesystem.get_file_info(path).size or 0
+    except READ_ERRORS as err:
+        raise ScoreInputError(f"cannot read {uri}: {err.__class__.__name__}: {err}") from err
 
 
 def rebatch(batches: Iterator[pa.RecordBatch], rows: int) -> Iterator[pa.Table]:

@@ -1,12 +1,14 @@
 """The Spark engine: one ``mapInArrow`` pass on a SparkSession (``local[N]`` or a cluster's master).
 
-Each task is a pandas engine worker (``scoring.spark_task_scorer``): it scores its batches with
-``score_batch`` and ``split_batch``, the pandas engine's own functions, writes its scored rows and
-rejects as Arrow IPC files to a staging folder and returns one small row (the files, its counts
-and sums). Each row crosses to Python once and never comes back through the JVM; nothing is
-cached or written by Spark. This process copies the tasks' files in partition order into the
-output and rejects sinks (``sinks.ParquetSink``, as the pandas engine writes them) and adds up
-their tallies.
+Spark distributes units of work (``sources.split_units``: a run of a Parquet file's row groups of
+about ``SPARK_SPLIT_BYTES``, as Spark itself splits Parquet, or a whole CSV) one per task. Each task
+is a pandas engine worker (``scoring.spark_task_scorer``): it reads its unit with the pandas
+engine's reader (pyarrow, ``gs://`` included), scores it with ``score_batch`` and ``split_batch``,
+writes its scored rows and rejects as Arrow IPC files to a staging folder and returns one small
+row (the files, its counts and sums). No flight passes through the JVM, so both engines read,
+refuse and write the same rows the same way. This process copies the tasks' files in unit order
+into the output and rejects sinks (``sinks.ParquetSink``, as the pandas engine writes them) and
+adds up their tallies.
 
 The files are checked before Spark starts, as the pandas engine checks them
 (``sources.file_columns``). The model reaches the Python workers as ``mlflow.pyfunc.spark_udf``
@@ -30,15 +32,16 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.fs as pafs
 
-from pyfunc.schema import REQUIRED_COLUMNS
 from skyprophet.batch.contract import AIRLINE, FLIGHT_COLUMNS, ScoreInputError
 from skyprophet.batch.scoring import SPARK_TASK_SCHEMA, spark_task_scorer
 from skyprophet.batch.sinks import ParquetSink, close_sinks
-from skyprophet.batch.sources import file_columns, filesystem_path, is_gs, local_copy
+from skyprophet.batch.sources import file_columns, file_size, filesystem_path, is_gs, split_units
 from skyprophet.batch.tally import Tally
 from skyprophet.config import PROJECT_ROOT
 
 logger = logging.getLogger("skyprophet.score")
+# A task's share of a Parquet file: row groups of about this many compressed bytes (fewer for a
+# small input, so that every core gets a task).
 SPARK_SPLIT_BYTES = 16 << 20
 # What the Spark workers import: the model's package and the first pass's modules (with their packages).
 SHIPPED = (
@@ -76,11 +79,7 @@ def spark_session(master: str, chunk_rows: int):
     for key, value in {
         "spark.ui.enabled": "false",
         "spark.sql.execution.arrow.pyspark.enabled": "true",
-        "spark.sql.execution.arrow.maxRecordsPerBatch": str(chunk_rows),
-        "spark.sql.shuffle.partitions": "8",
-        # Files split into tasks of at most 16 MB (Parquet at row-group bounds): one file gives
-        # every core a task without a shuffle.
-        "spark.sql.files.maxPartitionBytes": str(SPARK_SPLIT_BYTES),
+        "spark.sql.execution.arrow.maxRecordsPerBatch": str(chunk_rows),  # for spark_udf on this session
         "spark.executorEnv.SKYPROPHET_BATCH_NTHREAD": "1",
         "spark.executorEnv.PYSPARK_PYTHON": os.environ["PYSPARK_PYTHON"],
     }.items():
@@ -88,33 +87,15 @@ def spark_session(master: str, chunk_rows: int):
     return builder.getOrCreate()
 
 
-def _has_gs_connector(spark) -> bool:
-    try:
-        spark._jvm.org.apache.hadoop.fs.FileSystem.getFileSystemClass("gs", spark._jsc.hadoopConfiguration())
-        return True
-    except Exception:
-        return False
-
-
-def _spark_read(spark, uri: str, kind: str):
-    if kind == "parquet":
-        return spark.read.parquet(uri)
-    # Every value as text, an empty field as "" (pandas' dtype=str, keep_default_na=False): Spark
-    # reads an empty unquoted field as null whatever its options say, so nulls become "".
-    frame = (
-        spark.read.option("header", True)
-        .option("inferSchema", False)
-        .option("mode", "FAILFAST")
-        .option("encoding", "UTF-8")
-        .csv(uri)
-    )
-    return frame.na.fill("")
-
-
-def _stage_for_spark(spark, uris: list[str], workdir: Path) -> list[tuple[str, str]]:
-    """(name, URI Spark reads) per file: gs:// as is where Spark has the GCS connector, else downloaded."""
-    direct = _has_gs_connector(spark)
-    return [(u, u if (is_gs(u) and direct) else local_copy(u, workdir).resolve().as_uri()) for u in uris]
+def work_units(checked: dict[str, tuple], columns: list[str], parallelism: int) -> list[dict]:
+    """The units the tasks are given (see ``scoring.spark_task_scorer``), in the order their rows are written."""
+    total = sum(file_size(uri) for uri in checked)
+    split_bytes = max(1, min(SPARK_SPLIT_BYTES, total // max(parallelism, 1)))
+    return [
+        {"uri": uri, "kind": kind, "file_columns": file_cols, "columns": columns, "row_groups": row_groups}
+        for uri, (kind, file_cols, _) in checked.items()
+        for row_groups in split_units(uri, kind, split_bytes)
+    ]
 
 
 def staging_folder(spark, output: str, workdir: Path) -> str:
@@ -167,21 +148,23 @@ def score_spark(
     chunk_rows: int,
     workdir: Path,
 ) -> tuple[Tally, list[str]]:
-    """Score in one ``mapInArrow`` pass on a SparkSession (the model cached per Python worker).
+    """Score in one ``mapInArrow`` pass on a SparkSession, a task per unit of work (the model cached per Python worker).
 
     Every file is checked first as the pandas engine checks it (``sources.file_columns``). Each
-    task scores its batches and writes its rows to a staging folder (``scoring.spark_task_scorer``);
-    this process copies them in partition order into ``output`` and ``rejects``, adds up the tasks'
-    tallies, deletes the staging folder and stops the session. Returns the tally and the flight columns.
+    task reads, scores and writes its unit to a staging folder (``scoring.spark_task_scorer``);
+    this process copies the files in unit order into ``output`` and ``rejects``, adds up the tasks'
+    tallies, stops the session and deletes the staging folder. Returns the tally and the flight columns.
     """
     import mlflow.artifacts
     from mlflow.pyfunc.spark_model_cache import SparkModelCache
 
     checked = {uri: file_columns(uri, uri) for uri in uris}  # before the JVM starts: a bad file costs nothing
-    if master and not master.startswith("local") and not is_gs(output.uri):
+    columns = [c for c in FLIGHT_COLUMNS if any(c in cols for _, cols, _ in checked.values())]
+    cluster = bool(master) and not master.startswith("local")
+    if cluster and not all(is_gs(uri) for uri in [*uris, output.uri]):
         raise ScoreInputError(
-            f"output {output.uri}: on a cluster (spark_master {master}) give a gs:// output; "
-            "the tasks stage their rows beside it"
+            f"on a cluster (spark_master {master}) give gs:// data and output: the tasks read their files "
+            f"and stage their rows where every node reaches them (data {uris[0]}, output {output.uri})"
         )
     spark = spark_session(master, chunk_rows)
     staging = None
@@ -191,29 +174,23 @@ def score_spark(
         if not Path(model_uri).is_dir():
             local_model = mlflow.artifacts.download_artifacts(model_uri, dst_path=str(workdir / "spark-model"))
         archive = SparkModelCache.add_local_model(spark, local_model)
-        frames = []
-        for name, uri in _stage_for_spark(spark, uris, workdir):
-            kind, file_cols, _ = checked[name]
-            frames.append(_spark_read(spark, uri, kind).select(*file_cols))
-        raw = frames[0]
-        for other in frames[1:]:
-            raw = raw.unionByName(other, allowMissingColumns=True)
-        columns = [c for c in FLIGHT_COLUMNS if c in raw.columns]
-        raw = raw.select(*columns).na.fill("", subset=[c for c in columns if c not in REQUIRED_COLUMNS])
-        parallelism = spark.sparkContext.defaultParallelism
-        if raw.rdd.getNumPartitions() < parallelism:
-            raw = raw.repartition(parallelism)
+        units = work_units(checked, columns, spark.sparkContext.defaultParallelism)
+        # One partition per unit, numbered by the JVM (no Python worker needed to make the rows).
+        numbers = spark.range(0, len(units), 1, numPartitions=len(units))
         staging = staging_folder(spark, output.uri, workdir)
         started = time.monotonic()
-        tasks = raw.mapInArrow(spark_task_scorer(archive, staging), schema=SPARK_TASK_SCHEMA).collect()
+        scorer = spark_task_scorer(archive, staging, chunk_rows, units)
+        tasks = numbers.mapInArrow(scorer, schema=SPARK_TASK_SCHEMA).collect()
         passed = time.monotonic()
         tally, filesystem = Tally(), filesystem_path(staging)[0]
-        for row in sorted((r.asDict() for r in tasks), key=lambda r: r["partition"]):
+        for row in sorted((r.asDict() for r in tasks), key=lambda r: r["unit"]):
             tally.merge(task_tally(row))
             copy_staged(filesystem, row["scored"], output)
             copy_staged(filesystem, row["rejects"], rejects)
         close_sinks(output, rejects, columns)
-        logger.info("spark: pass %.1f s, written back %.1f s", passed - started, time.monotonic() - passed)
+        logger.info(
+            "spark: %d units, pass %.1f s, written back %.1f s", len(units), passed - started, time.monotonic() - passed
+        )
     finally:
         spark.stop()  # first: no task is left to write into the staging folder
         if staging is not None:

@@ -130,3 +130,25 @@ def test_a_long_csv_is_checked_from_its_first_megabyte(tmp_path: Path):
     (tmp_path / "wide.csv").write_bytes(b"x" * (sources.CSV_HEADER_BYTES + 10))
     with pytest.raises(ScoreInputError, match="wide.csv: no line break in the first"):
         sources.file_columns(str(tmp_path / "wide.csv"), "wide.csv")
+
+
+def test_a_parquet_file_is_cut_into_runs_of_row_groups_and_a_csv_is_one_unit(tmp_path: Path):
+    frame = make_flights(days=10, flights_per_day=100, seed=3, start="2017-01-01").astype(str)
+    path = tmp_path / "schedule.parquet"
+    pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), path, row_group_size=100)
+    metadata = pq.read_metadata(path)
+    sizes = [
+        sum(metadata.row_group(i).column(c).total_compressed_size for c in range(metadata.num_columns))
+        for i in range(metadata.num_row_groups)
+    ]
+    split = sum(sizes) // 3
+    units = sources.split_units(str(path), "parquet", split)
+    assert [g for unit in units for g in unit] == list(range(10))  # every row group once, in order
+    assert len(units) == 3 or len(units) == 4
+    assert all(sum(sizes[g] for g in unit) >= split for unit in units[:-1])
+    assert sources.split_units(str(path), "parquet", 1) == [[g] for g in range(10)]
+    assert sources.split_units(str(path), "parquet", 10**12) == [list(range(10))]
+    read = [t for unit in units for t in sources.read_batches(str(path), "p", "parquet", list(frame.columns), 64, unit)]
+    assert pa.concat_tables(read).to_pandas().equals(frame)
+    frame.to_csv(tmp_path / "schedule.csv", index=False)
+    assert sources.split_units(str(tmp_path / "schedule.csv"), "csv", 1) == [None]

@@ -18,6 +18,8 @@ def test_a_cluster_with_a_local_output_is_refused_before_the_session(tmp_path: P
     started = []
     monkeypatch.setattr("skyprophet.batch.spark_engine.spark_session", lambda *a: started.append(a))
     sinks = (ParquetSink(str(tmp_path / "out.parquet"), tmp_path), ParquetSink(str(tmp_path / "r.parquet"), tmp_path))
-    with pytest.raises(ScoreInputError, match=r"on a cluster \(spark_master spark://host:7077\) give a gs:// output"):
+    with pytest.raises(
+        ScoreInputError, match=r"on a cluster \(spark_master spark://host:7077\) give gs:// data and output"
+    ):
         score_spark("unused", [str(data)], *sinks, "spark://host:7077", 100, tmp_path)
     assert started == [] and not list(tmp_path.glob("*.parquet"))

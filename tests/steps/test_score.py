@@ -15,6 +15,8 @@ from pathlib import Path
 import mlflow
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from pyfunc.fields import REQUIRED_COLUMNS
@@ -312,11 +314,11 @@ def test_spark_local2_gives_the_pandas_output(model_env, registered_model, sched
     run_score(env, str(schedule), str(pandas_out), chunk_rows=256)
     run_score(env, str(schedule), str(spark_out), engine="spark", spark_master="local[2]", chunk_rows=256)
     assert_scored_schedule(spark_out, registered_model["model_uri"])
-    pd.testing.assert_frame_equal(sort_rows(pd.read_parquet(spark_out)), sort_rows(pd.read_parquet(pandas_out)))
-    pd.testing.assert_frame_equal(
-        sort_rows(pd.read_parquet(tmp_path / "spark.rejects.parquet")),
-        sort_rows(pd.read_parquet(tmp_path / "pandas.rejects.parquet")),
-    )
+    # The same rows in the same order, with the same Arrow types: both engines read with one reader.
+    for kind in ("", ".rejects"):
+        spark_file, pandas_file = tmp_path / f"spark{kind}.parquet", tmp_path / f"pandas{kind}.parquet"
+        assert pq.read_schema(spark_file).remove_metadata() == pq.read_schema(pandas_file).remove_metadata()
+        pd.testing.assert_frame_equal(pd.read_parquet(spark_file), pd.read_parquet(pandas_file))
     assert sorted(p.name for p in tmp_path.iterdir()) == [
         "pandas.parquet",
         "pandas.rejects.parquet",
@@ -326,6 +328,13 @@ def test_spark_local2_gives_the_pandas_output(model_env, registered_model, sched
         "spark.rejects.parquet",
         "spark.report.html",
     ]
+    # A Parquet schedule of 8 row groups is cut into several units (tasks); the rows come back in order.
+    parquet = tmp_path / "in" / "schedule.parquet"
+    parquet.parent.mkdir()
+    pq.write_table(pa.Table.from_pandas(pd.read_csv(schedule, dtype=str, keep_default_na=False)), parquet, 100)
+    run_score(env, str(parquet), str(tmp_path / "in" / "spark.parquet"), engine="spark", spark_master="local[2]")
+    written = pd.read_parquet(tmp_path / "in" / "spark.parquet")
+    pd.testing.assert_frame_equal(written, pd.read_parquet(pandas_out), check_dtype=False)
 
 
 # ------------------------------------------------------------------ gs:// in and out
