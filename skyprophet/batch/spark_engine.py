@@ -27,6 +27,7 @@ import sys
 import time
 import uuid
 import zipfile
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import pyarrow as pa
@@ -139,6 +140,14 @@ def copy_staged(filesystem: pafs.FileSystem, path: str, sink: ParquetSink) -> No
             sink.write(pa.Table.from_batches([reader.get_batch(index)]))
 
 
+def _started(starting: Future):
+    """The session ``starting`` made, once it is up; None if it failed to start."""
+    try:
+        return starting.result()
+    except Exception:
+        return None
+
+
 def score_spark(
     model_uri: str,
     uris: list[str],
@@ -166,13 +175,16 @@ def score_spark(
             f"on a cluster (spark_master {master}) give gs:// data and output: the tasks read their files "
             f"and stage their rows where every node reaches them (data {uris[0]}, output {output.uri})"
         )
-    spark = spark_session(master, chunk_rows)
-    staging = None
+    # The JVM starts (about 5 s) while this thread fetches the model and zips the code.
+    starting = ThreadPoolExecutor(1, thread_name_prefix="spark-start").submit(spark_session, master, chunk_rows)
+    spark = staging = None
     try:
-        spark.sparkContext.addPyFile(str(code_archive(workdir)))
         local_model = model_uri
         if not Path(model_uri).is_dir():
             local_model = mlflow.artifacts.download_artifacts(model_uri, dst_path=str(workdir / "spark-model"))
+        code = code_archive(workdir)
+        spark = starting.result()
+        spark.sparkContext.addPyFile(str(code))
         archive = SparkModelCache.add_local_model(spark, local_model)
         units = work_units(checked, columns, spark.sparkContext.defaultParallelism)
         # One partition per unit, numbered by the JVM (no Python worker needed to make the rows).
@@ -192,7 +204,9 @@ def score_spark(
             "spark: %d units, pass %.1f s, written back %.1f s", len(units), passed - started, time.monotonic() - passed
         )
     finally:
-        spark.stop()  # first: no task is left to write into the staging folder
+        spark = spark or _started(starting)
+        if spark is not None:
+            spark.stop()  # first: no task is left to write into the staging folder
         if staging is not None:
             remove_staging(staging)
     return tally, columns

@@ -23,3 +23,18 @@ def test_a_cluster_with_a_local_output_is_refused_before_the_session(tmp_path: P
     ):
         score_spark("unused", [str(data)], *sinks, "spark://host:7077", 100, tmp_path)
     assert started == [] and not list(tmp_path.glob("*.parquet"))
+
+
+@pytest.mark.slow
+def test_a_model_that_cannot_be_fetched_stops_the_session_started_beside_it(tmp_path: Path):
+    from pyspark import SparkContext
+
+    data = tmp_path / "schedule.csv"
+    make_flights(days=2, flights_per_day=5, seed=1, start="2017-01-01").to_csv(data, index=False)
+    sinks = (ParquetSink(str(tmp_path / "out.parquet"), tmp_path), ParquetSink(str(tmp_path / "r.parquet"), tmp_path))
+    missing = f"file://{tmp_path / 'no-model'}"
+    with pytest.raises(Exception, match="no-model"):
+        score_spark(missing, [str(data)], *sinks, "local[1]", 100, tmp_path)
+    assert SparkContext._active_spark_context is None  # the session that started meanwhile was stopped
+    assert not list(tmp_path.glob("*.parquet"))
+    assert [p.name for p in tmp_path.glob("spark-*")] == ["spark-model"]  # the download's folder; no staging
