@@ -140,6 +140,15 @@ def copy_staged(filesystem: pafs.FileSystem, path: str, sink: ParquetSink) -> No
             sink.write(pa.Table.from_batches([reader.get_batch(index)]))
 
 
+def require_gs_on_a_cluster(master: str, uris: list[str], output: str) -> None:
+    """On a cluster every node reads the data and writes beside the output: both must be ``gs://``."""
+    if not master.startswith("local") and not all(is_gs(uri) for uri in [*uris, output]):
+        raise ScoreInputError(
+            f"on a cluster (spark_master {master}) give gs:// data and output: the tasks read their files "
+            f"and stage their rows where every node reaches them (data {uris[0]}, output {output})"
+        )
+
+
 def _started(starting: Future):
     """The session ``starting`` made, once it is up; None if it failed to start."""
     try:
@@ -169,12 +178,8 @@ def score_spark(
 
     checked = {uri: file_columns(uri, uri) for uri in uris}  # before the JVM starts: a bad file costs nothing
     columns = [c for c in FLIGHT_COLUMNS if any(c in cols for _, cols, _ in checked.values())]
-    cluster = bool(master) and not master.startswith("local")
-    if cluster and not all(is_gs(uri) for uri in [*uris, output.uri]):
-        raise ScoreInputError(
-            f"on a cluster (spark_master {master}) give gs:// data and output: the tasks read their files "
-            f"and stage their rows where every node reaches them (data {uris[0]}, output {output.uri})"
-        )
+    if master:
+        require_gs_on_a_cluster(master, uris, output.uri)  # before the JVM starts, when the master is named
     # The JVM starts (about 5 s) while this thread fetches the model and zips the code.
     starting = ThreadPoolExecutor(1, thread_name_prefix="spark-start").submit(spark_session, master, chunk_rows)
     spark = staging = None
@@ -184,6 +189,7 @@ def score_spark(
             local_model = mlflow.artifacts.download_artifacts(model_uri, dst_path=str(workdir / "spark-model"))
         code = code_archive(workdir)
         spark = starting.result()
+        require_gs_on_a_cluster(spark.sparkContext.master, uris, output.uri)  # e.g. spark-submit's own master
         spark.sparkContext.addPyFile(str(code))
         archive = SparkModelCache.add_local_model(spark, local_model)
         units = work_units(checked, columns, spark.sparkContext.defaultParallelism)

@@ -8,7 +8,7 @@ import pytest
 
 from skyprophet.batch.contract import ScoreInputError
 from skyprophet.batch.sinks import ParquetSink
-from skyprophet.batch.spark_engine import score_spark
+from skyprophet.batch.spark_engine import require_gs_on_a_cluster, score_spark
 from tests.factory import make_flights
 
 
@@ -38,3 +38,13 @@ def test_a_model_that_cannot_be_fetched_stops_the_session_started_beside_it(tmp_
     assert SparkContext._active_spark_context is None  # the session that started meanwhile was stopped
     assert not list(tmp_path.glob("*.parquet"))
     assert [p.name for p in tmp_path.glob("spark-*")] == ["spark-model"]  # the download's folder; no staging
+
+
+def test_a_cluster_named_by_spark_submit_needs_gs_data_and_output_too():
+    # With spark_master "", the master is spark-submit's (yarn on Dataproc), known once the session is up.
+    require_gs_on_a_cluster("local[2]", ["/data/a.csv"], "/out/s.parquet")
+    require_gs_on_a_cluster("yarn", ["gs://b/in/a.csv", "gs://b/in/b.csv"], "gs://b/out/s.parquet")
+    refused = ((["gs://b/in/a.csv", "/data/b.csv"], "gs://b/out/s.parquet"), (["gs://b/a.csv"], "/s.parquet"))
+    for uris, output in refused:
+        with pytest.raises(ScoreInputError, match=r"on a cluster \(spark_master yarn\) give gs:// data and output"):
+            require_gs_on_a_cluster("yarn", uris, output)
