@@ -201,10 +201,9 @@ def json_skeleton(body: bytes) -> np.ndarray:
 
 
 def _quote_after_backslash(body: bytes) -> bool:
-    """Whether a quote follows a backslash anywhere in ``body`` (numpy: faster than searching for the pair)."""
+    """Whether a quote follows a backslash anywhere in ``body`` (boolean arrays: faster than the pair search)."""
     data = np.frombuffer(body, dtype=np.uint8)
-    after = np.flatnonzero(data[:-1] == ord("\\")) + 1
-    return bool((data[after] == ord('"')).any())
+    return bool(((data[:-1] == ord("\\")) & (data[1:] == ord('"'))).any())
 
 
 def json_rows(body: bytes) -> int:

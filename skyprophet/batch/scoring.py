@@ -22,7 +22,15 @@ import pyarrow as pa
 from mlflow.exceptions import MlflowException
 
 from pyfunc.schema import SCHEDULED_TIME, UNKNOWN_FIELDS
-from skyprophet.batch.contract import AIRLINE, MODEL_PARAMS, REJECT_DETAIL, REJECT_REASON, SCORE_COLUMNS, SCORE_TYPES
+from skyprophet.batch.contract import (
+    AIRLINE,
+    MODEL_PARAMS,
+    REJECT_DETAIL,
+    REJECT_REASON,
+    SCORE_COLUMNS,
+    SCORE_TYPES,
+    ScoreInputError,
+)
 from skyprophet.batch.tally import BatchScores, Tally, flight_days, group_sums, reject_reasons
 
 
@@ -111,10 +119,11 @@ _TASK_FIELDS = {
     "flagged": pa.int64(),
     "rejected": pa.string(),
     "groups": pa.binary(),
+    "error": pa.string(),
 }
 TASK_SCHEMA = pa.schema(list(_TASK_FIELDS.items()))
 SPARK_TASK_SCHEMA = "unit long, scored string, rejects string, rows long, scored_rows long, flagged long, " + (
-    "rejected string, groups binary"
+    "rejected string, groups binary, error string"
 )
 
 
@@ -144,8 +153,8 @@ class _StagedFile:
         return self.path
 
 
-def _task_row(unit: int, written: dict[str, str], tally: Tally) -> pa.RecordBatch:
-    """What a Spark task returns for one unit: its staged files, counts and (airline, day) sums."""
+def _task_row(unit: int, written: dict[str, str], tally: Tally, error: str = "") -> pa.RecordBatch:
+    """What a Spark task returns for one unit: its staged files, counts, (airline, day) sums, or input error."""
     groups = b""
     if tally.groups:
         sink = pa.BufferOutputStream()
@@ -161,6 +170,7 @@ def _task_row(unit: int, written: dict[str, str], tally: Tally) -> pa.RecordBatc
         "flagged": tally.flagged,
         "rejected": json.dumps(tally.rejected),
         "groups": groups,
+        "error": error,
     }
     return pa.RecordBatch.from_pylist([row], schema=TASK_SCHEMA)
 
@@ -180,7 +190,9 @@ def spark_task_scorer(
     is loaded once per Python worker (MLflow's ``SparkModelCache``, as ``spark_udf`` does);
     ``archive_path`` is what ``SparkModelCache.add_local_model`` returned on the driver. A failed
     or repeated attempt writes files under its own names, and only the attempt Spark keeps is named
-    in the result.
+    in the result. A file the reader refuses (``ScoreInputError``, e.g. a row with the wrong number
+    of fields past the first megabyte) is returned as the unit's ``error``, not raised: Spark
+    would retry the task and wrap the message.
     """
 
     def run(numbers: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
@@ -200,7 +212,7 @@ def spark_task_scorer(
             tables = read_batches(
                 unit["uri"], unit["uri"], unit["kind"], unit["file_columns"], chunk_rows, unit["row_groups"]
             )
-            tally = Tally()
+            tally, error = Tally(), ""
             try:
                 for table in tables:
                     table = with_columns(table, columns)
@@ -209,8 +221,10 @@ def spark_task_scorer(
                     for kind, rows in zip(("scored", "rejects"), split_batch(table, part), strict=True):
                         if rows.num_rows:
                             files[kind].write(rows)
+            except ScoreInputError as err:  # the input's fault: the step refuses it (no retry would help)
+                error = str(err)
             finally:
                 written = {kind: file.close() for kind, file in files.items()}
-            yield _task_row(number, written, tally)
+            yield _task_row(number, written, tally, error)
 
     return run

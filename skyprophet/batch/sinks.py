@@ -122,8 +122,8 @@ def empty_frame(columns: list[str], extra: dict[str, str]) -> pd.DataFrame:
 def write_batch(table: pa.Table, part: BatchScores, output: ParquetSink, rejects: ParquetSink) -> None:
     """One batch's flights (``table``) with their scores into ``output``, its rejected rows into ``rejects``.
 
-    The rows come from ``scoring.split_batch``, which each Spark task calls too, so both engines'
-    files have the same columns (Spark's text columns arrive as ``string``, CSV's as ``large_string``).
+    The rows come from ``scoring.split_batch``, which each Spark task calls too on rows it read with
+    the same reader, so both engines' files have the same columns and Arrow types.
     """
     scored, rejected = split_batch(table, part)
     if scored.num_rows:

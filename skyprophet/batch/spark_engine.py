@@ -90,7 +90,7 @@ def spark_session(master: str, chunk_rows: int):
 
 def work_units(checked: dict[str, tuple], columns: list[str], parallelism: int) -> list[dict]:
     """The units the tasks are given (see ``scoring.spark_task_scorer``), in the order their rows are written."""
-    total = sum(file_size(uri) for uri in checked)
+    total = sum(file_size(uri) for uri, (kind, _, _) in checked.items() if kind == "parquet")  # a CSV is one unit
     split_bytes = max(1, min(SPARK_SPLIT_BYTES, total // max(parallelism, 1)))
     return [
         {"uri": uri, "kind": kind, "file_columns": file_cols, "columns": columns, "row_groups": row_groups}
@@ -200,8 +200,12 @@ def score_spark(
         scorer = spark_task_scorer(archive, staging, chunk_rows, units)
         tasks = numbers.mapInArrow(scorer, schema=SPARK_TASK_SCHEMA).collect()
         passed = time.monotonic()
+        results = sorted((r.asDict() for r in tasks), key=lambda r: r["unit"])
+        refused = [r["error"] for r in results if r["error"]]
+        if refused:  # a row a task's reader refused: the same message as the pandas engine's
+            raise ScoreInputError(refused[0])
         tally, filesystem = Tally(), filesystem_path(staging)[0]
-        for row in sorted((r.asDict() for r in tasks), key=lambda r: r["unit"]):
+        for row in results:
             tally.merge(task_tally(row))
             copy_staged(filesystem, row["scored"], output)
             copy_staged(filesystem, row["rejects"], rejects)
@@ -210,9 +214,11 @@ def score_spark(
             "spark: %d units, pass %.1f s, written back %.1f s", len(units), passed - started, time.monotonic() - passed
         )
     finally:
-        spark = spark or _started(starting)
-        if spark is not None:
-            spark.stop()  # first: no task is left to write into the staging folder
-        if staging is not None:
-            remove_staging(staging)
+        try:
+            spark = spark or _started(starting)
+            if spark is not None:
+                spark.stop()  # first: no task is left to write into the staging folder
+        finally:
+            if staging is not None:
+                remove_staging(staging)
     return tally, columns

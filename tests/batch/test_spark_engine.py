@@ -48,3 +48,21 @@ def test_a_cluster_named_by_spark_submit_needs_gs_data_and_output_too():
     for uris, output in refused:
         with pytest.raises(ScoreInputError, match=r"on a cluster \(spark_master yarn\) give gs:// data and output"):
             require_gs_on_a_cluster("yarn", uris, output)
+
+
+def test_a_cluster_master_seen_once_the_session_is_up_is_refused_and_the_session_stopped(tmp_path: Path, monkeypatch):
+    class Session:  # what spark-submit on Dataproc starts when spark_master is ""
+        stopped = False
+        sparkContext = type("Context", (), {"master": "yarn", "addPyFile": lambda self, path: None})()
+
+        def stop(self):
+            Session.stopped = True
+
+    monkeypatch.setattr("skyprophet.batch.spark_engine.spark_session", lambda *a: Session())
+    data = tmp_path / "schedule.csv"
+    make_flights(days=2, flights_per_day=5, seed=1, start="2017-01-01").to_csv(data, index=False)
+    (tmp_path / "model").mkdir()
+    sinks = (ParquetSink(str(tmp_path / "out.parquet"), tmp_path), ParquetSink(str(tmp_path / "r.parquet"), tmp_path))
+    with pytest.raises(ScoreInputError, match=r"on a cluster \(spark_master yarn\) give gs:// data and output"):
+        score_spark(str(tmp_path / "model"), [str(data)], *sinks, "", 100, tmp_path)
+    assert Session.stopped

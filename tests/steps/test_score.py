@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -21,7 +22,7 @@ import pytest
 
 from pyfunc.fields import REQUIRED_COLUMNS
 from pyfunc.schema import OPTIONAL_COLUMNS, UNKNOWN_FIELDS
-from skyprophet.batch import pandas_engine
+from skyprophet.batch import pandas_engine, sources
 from skyprophet.batch.contract import MODEL_PARAMS, ScoreInputError, TooManyRejectsError
 from skyprophet.batch.sinks import rejects_uri
 from skyprophet.config import MODEL_NAME, PROJECT_ROOT
@@ -272,11 +273,17 @@ def test_bad_input_names_the_file_and_leaves_no_output(model_env, schedule, tmp_
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("case", ["header_only", "missing_column"])
+@pytest.mark.parametrize("case", ["header_only", "missing_column", "bad_row_past_the_first_megabyte"])
 def test_spark_refuses_a_bad_file_with_the_pandas_message(model_env, schedule, tmp_path, case):
     frame = pd.read_csv(schedule, dtype=str, keep_default_na=False)
     data = tmp_path / f"{case}.csv"
-    (frame.head(0) if case == "header_only" else frame.drop(columns="OPERA")).to_csv(data, index=False)
+    if case == "bad_row_past_the_first_megabyte":  # found by the reader in a task, not by the file check
+        pd.concat([frame] * 15).to_csv(data, index=False)
+        assert data.stat().st_size > sources.CSV_HEADER_BYTES
+        with open(data, "a", encoding="utf-8") as handle:
+            handle.write("2017-12-31 23:00:00,1,too,many,fields\n")
+    else:
+        (frame.head(0) if case == "header_only" else frame.drop(columns="OPERA")).to_csv(data, index=False)
     messages = []
     for engine in ("pandas", "spark"):
         output = tmp_path / f"{engine}.parquet"
@@ -332,7 +339,8 @@ def test_spark_local2_gives_the_pandas_output(model_env, registered_model, sched
     parquet = tmp_path / "in" / "schedule.parquet"
     parquet.parent.mkdir()
     pq.write_table(pa.Table.from_pandas(pd.read_csv(schedule, dtype=str, keep_default_na=False)), parquet, 100)
-    run_score(env, str(parquet), str(tmp_path / "in" / "spark.parquet"), engine="spark", spark_master="local[2]")
+    done = run_score(env, str(parquet), str(tmp_path / "in" / "spark.parquet"), engine="spark", spark_master="local[2]")
+    assert int(re.search(r"spark: (\d+) units", done.stderr).group(1)) >= 2, done.stderr[-2000:]
     written = pd.read_parquet(tmp_path / "in" / "spark.parquet")
     pd.testing.assert_frame_equal(written, pd.read_parquet(pandas_out), check_dtype=False)
 
