@@ -108,22 +108,21 @@ def split_batch(table: pa.Table, part: BatchScores) -> tuple[pa.Table, pa.Table]
     return scored, rejects
 
 
-# What each Spark task returns: its unit, the staged files it wrote ("" for none), its counts and
-# its per (airline, day) sums (an Arrow IPC stream).
-_TASK_FIELDS = {
-    "unit": pa.int64(),
-    "scored": pa.string(),
-    "rejects": pa.string(),
-    "rows": pa.int64(),
-    "scored_rows": pa.int64(),
-    "flagged": pa.int64(),
-    "rejected": pa.string(),
-    "groups": pa.binary(),
-    "error": pa.string(),
-}
-TASK_SCHEMA = pa.schema(list(_TASK_FIELDS.items()))
-SPARK_TASK_SCHEMA = "unit long, scored string, rejects string, rows long, scored_rows long, flagged long, " + (
-    "rejected string, groups binary, error string"
+# What each Spark task returns: its unit, the staged files it wrote ("" for none), its counts, its
+# per (airline, day) sums (an Arrow IPC stream) and the input's error ("" for none). The Spark
+# schema is made from this one (``spark_engine``).
+TASK_SCHEMA = pa.schema(
+    [
+        ("unit", pa.int64()),
+        ("scored", pa.string()),
+        ("rejects", pa.string()),
+        ("rows", pa.int64()),
+        ("scored_rows", pa.int64()),
+        ("flagged", pa.int64()),
+        ("rejected", pa.string()),
+        ("groups", pa.binary()),
+        ("error", pa.string()),
+    ]
 )
 
 

@@ -34,7 +34,7 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 
 from skyprophet.batch.contract import AIRLINE, FLIGHT_COLUMNS, ScoreInputError
-from skyprophet.batch.scoring import SPARK_TASK_SCHEMA, spark_task_scorer
+from skyprophet.batch.scoring import TASK_SCHEMA, spark_task_scorer
 from skyprophet.batch.sinks import ParquetSink, close_sinks
 from skyprophet.batch.sources import file_columns, file_size, filesystem_path, is_gs, split_units
 from skyprophet.batch.tally import Tally
@@ -175,6 +175,7 @@ def score_spark(
     """
     import mlflow.artifacts
     from mlflow.pyfunc.spark_model_cache import SparkModelCache
+    from pyspark.sql.pandas.types import from_arrow_schema
 
     checked = {uri: file_columns(uri, uri) for uri in uris}  # before the JVM starts: a bad file costs nothing
     columns = [c for c in FLIGHT_COLUMNS if any(c in cols for _, cols, _ in checked.values())]
@@ -198,7 +199,7 @@ def score_spark(
         staging = staging_folder(spark, output.uri, workdir)
         started = time.monotonic()
         scorer = spark_task_scorer(archive, staging, chunk_rows, units)
-        tasks = numbers.mapInArrow(scorer, schema=SPARK_TASK_SCHEMA).collect()
+        tasks = numbers.mapInArrow(scorer, schema=from_arrow_schema(TASK_SCHEMA)).collect()
         passed = time.monotonic()
         results = sorted((r.asDict() for r in tasks), key=lambda r: r["unit"])
         refused = [r["error"] for r in results if r["error"]]
