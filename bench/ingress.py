@@ -104,40 +104,58 @@ def timed(port: int, path: str, content_type: str, body: bytes, requests: int, t
 
 SEED_COLUMNS = ("OPERA", "TIPOVUELO", "MES", "SIGLADES", "DIANOM")
 SEED_MODEL_NAME = "seed-delay"
-# The seed's app (pinned to pandas 2.2) under this pandas 3: its enforce_schema `update`s an int frame
-# with get_dummies' booleans, which pandas 2.2 did with a warning and pandas 3 refuses. The dummies
-# are cast to int before its own enforce_schema runs (one more conversion: never faster than it was).
+# The seed's app is pinned to pandas 2.2. Under pandas 3 (this project's interpreter) its enforce_schema
+# `update`s an int frame with get_dummies' booleans, which pandas 2.2 did with a warning and pandas 3
+# refuses: there the dummies are cast to int before its own enforce_schema runs (one more conversion:
+# never faster than it was). In the seed's own environment (``--seed-python``) it runs as it ships.
 SEED_LAUNCHER = """
 import sys
+import pandas
 import uvicorn
 from challenge.pipeline import serving
-enforce_schema = serving.enforce_schema
-serving.enforce_schema = lambda data, columns: enforce_schema(data.astype(int), columns)
+if int(pandas.__version__.split(".")[0]) >= 3:
+    enforce_schema = serving.enforce_schema
+    serving.enforce_schema = lambda data, columns: enforce_schema(data.astype(int), columns)
 uvicorn.run("challenge.api:app", host="127.0.0.1", port=int(sys.argv[1]), workers=1, log_level="warning")
+"""
+# The seed-style model, fitted and registered by the interpreter that serves the seed's app (its MLflow
+# loads what its own MLflow logged): argv is the rows (Parquet: the five columns and `delay`) and the folder.
+SEED_FIT = """
+import sys
+from pathlib import Path
+import mlflow
+import pandas as pd
+import xgboost as xgb
+rows, folder = pd.read_parquet(sys.argv[1]), Path(sys.argv[2])
+target = rows.pop("delay")
+features = pd.get_dummies(rows, columns=list(rows.columns)).astype(float)
+model = xgb.XGBClassifier(random_state=1, learning_rate=0.01, n_jobs=2).fit(features, target.to_numpy())
+uri = f"sqlite:///{folder / 'mlflow.db'}"
+mlflow.set_tracking_uri(uri)
+experiment = mlflow.create_experiment("seed", artifact_location=(folder / "artifacts").as_uri())
+if int(mlflow.__version__.split(".")[0]) >= 3:  # skops, MLflow 3's default, loads only the types it is told to trust
+    how = {"name": "model", "skops_trusted_types": ["xgboost.core.Booster", "xgboost.sklearn.XGBClassifier"]}
+else:
+    how = {"artifact_path": "model"}
+with mlflow.start_run(experiment_id=experiment):
+    mlflow.sklearn.log_model(model, registered_model_name=sys.argv[3], **how)
+client = mlflow.MlflowClient(uri)
+version = max(int(v.version) for v in client.search_model_versions(f"name='{sys.argv[3]}'"))
+client.set_registered_model_alias(sys.argv[3], "production", str(version))
 """
 
 
-def seed_model_store(raw: pd.DataFrame, folder: Path) -> dict[str, str]:
-    """A seed-style model (XGBoost on the one-hot seed columns) registered as ``production``; the seed app's env."""
-    import xgboost as xgb
+def seed_model_store(raw: pd.DataFrame, folder: Path, python: Path) -> dict[str, str]:
+    """A seed-style model (XGBoost on the seed columns one-hot), registered as ``production`` by ``python``.
 
+    Returns the seed app's environment variables.
+    """
     from skyprophet.science.raw_flights import delay_target
 
-    features = pd.get_dummies(seed_frame(raw), columns=list(SEED_COLUMNS)).astype(float)
-    model = xgb.XGBClassifier(random_state=1, learning_rate=0.01, n_jobs=2)
-    model.fit(features, delay_target(raw).to_numpy())
-    uri = f"sqlite:///{folder / 'mlflow.db'}"
-    mlflow.set_tracking_uri(uri)
-    experiment = mlflow.create_experiment("seed", artifact_location=(folder / "artifacts").as_uri())
-    with mlflow.start_run(experiment_id=experiment):
-        info = mlflow.sklearn.log_model(  # skops (MLflow 3's default) loads only the types it is told to trust
-            model,
-            name="model",
-            registered_model_name=SEED_MODEL_NAME,
-            skops_trusted_types=["xgboost.core.Booster", "xgboost.sklearn.XGBClassifier"],
-        )
-    mlflow.MlflowClient(uri).set_registered_model_alias(SEED_MODEL_NAME, "production", info.registered_model_version)
-    return {"MLFLOW_TRACKING_URI": uri, "MLFLOW_EXPERIMENT_NAME": SEED_MODEL_NAME}
+    rows = folder / "seed-rows.parquet"
+    seed_frame(raw).assign(delay=delay_target(raw).to_numpy()).to_parquet(rows, index=False)
+    subprocess.run([str(python), "-c", SEED_FIT, str(rows), str(folder), SEED_MODEL_NAME], check=True)
+    return {"MLFLOW_TRACKING_URI": f"sqlite:///{folder / 'mlflow.db'}", "MLFLOW_EXPERIMENT_NAME": SEED_MODEL_NAME}
 
 
 def seed_frame(rows: pd.DataFrame) -> pd.DataFrame:
@@ -155,7 +173,15 @@ def compare_seed(args: argparse.Namespace) -> None:
     spec = json.loads((local / "artifacts" / "spec.json").read_text(encoding="utf-8"))
     raw = read_raw_flights(args.data_uri)
     rows = sample_rows(scorable_rows(raw, spec), args.flights, seed=0)
-    ours_body = request_body(rows, Form("batch", args.flights, orient="dataframe_split")).encode()
+    # As a client sends them: with the raw file's optional columns (``Ori-I``, ``SIGLAORI``), and with the
+    # required ones only (what the model reads, as the seed's request carries only what its model reads).
+    ours_bodies = {
+        f"{form.label.split(', ', 2)[2]}": request_body(rows, form).encode()
+        for form in (
+            Form("batch", args.flights, orient="dataframe_split"),
+            Form("batch-required", args.flights, optional=False, orient="dataframe_split"),
+        )
+    }
     seed_body = json.dumps({"flights": seed_frame(rows).to_dict(orient="records")}).encode()
     roots = {"working copy": PROJECT_ROOT}
     for revision in args.baseline:
@@ -165,7 +191,10 @@ def compare_seed(args: argparse.Namespace) -> None:
             ["git", "archive", revision, "pyfunc"], cwd=PROJECT_ROOT, capture_output=True, check=True
         )
         subprocess.run(["tar", "-x", "-C", str(roots[f"baseline {revision}"])], input=archive.stdout, check=True)
-    seed_env = seed_model_store(raw, work)
+    seeds = {}
+    for i, python in enumerate(args.seed_python):
+        (work / f"seed-{i}").mkdir()
+        seeds[f"seed app, {python}"] = (python, seed_model_store(raw, work / f"seed-{i}", python))
     env = server_env(1)
     processes, ports = [], {}
     try:
@@ -177,19 +206,21 @@ def compare_seed(args: argparse.Namespace) -> None:
             ingress = start_logged(ingress_command("127.0.0.1", port, server.url), env, work / f"ingress-{i}.log")
             processes.append(ingress)
             wait_for_http(f"http://127.0.0.1:{port}/ping", timeout=60, process=ingress)
-            ports[f"ours, {name}"] = (port, "/invocations", ours_body)
-        seed_port = free_port()
-        seed = subprocess.Popen(
-            [str(BIN / "python"), "-c", SEED_LAUNCHER, str(seed_port)],
-            cwd=args.seed_dir,
-            env={**os.environ, **seed_env, "PYTHONPATH": str(args.seed_dir)},
-            stdout=open(work / "seed.log", "w", encoding="utf-8"),  # noqa: SIM115 (the child keeps it)
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        processes.append(seed)
-        wait_for_http(f"http://127.0.0.1:{seed_port}/ping", timeout=120, process=seed)
-        ports["seed app"] = (seed_port, "/predict", seed_body)
+            for columns, body in ours_bodies.items():
+                ports[f"ours, {name}, {columns}"] = (port, "/invocations", body)
+        for i, (name, (python, seed_env)) in enumerate(seeds.items()):
+            seed_port = free_port()
+            seed = subprocess.Popen(
+                [str(python), "-c", SEED_LAUNCHER, str(seed_port)],
+                cwd=args.seed_dir,
+                env={**os.environ, **seed_env, "PYTHONPATH": str(args.seed_dir)},
+                stdout=open(work / f"seed-{i}.log", "w", encoding="utf-8"),  # noqa: SIM115 (the child keeps it)
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+            processes.append(seed)
+            wait_for_http(f"http://127.0.0.1:{seed_port}/ping", timeout=120, process=seed)
+            ports[name] = (seed_port, "/predict", seed_body)
         samples: dict[str, list[float]] = {name: [] for name in ports}
         loads = []
         for round_ in range(args.rounds):
@@ -201,16 +232,16 @@ def compare_seed(args: argparse.Namespace) -> None:
             loads.append(float(Path("/proc/loadavg").read_text().split()[0]))
     finally:
         stop_groups(processes)
-    seed_median = statistics.median(samples["seed app"])
+    medians = {name: statistics.median(times) for name, times in samples.items()}
     print(f"\nOne request of {args.flights:,} real flights, 1 worker each, keep-alive, {args.rounds} rounds")
     print(f"of {args.requests}, alternating; load {min(loads):.1f}-{max(loads):.1f}; ours through the ingress\n")
-    print("| server | n | median ms | min-max ms | p90 ms | seed's median / this median |")
-    print("| --- | ---: | ---: | ---: | ---: | ---: |")
+    print("| server | n | median ms | min-max ms | p90 ms |" + "".join(f" {name} / this |" for name in seeds))
+    print("| --- | ---: | ---: | ---: | ---: |" + " ---: |" * len(seeds))
     for name, times in samples.items():
         p90 = statistics.quantiles(times, n=10)[-1]
         print(
-            f"| {name} | {len(times)} | {statistics.median(times):.0f} | {min(times):.0f}-{max(times):.0f} "
-            f"| {p90:.0f} | {seed_median / statistics.median(times):.2f}x |"
+            f"| {name} | {len(times)} | {medians[name]:.0f} | {min(times):.0f}-{max(times):.0f} | {p90:.0f} |"
+            + "".join(f" {medians[seed] / medians[name]:.2f}x |" for seed in seeds)
         )
 
 
@@ -222,6 +253,15 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=200, help="per body, per round, per path (fewer for big)")
     parser.add_argument("--sizes", type=int, nargs="+", default=[1, 100, 10_000])
     parser.add_argument("--seed-dir", type=Path, help="a checkout of the seed project: time ours against its app")
+    parser.add_argument(
+        "--seed-python",
+        type=lambda path: Path(path).absolute(),  # not resolved: a venv's python is a link to the base one
+        nargs="+",
+        default=[BIN / "python"],
+        help="with --seed-dir: interpreters to run the seed's app with, each beside the others: one of an "
+        "environment with the seed's pins (its requirements.txt), and/or this project's (the default; "
+        "under pandas 3 its app runs with one cast added)",
+    )
     parser.add_argument("--baseline", nargs="*", default=[], help="with --seed-dir: git revisions of pyfunc/ too")
     parser.add_argument("--flights", type=int, default=10_000, help="with --seed-dir: flights per request")
     parser.add_argument("--data-uri", default=os.environ.get("DATA_URI", "/work/shared/datasets/scl-2017/data.csv"))
