@@ -7,11 +7,16 @@ ASGI app (``mlflow.pyfunc.scoring_server.app:app``), so the limits live in a sma
 its own process on the public port, forwarding what passes to the model server on a private
 loopback port. Checked here, in this order, each refusal naming its variable:
 
-- the content type: one of the three forms MLflow 3.17 decodes (415);
+- the path: one of the model server's own (``FORWARDED_PATHS``) exactly as sent, never a
+  spelling a URL library would normalise into one (``/./invocations``) (404); redirects are not followed;
+- the content type: one of the three forms MLflow 3.17 decodes, one header only, ``charset`` utf-8
+  if any, no other parameter and no ``Content-Encoding`` (415; forwarded in its canonical spelling);
 - the body size, from ``Content-Length`` before reading, and counted while reading a chunked body (413);
 - the rows of a columnar body from its own metadata: a Parquet footer's ``num_rows`` and
   uncompressed size (read with ``pyarrow.parquet.read_metadata`` on the bytes, nothing decoded),
   a CSV body's line count (an upper bound on its rows) (413);
+- a JSON body: UTF-8 (400), nested at most ``MAX_JSON_DEPTH`` deep and with no run of more than
+  ``MAX_DIGITS`` digits (Python's own limits on reading JSON, which MLflow answers with a 500) (400);
 - and on the way back, an error answer's message is cut to ``SKYPROPHET_MAX_ERROR_BYTES``:
   MLflow's 400s echo the rows they failed on.
 
@@ -40,6 +45,8 @@ PARQUET = "application/vnd.apache.parquet"
 # mlflow/pyfunc/scoring_server/__init__.py CONTENT_TYPES (a test checks they agree).
 CONTENT_TYPES = (JSON, CSV, PARQUET)
 SCORED_PATH = "/invocations"
+# The model server's routes (mlflow/pyfunc/scoring_server/__init__.py init), compared with the path as sent.
+FORWARDED_PATHS = ("/invocations", "/ping", "/health", "/version")
 # Headers that belong to one connection, not to the request (RFC 9110 7.6.1), and the length we recompute.
 HOP_BY_HOP = {
     b"connection",
@@ -119,12 +126,32 @@ def media_type(content_type: str | None) -> str:
 
 
 def check_content_type(content_type: str | None) -> str:
-    """The request's media type if MLflow decodes it, else 415 listing the ones it does."""
+    """The request's media type if MLflow decodes it, else 415 listing the ones it does.
+
+    Parameters as MLflow reads them: ``charset`` (utf-8 only, any case, quoted or not) and nothing
+    else. The caller forwards the media type in the spelling MLflow compares with.
+    """
     kind = media_type(content_type)
+    got = repr(content_type[:100]) if content_type else "none"
     if kind not in CONTENT_TYPES:
-        got = repr(content_type[:100]) if content_type else "none"
         raise Refused(415, f"content type {got} is not one of {', '.join(CONTENT_TYPES)} (accepted content types)")
+    for parameter in (content_type or "").split(";")[1:]:
+        name, _, value = (part.strip().lower() for part in parameter.partition("="))
+        if name != "charset" or value.strip('"') != "utf-8":
+            raise Refused(415, f"content type {got}: the only parameter accepted is charset=utf-8")
     return kind
+
+
+def check_headers(headers: list[tuple[bytes, bytes]]) -> None:
+    """415 for a second Content-Type (this server and MLflow's could each read another) or any Content-Encoding."""
+    types = [value for name, value in headers if name == b"content-type"]
+    if len(types) > 1:
+        raise Refused(415, f"{len(types)} Content-Type headers: send one")
+    encodings = [v for k, v in headers if k == b"content-encoding" and v.strip().lower() != b"identity"]
+    if encodings:
+        raise Refused(
+            415, f"Content-Encoding {encodings[0][:50].decode('latin-1')!r} is not accepted: send the body as it is"
+        )
 
 
 def check_body_size(size: int, limits: Limits, declared: bool) -> None:
@@ -147,8 +174,13 @@ def check_rows(kind: str, body: bytes, limits: Limits) -> None:
             metadata = pq.read_metadata(pa.BufferReader(body))
         except (pa.ArrowException, OSError) as err:
             raise Refused(400, f"body is not a Parquet file ({PARQUET}): {str(err)[:200]}") from None
-        rows = metadata.num_rows
-        decoded = sum(metadata.row_group(i).total_byte_size for i in range(metadata.num_row_groups))
+        groups = [metadata.row_group(i) for i in range(metadata.num_row_groups)]
+        # The footer's total and each row group's count are written apart: a forged total must not hide rows.
+        rows = max(metadata.num_rows, sum(group.num_rows for group in groups))
+        decoded = sum(
+            max(group.total_byte_size, sum(group.column(c).total_uncompressed_size for c in range(group.num_columns)))
+            for group in groups
+        )
         if rows > limits.rows:
             raise Refused(413, f"Parquet body of {rows:,} rows exceeds the limit of {limits.rows:,} ({MAX_ROWS.env})")
         if decoded > limits.decoded_bytes:
@@ -162,19 +194,51 @@ def check_rows(kind: str, body: bytes, limits: Limits) -> None:
         rows = max(lines - 1, 0)  # the header line
         if rows > limits.rows:
             raise Refused(413, f"CSV body of {rows:,} rows exceeds the limit of {limits.rows:,} ({MAX_ROWS.env})")
-    elif kind == JSON and body.count(b",") + 1 > limits.rows:  # fewer commas: no list of more values
-        rows = json_rows(body)
+    elif kind == JSON:
+        check_json_text(body)
+        many = body.count(b",") + 1 > limits.rows  # fewer commas: no list of more values
+        if not many and body.count(b"[") + body.count(b"{") <= MAX_JSON_DEPTH:  # fewer brackets: no deeper
+            return
+        skeleton = json_skeleton(body)
+        depth = json_depth(skeleton)
+        if depth > MAX_JSON_DEPTH:
+            raise Refused(
+                400, f"JSON nested {depth:,} levels deep exceeds the limit of MAX_JSON_DEPTH={MAX_JSON_DEPTH} levels"
+            )
+        rows = json_rows(body, skeleton) if many else 0
         if rows > limits.rows:
             what = f"JSON body of {rows:,} rows (its longest list)"
             raise Refused(413, f"{what} exceeds the limit of {limits.rows:,} ({MAX_ROWS.env})")
+
+
+# Python reads no deeper JSON (a RecursionError near 1,000 levels, a 500 from MLflow); flights need 4 levels.
+MAX_JSON_DEPTH = 32
+# Python reads no longer integer (sys.get_int_max_str_digits: a ValueError, a 500 from MLflow); no field is as long.
+MAX_DIGITS = 4_300
+_DIGITS_AS_ZERO = bytes(48 if 48 <= b <= 57 else 120 for b in range(256))  # digits -> "0", the rest -> "x"
+
+
+def check_json_text(body: bytes) -> None:
+    """400 unless the body is UTF-8 (what the row count reads) with no digit run longer than Python reads."""
+    encoding = json.detect_encoding(body[:4])
+    if not encoding.startswith("utf-8"):
+        raise Refused(400, f"the JSON body is {encoding}: send it as UTF-8")
+    if len(body) > MAX_DIGITS and b"0" * (MAX_DIGITS + 1) in body.translate(_DIGITS_AS_ZERO):
+        raise Refused(400, f"the JSON body has a run of more than MAX_DIGITS={MAX_DIGITS:,} digits")
+
+
+def json_depth(skeleton: np.ndarray) -> int:
+    """How deep the lists and objects of a JSON body's skeleton (``json_skeleton``) nest."""
+    opens = (skeleton == ord("[")) | (skeleton == ord("{"))
+    closes = (skeleton == ord("]")) | (skeleton == ord("}"))
+    depth = np.cumsum(opens.astype(np.int32) - closes, dtype=np.int32)
+    return int(depth.max()) if len(depth) else 0
 
 
 # Every byte but a list's or an object's brackets and the commas between values; the same and quotes.
 _STRUCTURE = b"[]{},"
 _NOT_STRUCTURE = bytes(sorted(set(range(256)) - set(_STRUCTURE)))
 _NOT_STRUCTURE_OR_QUOTE = bytes(sorted(set(range(256)) - set(_STRUCTURE + b'"')))
-# Lists nested deeper than this are not measured: MLflow reads no rows from them.
-MAX_COUNTED_DEPTH = 8
 
 
 def json_skeleton(body: bytes) -> np.ndarray:
@@ -206,20 +270,20 @@ def _quote_after_backslash(body: bytes) -> bool:
     return bool(((data[:-1] == ord("\\")) & (data[1:] == ord('"'))).any())
 
 
-def json_rows(body: bytes) -> int:
-    """The most values in any one list of a JSON body nested at most MAX_COUNTED_DEPTH deep: the rows of every form.
+def json_rows(body: bytes, skeleton: np.ndarray | None = None) -> int:
+    """The most values in any one list of a JSON body, at any depth: the rows of every form.
 
-    On the skeleton (``json_skeleton``): each level's containers are told apart by their opening
-    brackets, and the commas directly inside each are the level's commas between its opener and
-    the next one.
+    On the skeleton (``json_skeleton``, made here unless given): each level's containers are told
+    apart by their opening brackets, and the commas directly inside each are the level's commas
+    between its opener and the next one.
     """
-    skeleton = json_skeleton(body)
+    skeleton = json_skeleton(body) if skeleton is None else skeleton
     opens = (skeleton == ord("[")) | (skeleton == ord("{"))
     closes = (skeleton == ord("]")) | (skeleton == ord("}"))
     depth = np.cumsum(opens.astype(np.int32) - closes, dtype=np.int32)  # after each byte
     commas = skeleton == ord(",")
     most = 0
-    for level in range(1, MAX_COUNTED_DEPTH + 1):
+    for level in range(1, int(depth.max(initial=0)) + 1):
         at_level = depth == level
         openers = np.flatnonzero(opens & at_level)
         if len(openers) == 0:
@@ -269,6 +333,10 @@ def cut_error(body: bytes, limits: Limits) -> bytes:
 
 Receive = Callable[[], Awaitable[dict]]
 Send = Callable[[dict], Awaitable[None]]
+
+
+class ConnectionLost(Exception):
+    """The connection to the model server dropped before any of its answer was passed back."""
 
 
 class Ingress:
@@ -327,20 +395,37 @@ class Ingress:
 
     async def forward(self, scope: dict, receive: Receive, send: Send) -> None:
         """Check the request, send it on, pass the answer back (an error's message cut to size)."""
-        headers = dict(scope["headers"])
-        if scope["method"] == "POST" and scope["path"] == SCORED_PATH:
-            kind = check_content_type(headers.get(b"content-type", b"").decode("latin-1") or None)
+        path = scope.get("raw_path", scope["path"].encode()).decode("latin-1")
+        if path not in FORWARDED_PATHS:  # as sent: "/./invocations" would reach /invocations unchecked
+            raise Refused(404, f"no path {path[:100]!r} here: the model server answers {', '.join(FORWARDED_PATHS)}")
+        outgoing = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"] if k not in HOP_BY_HOP]
+        if scope["method"] == "POST" and path == SCORED_PATH:
+            check_headers(scope["headers"])
+            kind = check_content_type(dict(scope["headers"]).get(b"content-type", b"").decode("latin-1") or None)
+            outgoing = [(k, kind if k == "content-type" else v) for k, v in outgoing]  # the spelling MLflow reads
             body = await self.read_body(scope, receive)
             check_rows(kind, body, self.limits)
         else:
             body = await self.read_body(scope, receive)
-        url = self.upstream + scope["raw_path"].decode("latin-1")
+        url = self.upstream + path
         if scope.get("query_string"):
             url += "?" + scope["query_string"].decode("latin-1")
-        outgoing = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"] if k not in HOP_BY_HOP]
+        for attempt in (1, 2):
+            try:
+                await self.relay(scope["method"], url, body, outgoing, send)
+                return
+            except ConnectionLost as lost:
+                # A kept-alive connection the model server closed (it does after a 500) fails before any
+                # answer: one retry on a new connection. Scoring changes nothing, so sending twice is safe.
+                if attempt == 2:
+                    message = f"model server at {self.upstream} did not answer: {lost}"[:500]
+                    await respond(send, 502, error_body(message))
+
+    async def relay(self, method: str, url: str, body: bytes, headers: list, send: Send) -> None:
+        """One request to the model server, its answer passed back; 502 when it cannot be reached or times out."""
         started = False
         try:
-            async with self.session.request(scope["method"], url, data=body, headers=outgoing) as answer:
+            async with self.session.request(method, url, data=body, headers=headers, allow_redirects=False) as answer:
                 passed = [
                     (k.lower().encode("latin-1"), v.encode("latin-1"))
                     for k, v in answer.headers.items()
@@ -355,8 +440,12 @@ class Ingress:
                 async for chunk in answer.content.iter_chunked(1 << 16):
                     await send({"type": "http.response.body", "body": chunk, "more_body": True})
                 await send({"type": "http.response.body", "body": b""})
-        except (TimeoutError, aiohttp.ClientError) as err:
+        except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as err:
             if started:  # the answer is half sent: all we can do is end it
+                raise
+            raise ConnectionLost(repr(err)) from err  # nothing passed back yet: ``forward`` may retry
+        except (TimeoutError, aiohttp.ClientError) as err:
+            if started:
                 raise
             await respond(send, 502, error_body(f"model server at {self.upstream} did not answer: {err!r}"[:500]))
 

@@ -8,6 +8,8 @@ process group while an explained request is being worked on stops every process 
 
 from __future__ import annotations
 
+import gzip
+import http.client
 import io
 import json
 import os
@@ -15,6 +17,7 @@ import random
 import re
 import signal
 import socket
+import socketserver
 import subprocess
 import sys
 import threading
@@ -34,7 +37,14 @@ from pyfunc.explain import MAX_EXPLAIN_FLIGHTS, MAX_EXPLAIN_FLIGHTS_ENV, max_exp
 from pyfunc.fields import REQUIRED_COLUMNS
 from pyfunc.schema import MAX_BATCH_ROWS
 from skyprophet.config import PROJECT_ROOT
-from skyprophet.ops.processes import free_port, process_env, stop_process_group, wait_for_http
+from skyprophet.ops.processes import (
+    free_port,
+    ingress_command,
+    process_env,
+    start_logged,
+    stop_process_group,
+    wait_for_http,
+)
 from tests.factory import make_flights
 from tests.serving.test_image import instructions, stages
 
@@ -160,6 +170,108 @@ def test_content_types_and_sizes_are_refused_naming_the_limit():
         limits.check_body_size(20_000_001, DEFAULTS, declared=True)
 
 
+def test_content_type_parameters_headers_and_json_text_are_checked_as_mlflow_would_read_them():
+    assert limits.check_content_type('Application/JSON; Charset="UTF-8"') == limits.JSON
+    for bad in ("application/json; charset=latin-1", "application/json; foo=bar", "text/csv; charset=utf-8; x=1"):
+        with pytest.raises(limits.Refused, match="only parameter accepted is charset=utf-8") as refused:
+            limits.check_content_type(bad)
+        assert refused.value.status == 415
+    limits.check_headers([(b"content-type", b"application/json"), (b"content-encoding", b"identity")])
+    with pytest.raises(limits.Refused, match="2 Content-Type headers"):
+        limits.check_headers([(b"content-type", limits.PARQUET.encode()), (b"content-type", b"application/json")])
+    with pytest.raises(limits.Refused, match="Content-Encoding 'gzip' is not accepted"):
+        limits.check_headers([(b"content-type", b"application/json"), (b"content-encoding", b"gzip")])
+
+    good = json.dumps({"dataframe_split": {"columns": list(GOOD), "data": [list(GOOD.values())] * 50}}).encode()
+    limits.check_rows(limits.JSON, good, DEFAULTS)  # 4 levels deep, more brackets than MAX_JSON_DEPTH
+    for encoding in ("utf-16-le", "utf-16-be", "utf-32"):
+        with pytest.raises(limits.Refused, match=f"the JSON body is {encoding}.*: send it as UTF-8") as refused:
+            limits.check_rows(limits.JSON, json.dumps({"dataframe_records": [GOOD]}).encode(encoding), DEFAULTS)
+        assert refused.value.status == 400
+    limits.check_rows(limits.JSON, b"\xef\xbb\xbf" + good, DEFAULTS)  # UTF-8 with a BOM: json.loads reads it
+    deep = limits.MAX_JSON_DEPTH + 1
+    hidden = b'{"inputs": ' + b'["]",' * (deep - 1) + b"[1" + b"]" * deep + b"}"  # a "]" in strings hides nothing
+    with pytest.raises(limits.Refused, match=f"nested {deep + 1} levels deep .* MAX_JSON_DEPTH=32"):
+        limits.check_rows(limits.JSON, hidden, DEFAULTS)
+    assert limits.json_depth(limits.json_skeleton(good)) == 4
+    digits = limits.MAX_DIGITS
+    limits.check_rows(limits.JSON, b'{"inputs": [' + b"9" * digits + b"]}", DEFAULTS)
+    with pytest.raises(limits.Refused, match=f"run of more than MAX_DIGITS={digits:,} digits"):
+        limits.check_rows(limits.JSON, b'{"inputs": [' + b"9" * (digits + 1) + b"]}", DEFAULTS)
+
+
+def forged_num_rows(parquet: bytes, rows: int) -> bytes:
+    """The Parquet file with its footer's total ``num_rows`` (FileMetaData field 3) set to ``rows``; row groups kept.
+
+    The footer is Thrift's compact protocol: field headers carry a delta, integers are zigzag varints.
+    """
+
+    def varint(data: bytes, i: int) -> tuple[int, int]:
+        value = shift = 0
+        while True:
+            value |= (data[i] & 0x7F) << shift
+            shift += 7
+            i += 1
+            if not data[i - 1] & 0x80:
+                return value, i
+
+    def encode(value: int) -> bytes:
+        value, out = (value << 1) ^ (value >> 63), bytearray()
+        while value >= 0x80:
+            out.append(value & 0x7F | 0x80)
+            value >>= 7
+        return bytes(out + bytes([value]))
+
+    def skip(data: bytes, i: int, kind: int) -> int:
+        if kind in (1, 2):
+            return i
+        if kind == 3:
+            return i + 1
+        if kind in (4, 5, 6):
+            return varint(data, i)[1]
+        if kind == 7:
+            return i + 8
+        if kind == 8:
+            size, i = varint(data, i)
+            return i + size
+        if kind in (9, 10):
+            count, element, i = data[i] >> 4, data[i] & 15, i + 1
+            if count == 15:
+                count, i = varint(data, i)
+            for _ in range(count):
+                i = i + 1 if element in (1, 2) else skip(data, i, element)
+            return i
+        if kind == 12:
+            while data[i]:
+                delta, field_kind, i = data[i] >> 4, data[i] & 15, i + 1
+                i = skip(data, varint(data, i)[1] if delta == 0 else i, field_kind)
+            return i + 1
+        raise ValueError(f"Thrift type {kind}")
+
+    length = int.from_bytes(parquet[-8:-4], "little")
+    start = len(parquet) - 8 - length
+    footer, i, field = parquet[start:-8], 0, 0
+    while footer[i]:
+        delta, kind, i = footer[i] >> 4, footer[i] & 15, i + 1
+        field = field + delta if delta else varint(footer, i)[0]
+        i = i if delta else varint(footer, i)[1]
+        if field == 3:
+            forged = footer[:i] + encode(rows) + footer[varint(footer, i)[1] :]
+            return parquet[:start] + forged + len(forged).to_bytes(4, "little") + b"PAR1"
+        i = skip(footer, i, kind)
+    raise ValueError("no num_rows in the footer")
+
+
+def test_a_forged_parquet_total_does_not_hide_the_row_groups_rows():
+    small = limits.Limits(body_bytes=10**9, rows=10, decoded_bytes=10**9, error_bytes=100)
+    honest = parquet_bytes(pd.DataFrame([GOOD] * 50))
+    forged = forged_num_rows(honest, 1)
+    assert pq.read_metadata(pa.BufferReader(forged)).num_rows == 1
+    assert pq.read_table(pa.BufferReader(forged)).num_rows == 50, "what pyarrow (and MLflow) decodes"
+    with pytest.raises(limits.Refused, match=r"Parquet body of 50 rows exceeds the limit of 10 \(SKYPROPHET_MAX_ROWS"):
+        limits.check_rows(limits.PARQUET, forged, small)
+
+
 def test_an_error_answer_is_cut_to_its_limit_and_stays_json():
     small = limits.Limits(body_bytes=1, rows=1, decoded_bytes=1, error_bytes=100)
     long = json.dumps({"error_code": "INVALID_PARAMETER_VALUE", "message": "Field 'OPERA': " + "é" * 50_000}).encode()
@@ -272,8 +384,10 @@ class Serve:
         """The `mlflow models serve` processes (CLI, uvicorn, workers) under steps.serve."""
         return [pid for pid in tree(self.process.pid) if "ingress.run" not in cmdline(pid)][1:]
 
-    def post(self, body: bytes, content_type: str = "application/json", **kwargs) -> requests.Response:
-        headers = {"Content-Type": content_type} if content_type else {}
+    def post(
+        self, body: bytes, content_type: str = "application/json", headers: dict | None = None, **kwargs
+    ) -> requests.Response:
+        headers = ({"Content-Type": content_type} if content_type else {}) | (headers or {})
         return requests.post(f"{self.url}/invocations", data=body, headers=headers, timeout=120, **kwargs)
 
     def good(self) -> requests.Response:
@@ -350,6 +464,112 @@ def test_the_hostile_list_gets_4xx_naming_each_limit_with_bounded_worker_memory(
     assert serve.good().status_code == 200, "still serving after the hostile list"
     explained = serve.post(json.dumps({"dataframe_records": flights(20), "params": {"explain": True}}).encode())
     assert explained.status_code == 200 and len(explained.json()["predictions"]) == 20
+
+
+def raw_post(port: int, path: str, body: bytes, headers: list[tuple[str, str]]) -> tuple[int, bytes]:
+    """A POST with the path and headers exactly as given (no client normalises or merges them)."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+    try:
+        connection.putrequest("POST", path, skip_accept_encoding=True)
+        for name, value in [*headers, ("Content-Length", str(len(body)))]:
+            connection.putheader(name, value)
+        connection.endheaders(body)
+        answer = connection.getresponse()
+        return answer.status, answer.read()
+    finally:
+        connection.close()
+
+
+@pytest.mark.slow
+def test_the_requests_that_went_around_the_limits_get_4xx_too(serve):
+    """Each of these took a 4,000,000-row body (or a 500) past the ingress before it checked them."""
+    assert serve.good().status_code == 200
+    workers = serve.model_server_pids()
+    before = rss_mib(workers)
+    bomb = parquet_bytes(pd.DataFrame([GOOD] * 4_000_000))
+    parquet = [("Content-Type", limits.PARQUET)]
+    for path in ("/./invocations", "/x/../invocations", "/%2E/invocations", "/invocations/", "//invocations"):
+        status, body = raw_post(serve.port, path, bomb, parquet)
+        assert status == 404 and "no path" in json.loads(body)["message"], (path, status, body[:300])
+    status, body = raw_post(serve.port, "/invocations", bomb, [*parquet, ("Content-Type", "application/json")])
+    assert status == 415 and "2 Content-Type headers" in json.loads(body)["message"], body[:300]
+    answer = serve.post(forged_num_rows(bomb, 1), limits.PARQUET)
+    assert answer.status_code == 413 and "4,000,000 rows" in message(answer), answer.text[:300]
+    utf16 = json.dumps({"dataframe_records": [GOOD]}).encode("utf-16-le")
+    answer = serve.post(utf16)
+    assert answer.status_code == 400 and "send it as UTF-8" in message(answer), answer.text[:300]
+    deep = b'{"inputs": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"  # Python's parser: RecursionError, a 500
+    answer = serve.post(deep)
+    assert answer.status_code == 400 and "MAX_JSON_DEPTH" in message(answer), answer.text[:300]
+    huge = json.dumps({"dataframe_records": [{**GOOD, "Vlo-I": 1}]}).replace(": 1,", ": " + "9" * 5_000 + ",")
+    assert "9" * 5_000 in huge
+    huge = huge.encode()
+    answer = serve.post(huge)  # Python's parser: ValueError (int_max_str_digits), a 500
+    assert answer.status_code == 400 and "MAX_DIGITS" in message(answer), answer.text[:300]
+    good = json.dumps({"dataframe_records": [GOOD]}).encode()
+    answer = serve.post(gzip.compress(good), headers={"Content-Encoding": "gzip"})
+    assert answer.status_code == 415 and "Content-Encoding 'gzip'" in message(answer), answer.text[:300]
+    answer = serve.post(good, 'Application/JSON; Charset="UTF-8"')  # MLflow compares the spelling: sent canonical
+    assert answer.status_code == 200, answer.text[:300]
+    answer = serve.post(good, "application/json; foo=bar")
+    assert answer.status_code == 415 and "charset=utf-8" in message(answer), answer.text[:300]
+    grown = rss_mib(workers) - before
+    assert grown < 100, f"the model server's processes grew by {grown:.0f} MiB"
+    assert serve.good().status_code == 200
+
+
+class ClosingUpstream(socketserver.ThreadingTCPServer):
+    """A model server stand-in that answers the first request of a connection and drops the connection at the next.
+
+    As uvicorn does after a 500 (without ``Connection: close``): the ingress's kept-alive connection
+    then fails before any answer.
+    """
+
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self) -> None:
+        class Handler(socketserver.StreamRequestHandler):
+            def handle(self) -> None:
+                first = True
+                while True:
+                    head = b""
+                    while not head.endswith(b"\r\n\r\n"):
+                        byte = self.rfile.read(1)
+                        if not byte:
+                            return
+                        head += byte
+                    length = re.search(rb"(?i)content-length: *(\d+)", head)
+                    self.rfile.read(int(length.group(1)) if length else 0)
+                    if not first:
+                        return  # closed, no answer
+                    first = False
+                    self.wfile.write(
+                        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}"
+                    )
+                    self.wfile.flush()
+
+        super().__init__(("127.0.0.1", 0), Handler)
+
+
+@pytest.mark.slow
+def test_a_connection_the_model_server_dropped_is_retried_once_not_answered_502(tmp_path):
+    upstream = ClosingUpstream()
+    threading.Thread(target=upstream.serve_forever, daemon=True).start()
+    port = free_port()
+    command = ingress_command("127.0.0.1", port, f"http://127.0.0.1:{upstream.server_address[1]}")
+    ingress = start_logged(command, {}, tmp_path / "ingress.log")
+    try:
+        wait_for_http(f"http://127.0.0.1:{port}/ping", timeout=60, process=ingress)
+        json_type = {"Content-Type": "application/json"}
+        with requests.Session() as client:
+            url = f"http://127.0.0.1:{port}/invocations"
+            statuses = [client.post(url, data=b"{}", timeout=30, headers=json_type).status_code for _ in range(10)]
+        assert statuses == [200] * 10, statuses
+    finally:
+        stop_process_group(ingress)
+        upstream.shutdown()
+        upstream.server_close()
 
 
 @pytest.mark.slow
