@@ -25,15 +25,15 @@ from pyfunc.fields import (
     SCHEDULED_TIME,
 )
 from pyfunc.normalise import CATEGORY_MEMO, FLIGHT_NUMBER_MEMO
-from pyfunc.times import datetime_times, parse_time_characters, time_characters
+from pyfunc.times import datetime_times, naive_datetimes, parse_time_characters, time_characters
 
 
 def _distinct_times(column: pd.Series) -> np.ndarray | None:
     """A whole column of valid times in range as ``TIME_DTYPE``, or None (the per-value path then names the field)."""
-    if column.dtype.kind == "M":
-        if isinstance(column.dtype, pd.DatetimeTZDtype):
-            return None
+    if naive_datetimes(column.dtype):
         times = datetime_times(column)
+    elif column.dtype.kind == "M":  # zoned, or dates: the per-value path names the field
+        return None
     else:
         chars = time_characters(column)
         times = None if chars is None else parse_time_characters(chars)
@@ -65,6 +65,9 @@ def _factorized(column: pd.Series, numbers: bool) -> tuple[np.ndarray, list] | N
     allowed = (str, int) if numbers else (str,)
     if not all(type(v) in allowed for v in values):  # never a bool, float, list, ...
         return None
+    if numbers and (0 in values or 1 in values):  # factorize files True under 1 (equal, same hash)
+        if any(isinstance(v, bool | np.bool_) for v in column.to_numpy()):
+            return None
     return codes, values
 
 

@@ -31,7 +31,7 @@ from pyfunc.fields import (
     example_rows,
 )
 from pyfunc.normalise import CATEGORY_MEMO, FLIGHT_NUMBER_MEMO
-from pyfunc.times import datetime_times, parse_times
+from pyfunc.times import datetime_times, naive_datetimes, parse_times
 
 # Python types a flight number may arrive as (a JSON number or text); booleans never.
 _NUMBER_TYPES = (int, float, np.integer, np.floating)
@@ -136,9 +136,15 @@ def _check_text(column: str, values: list, dtype: object, distinct: set | None) 
         raise InvalidFlightsError(column, f"expected text, got {', '.join(found)} ({example_rows(wrong, values)})")
 
 
+def _booleans(values: list, distinct: set) -> bool:
+    """Whether a ``True`` or ``False`` hides among the values: a set keeps one of ``1`` and ``True`` (equal)."""
+    return (0 in distinct or 1 in distinct) and any(isinstance(v, bool | np.bool_) for v in values)
+
+
 def _check_flight_numbers(values: list, distinct: set | None) -> None:
     """Text or a whole JSON number (``226``, ``226.0``); never a list, object, boolean or ``226.5``."""
-    if distinct is not None and all(type(v) is str or type(v) is int for v in distinct):
+    plain = distinct is not None and all(type(v) is str or type(v) is int for v in distinct)
+    if plain and not _booleans(values, distinct):
         return
     wrong = [
         i for i, v in enumerate(values) if not isinstance(v, (str, *_NUMBER_TYPES)) or isinstance(v, bool | np.bool_)
@@ -190,7 +196,7 @@ def clean_values(frame: pd.DataFrame) -> Columns:
     """``schema.clean_columns`` value by value, for a frame that has every required column."""
     arrays = {c: column_array(frame, c) for c in REQUIRED_COLUMNS}
     time_column = arrays[SCHEDULED_TIME]
-    datetimes = time_column.dtype.kind == "M" and not isinstance(time_column.dtype, pd.DatetimeTZDtype)
+    datetimes = naive_datetimes(time_column.dtype)
     # A datetime64 column is checked with numpy, never turned into a list of Timestamps.
     raw = {c: _values(a) for c, a in arrays.items() if not (datetimes and c == SCHEDULED_TIME)}
     # Checks run on each column's distinct values (a few hundred in 100,000 flights), rows are

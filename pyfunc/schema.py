@@ -71,22 +71,34 @@ def minutes_late(flights: pd.DataFrame) -> pd.Series:
 def as_frame(data: object) -> object:
     """The ``inputs``/``instances`` JSON forms as a DataFrame; anything else as it came (``check_batch`` judges).
 
-    Without an input schema MLflow hands them over as parsed: records as a list of dicts of 0-d
-    numpy arrays, columns as a dict of 1-d arrays, one flight as a dict of 0-d arrays.
+    Without an input schema MLflow hands them over through numpy (``np.array`` of each value):
+    records as a list of dicts of 0-d arrays, one flight as a dict of 0-d arrays, columns (and
+    ``instances``, which MLflow turns into columns) as a dict of 1-d arrays. A 0-d array keeps its
+    value, but for the trailing NULs numpy's text drops, put back from its width. A column's array
+    has one type for all its values: ``[226, true]`` became ``[226, 1]`` and ``["226", true]``
+    ``["226", "True"]``, so a flight could be read as another; that form is refused, naming it.
     """
 
     def scalar(value: object) -> object:
-        return value.item() if isinstance(value, np.ndarray) and value.ndim == 0 else value
+        if not (isinstance(value, np.ndarray) and value.ndim == 0):
+            return value
+        item = value.item()
+        if value.dtype.kind == "U" and item:  # np.array("KMIA\0") is "<U5" and reads back "KMIA"
+            item += "\0" * (value.dtype.itemsize // 4 - len(item))
+        return item
 
     if isinstance(data, dict) and data and all(isinstance(v, np.ndarray) for v in data.values()):
-        dimensions = {v.ndim for v in data.values()}
-        if dimensions == {0}:
+        if {v.ndim for v in data.values()} == {0}:
             return pd.DataFrame([{k: scalar(v) for k, v in data.items()}])
-        if dimensions == {1} and len({len(v) for v in data.values()}) == 1:
-            return pd.DataFrame(data)
+        raise InvalidFlightsError(
+            "inputs",
+            "flights as columns (`inputs` or `instances` as a dict of lists) reach the model as numpy arrays "
+            "of one type each (MLflow turns a true among numbers into 1, and a number among text into text); "
+            "send `dataframe_split` (columns and rows), or `inputs` as a list of records",
+        )
     if isinstance(data, list) and data and all(isinstance(r, dict) for r in data):
         return pd.DataFrame.from_records([{k: scalar(v) for k, v in r.items()} for r in data])
-    if isinstance(data, list | np.ndarray) and len(data) == 0:
+    if (isinstance(data, list) and not data) or (isinstance(data, np.ndarray) and data.ndim == 1 and not data.size):
         return pd.DataFrame()  # "inputs": []: an empty batch
     return data
 

@@ -29,9 +29,28 @@ def _time_text(value: object) -> str | None:
     """The text a scheduled time is read from: folded and stripped text, or a datetime's own text."""
     if isinstance(value, str):
         return fold(value).strip()
+    if isinstance(value, np.datetime64) and np.datetime_data(value.dtype)[0] in DATE_UNITS:
+        return None  # a day (or a week, month, year): no time of day to read, not midnight
     if isinstance(value, datetime | np.datetime64):  # pd.Timestamp is a datetime
         return str(pd.Timestamp(value))  # "2017-03-03 10:00:00"; with a fraction or zone it is no plain time
     return None
+
+
+# numpy's units of a date without a time of day.
+DATE_UNITS = ("Y", "M", "W", "D")
+
+
+def naive_datetimes(dtype: object) -> bool:
+    """Whether a column's dtype holds datetimes without a zone (numpy's datetime64, Arrow's timestamp with no tz).
+
+    Arrow's zoned timestamps and its dates are of numpy kind "M" too, but no plain time: the
+    value-by-value path reads (and refuses) them.
+    """
+    if isinstance(dtype, np.dtype):
+        return dtype.kind == "M"
+    if isinstance(dtype, pd.ArrowDtype):
+        return pa.types.is_timestamp(dtype.pyarrow_dtype) and dtype.pyarrow_dtype.tz is None
+    return False
 
 
 def parse_scheduled_time(values: pd.Series) -> pd.Series:
@@ -155,6 +174,8 @@ def time_characters(column: pd.Series) -> np.ndarray | None:
         return None
     codes = np.array(values, dtype="U20").view(np.uint32).reshape(len(values), 20)
     if (codes[:, 19] != 0).any() or (codes[:, :19] - 1 >= 127).any():  # 20 characters, or NUL / non-ASCII
+        return None
+    if sum(map(len, values)) != 19 * len(values):  # a NUL after the 19th: numpy's text drops trailing NULs
         return None
     return codes[:, :19].astype(np.uint8)
 

@@ -1,11 +1,13 @@
 """``schema.clean_columns`` against the pandas oracle: same cleaned flights, same errors, every form."""
 
+import datetime
 import json
 import sys
 
 import mlflow
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
 from mlflow.pyfunc import scoring_server
 from pandas.testing import assert_frame_equal
@@ -238,6 +240,8 @@ REFUSED = [
     (FLIGHT_NUMBER, "\u200b226", "letters and digits"),  # a zero-width space
     (FLIGHT_NUMBER, "2" * 11, "MAX_FLIGHT_NUMBER_CHARS=10"),
     ("Des-I", "Z" * 65, "MAX_CATEGORY_CHARS=64"),
+    (SCHEDULED_TIME, np.datetime64("2017-03-03"), "YYYY-MM-DD HH:MM:SS"),  # a day, not its midnight
+    (SCHEDULED_TIME, "2017-03-03 10:00:00\x00", "YYYY-MM-DD HH:MM:SS"),  # numpy's text would drop the NUL
 ]
 
 
@@ -274,6 +278,34 @@ def test_look_alikes_that_would_read_as_another_flight_are_refused(field, look_a
     assert caught.value.field == field, caught.value.message
     assert words in caught.value.message, caught.value.message
     assert outcome(oracle.validate_request, one_flight(field, look_alike), {})[1:] == (field, caught.value.message)
+
+
+def test_a_boolean_flight_number_is_refused_beside_an_equal_number():
+    """``True == 1`` with one hash: a set of distinct values, or ``pd.factorize``, keeps only the first seen."""
+    for values in ([1, True], [True, 1], [0, False], [226, 1, np.True_], ["1", 1, True]):
+        frame = pd.concat([one_flight(FLIGHT_NUMBER, v) for v in values], ignore_index=True)
+        with pytest.raises(InvalidFlightsError) as caught:
+            schema.clean_columns(frame)
+        assert caught.value.field == FLIGHT_NUMBER and "got bool" in caught.value.message, (values, caught.value)
+
+
+def test_zoned_and_date_columns_are_refused_naming_the_field_in_arrow_dtypes_too():
+    text = pd.concat([one_flight(SCHEDULED_TIME, "2017-03-03 10:00:00")] * 3, ignore_index=True)
+    moments = [datetime.datetime(2017, 3, 3, 10)] * 3
+    arrow = {
+        "timestamp[s, UTC]": pa.array(moments, pa.timestamp("s", tz="UTC")),
+        "date32": pa.array([m.date() for m in moments], pa.date32()),
+        "date64": pa.array([m.date() for m in moments], pa.date64()),
+    }
+    for name, values in arrow.items():
+        frame = text.assign(**{SCHEDULED_TIME: pd.Series(pd.arrays.ArrowExtensionArray(values))})
+        with pytest.raises(InvalidFlightsError) as caught:
+            schema.clean_columns(frame)
+        assert caught.value.field == SCHEDULED_TIME and "YYYY-MM-DD HH:MM:SS" in caught.value.message, name
+    naive = pd.Series(pd.arrays.ArrowExtensionArray(pa.array(moments, pa.timestamp("s"))))
+    assert_frame_equal(
+        as_frame(schema.clean_columns(text.assign(**{SCHEDULED_TIME: naive}))), as_frame(schema.clean_columns(text))
+    )
 
 
 def test_hostile_values_are_refused_before_the_memo_and_echoed_cut(spec, requests_frame):

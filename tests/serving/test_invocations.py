@@ -108,6 +108,42 @@ BAD_BODIES = [
     ("NaN flight number", '{"dataframe_records": [' + json.dumps(GOOD)[:-1] + ', "Vlo-I": NaN}]}', ["'Vlo-I'", "null"]),
     ("empty string destination", json.dumps(records(SIGLADES="")), ["'SIGLADES'", "null or empty"]),
     ("blank airline code", json.dumps(records(**{"Emp-I": "   "})), ["'Emp-I'", "null or empty"]),
+    # A true beside a 1 (equal and of one hash: a set or pd.factorize keeps only one of them) was flight 1.
+    (
+        "a true after a 1",
+        json.dumps(
+            {
+                "dataframe_records": [
+                    records(**{"Vlo-I": 1})["dataframe_records"][0],
+                    records(**{"Vlo-I": True})["dataframe_records"][0],
+                ]
+            }
+        ),
+        ["'Vlo-I'", "got bool", "row 1"],
+    ),
+    (
+        "a false after a 0, as inputs",
+        json.dumps({"inputs": [{**GOOD, "Vlo-I": 0}, {**GOOD, "Vlo-I": False}]}),
+        ["'Vlo-I'", "got bool"],
+    ),
+    # MLflow reads `inputs` through numpy: columns get one type ([226, true] -> [226, 1]), text loses trailing NULs.
+    (
+        "inputs as columns",
+        json.dumps({"inputs": {k: [v, v] for k, v in GOOD.items()}}),
+        ["'inputs'", "dataframe_split"],
+    ),
+    ("instances", json.dumps({"instances": [GOOD, GOOD]}), ["'inputs'", "dataframe_split"]),
+    ("inputs a number", json.dumps({"inputs": 5}), ["'input'", "expected a table of flights"]),
+    (
+        "a NUL after the flight number, as inputs",
+        json.dumps({"inputs": [{**GOOD, "Vlo-I": "226\u0000"}]}),
+        ["'Vlo-I'", "letters and digits"],
+    ),
+    (
+        "a NUL after the destination, one flight as inputs",
+        json.dumps({"inputs": {**GOOD, "Des-I": "ZZAA\u0000"}}),
+        ["'Des-I'", "never seen"],
+    ),
     (
         "one bad flight in a batch",
         json.dumps({"dataframe_records": [GOOD, GOOD, {**GOOD, "OPERA": "Zeta Air"}]}),
