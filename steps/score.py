@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import logging
+import signal
 import sys
 import tempfile
 import time
@@ -43,8 +44,16 @@ from skyprophet.batch import report
 from skyprophet.batch.contract import ScoreInputError, TooManyRejectsError
 from skyprophet.batch.model import resolve_model
 from skyprophet.batch.pandas_engine import score_pandas
-from skyprophet.batch.sinks import ParquetSink, check_output, rejects_uri
-from skyprophet.batch.sources import content_digest, is_gs, list_inputs, local_path
+from skyprophet.batch.sinks import (
+    ParquetSink,
+    check_output,
+    output_set,
+    publish_together,
+    rejects_uri,
+    remove,
+    report_uri,
+)
+from skyprophet.batch.sources import content_digest, is_gs, list_inputs, local_path, same_file_key
 from skyprophet.batch.spark_engine import score_spark
 from skyprophet.batch.tally import Tally
 from skyprophet.mlops import registry, tracking
@@ -98,6 +107,17 @@ def _log_summary(tally: Tally, counts: dict, workdir: Path) -> None:
     mlflow.log_artifacts(str(folder), "summary")
 
 
+def without_output_set(uris: list[str], output: str) -> list[str]:
+    """A folder's files but this run's own output set (an earlier run's scores, rejects and report are no flights)."""
+    own = {same_file_key(uri) for uri in output_set(output)}
+    kept = [uri for uri in uris if same_file_key(uri) not in own]
+    if not kept:
+        raise ScoreInputError(f"the schedule is the output itself ({output}): give another output")
+    if len(kept) < len(uris):
+        logger.info("score: %d file(s) of the output set left out of the schedule", len(uris) - len(kept))
+    return kept
+
+
 def run(params: ScoreParams = ScoreParams()) -> ScoreResult:
     """Score ``data`` with ``model_uri`` into ``output`` inside one MLflow run (see the module docstring)."""
     data, output, engine, chunk_rows = params.data, params.output, params.engine, params.chunk_rows
@@ -106,6 +126,8 @@ def run(params: ScoreParams = ScoreParams()) -> ScoreResult:
         raise ScoreInputError(f"engine {engine!r}: expected one of {', '.join(ENGINES)}")
     if not 1 <= chunk_rows <= MAX_BATCH_ROWS:
         raise ScoreInputError(f"chunk_rows {chunk_rows}: expected 1 to {MAX_BATCH_ROWS} (the model's batch limit)")
+    if not 0 <= params.max_reject_fraction <= 1:  # NaN too: every comparison with it is false
+        raise ScoreInputError(f"max_reject_fraction {params.max_reject_fraction}: expected 0 to 1")
     overwrite = config.parse_bool(overwrite) if not isinstance(overwrite, bool) else overwrite
     started = time.monotonic()
     with tracking.step_run("score") as active, tempfile.TemporaryDirectory(prefix="skyprophet-score-") as tmp:
@@ -118,7 +140,7 @@ def run(params: ScoreParams = ScoreParams()) -> ScoreResult:
         )
         check_output(output, overwrite)
         rejects = rejects_uri(output)
-        uris = list_inputs(data)
+        uris = without_output_set(list_inputs(data), output)
         logger.info("score: %d file(s) from %s with %s on %s", len(uris), data, uri, engine)
         sinks = (ParquetSink(output, workdir), ParquetSink(rejects, workdir))
         try:
@@ -126,7 +148,6 @@ def run(params: ScoreParams = ScoreParams()) -> ScoreResult:
                 tally, columns = score_pandas(local_model, uris, *sinks, chunk_rows)
             else:
                 tally, columns = score_spark(local_model, uris, *sinks, params.spark_master, chunk_rows, workdir)
-            sinks[1].publish()
             digest = log_dataset(data, uris, columns)
             rejected = sum(tally.rejected.values())
             counts = {
@@ -147,12 +168,16 @@ def run(params: ScoreParams = ScoreParams()) -> ScoreResult:
             if rejected:
                 logger.info("rejects: %d rows %s -> %s", rejected, counts["rejected_by_reason"], rejects)
             if rejected > params.max_reject_fraction * tally.rows:
+                # Only this run's rejects are left: an earlier run's scores and report (overwrite) go too.
+                publish_together([(sinks[1].path, rejects)], overwrite)
+                for stale in (output, report_uri(output)) if overwrite else ():
+                    remove(stale)
                 raise TooManyRejectsError(
                     f"{data}: {rejected} of {tally.rows} rows are not valid flights "
                     f"(limit {params.max_reject_fraction:.1%}): {counts['rejected_by_reason']}; see {rejects}"
                 )
-            sinks[0].publish()
-            report.write_and_log(output, data, counts, workdir, name, version)
+            page = report.write_and_log(output, sinks[0].path, data, counts, workdir, name, version)
+            publish_together([(sinks[0].path, output), (sinks[1].path, rejects), (page, report_uri(output))], overwrite)
         finally:
             for sink in sinks:
                 sink.discard()
@@ -172,16 +197,34 @@ def run(params: ScoreParams = ScoreParams()) -> ScoreResult:
         )
 
 
+class Terminated(Exception):
+    """SIGTERM arrived: the step stops as it does on Ctrl-C (nothing published, the run ended, workers gone)."""
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise Terminated(signal.Signals(signum).name)
+
+
 def main(argv: list[str] | None = None, exit: Callable[[int], None] = sys.exit) -> None:
-    """CLI: ``python -m steps.score --data schedule.csv --output scores.parquet [--engine spark]``."""
+    """CLI: ``python -m steps.score --data schedule.csv --output scores.parquet [--engine spark]``.
+
+    SIGTERM (a scheduler's stop, ``kill``) unwinds the step like Ctrl-C: Python's default would end
+    the process where it stands, leaving its partial files, its worker processes and a RUNNING run.
+    """
     parser = config.argument_parser("score", __doc__)
     args = parser.parse_args(argv)
     tracking.setup_logging()
+    previous = signal.signal(signal.SIGTERM, _terminate)
     try:
         run(step_params.parse("score", vars(args)))
     except (ScoreInputError, TooManyRejectsError, ArtifactDigestError) as err:
         logger.error("score failed: %s", err)
         exit(2)
+    except Terminated as err:
+        logger.error("score stopped by %s: nothing of this run was published", err)
+        exit(128 + signal.SIGTERM)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

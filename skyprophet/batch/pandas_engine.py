@@ -8,10 +8,13 @@ to the pool's initializer: nothing in this module holds it in the parent process
 from __future__ import annotations
 
 import collections
+import contextlib
+import ctypes
 import json
 import logging
 import multiprocessing
 import os
+import signal
 import time
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
@@ -60,8 +63,15 @@ _worker_model = None
 
 
 def _start_worker(model) -> None:
+    """A worker keeps the model and goes when its parent goes (a SIGKILLed step left them blocked on pipes)."""
     global _worker_model
     _worker_model = model
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # not the step's own handler, which the fork copied
+    with contextlib.suppress(OSError, AttributeError):  # Linux: SIGKILL when the parent exits, whatever the cause
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
 def _score_in_worker(table: pa.Table) -> BatchScores:

@@ -51,21 +51,13 @@ from skyprophet.batch.report_figures import (
     profile_figure,
     share_figure,
 )
-from skyprophet.batch.sinks import publish
-from skyprophet.batch.sources import is_gs, local_copy, local_path
+from skyprophet.batch.sinks import report_uri
 
 logger = logging.getLogger("skyprophet.report")
 # Rows of the riskiest days and hours tables.
 RISKIEST_DAYS, RISKIEST_HOURS = 10, 5
 # Airlines and destinations in the charts (the largest by flights); the tables list them all.
 CHART_CATEGORIES = 15
-
-
-def report_uri(output: str) -> str:
-    """Where the report goes: ``scores.parquet`` -> ``scores.report.html``, beside the output."""
-    if output.lower().endswith(".parquet"):
-        return output[: -len(".parquet")] + ".report.html"
-    return output + ".report.html"
 
 
 _STYLE = """
@@ -297,17 +289,17 @@ def build_report(output: str | Path, destination: str | Path, about: Provenance)
 
 
 def write_and_log(
-    output: str, data: str, counts: dict, workdir: Path, model_name: str = "", model_version: str = ""
-) -> str:
-    """``score``'s one call: the report of ``output`` beside it (gs:// uploaded there) and as the run's artifact.
+    output: str, scores: Path, data: str, counts: dict, workdir: Path, model_name: str = "", model_version: str = ""
+) -> Path:
+    """``score``'s one call: the report of the finished ``scores`` (not yet at ``output``), logged to the run.
 
-    Returns where the report went.
+    Returns the local file, named as the report beside ``output`` will be; ``score`` publishes it
+    with the scores and the rejects.
     """
     import mlflow
 
-    local_output = local_copy(output, workdir)
-    target = report_uri(output)
-    local = workdir / Path(target).name if is_gs(target) else local_path(target)
+    local = workdir / "report" / Path(report_uri(output)).name
+    local.parent.mkdir(parents=True, exist_ok=True)
     run = mlflow.active_run()
     about = Provenance(
         data=data,
@@ -318,15 +310,8 @@ def write_and_log(
         run_id=run.info.run_id if run else "",
         counts=counts,
     )
-    staged = local.with_name(f".{local.name}.partial")
-    try:
-        seconds = build_report(local_output, staged, about)
-        staged.replace(local)
-    finally:
-        staged.unlink(missing_ok=True)
-    if mlflow.active_run():
+    seconds = build_report(scores, local, about)
+    if run:
         mlflow.log_artifact(str(local))
         mlflow.log_metric("report_seconds", seconds["total"])
-    if is_gs(target):
-        publish(local, target)
-    return target
+    return local

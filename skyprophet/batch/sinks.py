@@ -1,8 +1,12 @@
 """Where the scores go, written so that nothing half-written is ever left at the output.
 
-The output and rejects locations are checked before any work, and Parquet files written
-batch by batch under a temporary name, then moved into place in one step (a rename, or one ``gs://``
-upload).
+A run's output set is three files: the scores, their rejects and the report (``output_set``).
+Their locations are checked before any work (free unless ``overwrite``, writable), the Parquet
+files written batch by batch under a temporary name, and the set moved into place together at the
+end, each in one step (a rename, or one ``gs://`` upload). Without ``overwrite`` a file is only
+created, never replaced (a hard link, or an upload on the condition that no object is there): a
+second run writing the same output at the same time gets a refusal, and what it had published
+of its set is taken back, rather than the two runs' files ending up mixed.
 """
 
 from __future__ import annotations
@@ -31,6 +35,18 @@ def rejects_uri(output: str) -> str:
     return output + ".rejects.parquet"
 
 
+def report_uri(output: str) -> str:
+    """Where the report goes: ``scores.parquet`` -> ``scores.report.html``, beside the output."""
+    if output.lower().endswith(".parquet"):
+        return output[: -len(".parquet")] + ".report.html"
+    return output + ".report.html"
+
+
+def output_set(output: str) -> tuple[str, str, str]:
+    """The three files a run writes: the scores, their rejects, the report."""
+    return output, rejects_uri(output), report_uri(output)
+
+
 def _exists(uri: str) -> bool:
     if is_gs(uri):
         bucket, name = split_gs_uri(uri)
@@ -39,10 +55,10 @@ def _exists(uri: str) -> bool:
 
 
 def check_output(output: str, overwrite: bool) -> None:
-    """Refuse an unusable output location, or one that exists unless ``overwrite``."""
+    """Refuse an unusable output location (a folder, not writable), or a file of its set that exists (no overwrite)."""
     if not output:
         raise ScoreInputError("no output given: pass output=<Parquet path or gs:// URI>")
-    for uri in (output, rejects_uri(output)):
+    for uri in output_set(output):
         try:
             exists = _exists(uri)
         except ScoreInputError:
@@ -53,18 +69,70 @@ def check_output(output: str, overwrite: bool) -> None:
             raise ScoreInputError(f"output {uri} exists; remove it or pass overwrite=true")
         if not is_gs(uri) and local_path(uri).is_dir():
             raise ScoreInputError(f"output {uri} is a folder; give a Parquet file path")
-    if not is_gs(output) and not local_path(output).parent.is_dir():
-        raise ScoreInputError(f"output {output}: folder {local_path(output).parent} does not exist")
+    if not is_gs(output):
+        folder = local_path(output).parent
+        if not folder.is_dir():
+            raise ScoreInputError(f"output {output}: folder {folder} does not exist")
+        probe = folder / f".{local_path(output).name}.probe-{uuid.uuid4().hex}"
+        try:  # the files are written beside the output (one file system: the renames are atomic)
+            probe.open("xb").close()
+            probe.unlink()
+        except OSError as err:
+            raise ScoreInputError(f"output {output}: cannot write in {folder}: {err.strerror or err}") from err
 
 
-def publish(local: Path, uri: str) -> None:
-    """Move a finished local file to ``uri`` in one step (rename, or one upload)."""
+def _taken(uri: str) -> ScoreInputError:
+    return ScoreInputError(
+        f"output {uri} appeared while this run was working (another run writing the same output?); "
+        "nothing of this run was left there: remove it or pass overwrite=true"
+    )
+
+
+def publish(local: Path, uri: str, overwrite: bool = True) -> None:
+    """Move a finished local file to ``uri`` in one step (rename, or one upload); without ``overwrite``, create only."""
+    if is_gs(uri):
+        from google.api_core.exceptions import PreconditionFailed
+
+        bucket, name = split_gs_uri(uri)
+        try:
+            gcs_client().bucket(bucket).blob(name).upload_from_filename(
+                str(local), if_generation_match=None if overwrite else 0
+            )
+        except PreconditionFailed:
+            raise _taken(uri) from None
+        local.unlink()
+    elif overwrite:
+        os.replace(local, local_path(uri))
+    else:
+        try:
+            os.link(local, local_path(uri))  # fails if the name exists: never replaces
+        except FileExistsError:
+            raise _taken(uri) from None
+        local.unlink()
+
+
+def remove(uri: str) -> None:
+    """Delete a published file, if it is there."""
     if is_gs(uri):
         bucket, name = split_gs_uri(uri)
-        gcs_client().bucket(bucket).blob(name).upload_from_filename(str(local))
-        local.unlink()
+        blob = gcs_client().bucket(bucket).blob(name)
+        if blob.exists():
+            blob.delete()
     else:
-        os.replace(local, local_path(uri))
+        local_path(uri).unlink(missing_ok=True)
+
+
+def publish_together(files: list[tuple[Path, str]], overwrite: bool) -> None:
+    """Publish a run's files; if one cannot be (another run took its name), take back those published, then raise."""
+    done = []
+    try:
+        for local, uri in files:
+            publish(local, uri, overwrite)
+            done.append(uri)
+    except ScoreInputError:
+        for uri in done:
+            remove(uri)
+        raise
 
 
 def staging_path(uri: str, workdir: Path) -> Path:
@@ -98,10 +166,6 @@ class ParquetSink:
         if self.writer is None:
             self.write(empty)
         self.writer.close()
-
-    def publish(self) -> None:
-        """Move the finished file to its URI."""
-        publish(self.path, self.uri)
 
     def discard(self) -> None:
         """Drop the temporary file."""

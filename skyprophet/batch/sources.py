@@ -11,8 +11,9 @@ them. The folder's digest is of its files' bytes (sha256 locally; the md5 GCS ke
 from __future__ import annotations
 
 import base64
+import collections
 import hashlib
-import uuid
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import unquote, urlparse
@@ -24,7 +25,7 @@ import pyarrow.parquet as pq
 
 from pyfunc.schema import REQUIRED_COLUMNS
 from skyprophet.batch.contract import FLIGHT_COLUMNS, ScoreInputError
-from skyprophet.storage import DataSourceError, fetch, gcs_client, gcs_filesystem, sha256_of, split_gs_uri
+from skyprophet.storage import gcs_client, gcs_filesystem, sha256_of, split_gs_uri
 
 SUFFIXES = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
 CSV_BLOCK_BYTES = 8 << 20  # pyarrow's CSV read block: bounded memory, few calls
@@ -87,17 +88,20 @@ def list_inputs(data: str) -> list[str]:
     )
     if not files:
         raise ScoreInputError(f"{data}: folder without .csv or .parquet files")
-    return [f"gs://{f}" for f in files] if is_gs(data) else files
+    uris = [f"gs://{f}" for f in files] if is_gs(data) else files
+    seen: dict[str, str] = {}
+    for uri in uris:  # a link to a file read already, or a folder link that loops back: flights read twice
+        first = seen.setdefault(same_file_key(uri), uri)
+        if first != uri:
+            raise ScoreInputError(
+                f"{data}: {uri} is the same file as {first} (a link); each file of a schedule is read once"
+            )
+    return uris
 
 
-def local_copy(uri: str, workdir: Path) -> Path:
-    """A local path for ``uri`` (a ``gs://`` object is downloaded into ``workdir``): for Spark and the report."""
-    if not is_gs(uri):
-        return local_path(uri)
-    try:
-        return fetch(uri, workdir / "input" / uuid.uuid4().hex / Path(split_gs_uri(uri)[1]).name)
-    except DataSourceError as err:
-        raise ScoreInputError(str(err)) from err
+def same_file_key(uri: str) -> str:
+    """What two names of one file have in common: a local file's real path (links followed), a ``gs://`` URI as is."""
+    return uri if is_gs(uri) else os.path.realpath(local_path(uri))
 
 
 def file_digest(uri: str) -> str:
@@ -129,7 +133,10 @@ def content_digest(data: str, uris: list[str]) -> str:
 
 
 def check_columns(columns: list[str], name: str) -> list[str]:
-    """The flight columns present, in the signature's order; refuses a file missing a required one."""
+    """The flight columns present, in the signature's order; refuses a file missing a required one or with one twice."""
+    twice = sorted(c for c, n in collections.Counter(columns).items() if n > 1)
+    if twice:  # pandas would read the first, Arrow refuse the file: neither is what the schedule meant
+        raise ScoreInputError(f"{name}: column(s) {twice} appear more than once; send each column once")
     missing = [c for c in REQUIRED_COLUMNS if c not in columns]
     if missing:
         raise ScoreInputError(f"{name}: required column(s) {missing} missing; the file has {list(columns)}")

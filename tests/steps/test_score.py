@@ -6,11 +6,15 @@ in; the model is the session's registered ``flight-delay`` (trained by ``mlflow 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import os
 import re
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import mlflow
@@ -20,9 +24,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from ingress.run import group_members
 from pyfunc.fields import REQUIRED_COLUMNS
 from pyfunc.schema import OPTIONAL_COLUMNS, UNKNOWN_FIELDS
-from skyprophet.batch import pandas_engine, sources
+from skyprophet.batch import pandas_engine, sinks, sources
 from skyprophet.batch.contract import MODEL_PARAMS, ScoreInputError, TooManyRejectsError
 from skyprophet.batch.sinks import rejects_uri
 from skyprophet.config import MODEL_NAME, PROJECT_ROOT
@@ -218,6 +223,98 @@ def test_too_many_rejects_fails_keeping_rejects_and_no_output(model_env, schedul
     assert run["status"] == "FAILED" and run["metrics.rejected_rows"] == len(BAD)
 
 
+@pytest.mark.slow
+def test_an_output_in_the_schedule_folder_is_not_read_back_as_flights(model_env, schedule, tmp_path):
+    folder = tmp_path / "season"
+    folder.mkdir()
+    (folder / "schedule.csv").write_bytes(schedule.read_bytes())
+    output = folder / "scores.parquet"
+    for overwrite in (False, True, True):
+        result = score.run(ScoreParams(data=str(folder), output=str(output), overwrite=overwrite))
+        assert (result.rows, result.rejected_rows) == (ROWS, len(BAD)), "the earlier output set read as flights"
+    names = sorted(p.name for p in folder.iterdir())
+    assert names == ["schedule.csv", "scores.parquet", "scores.rejects.parquet", "scores.report.html"], names
+
+
+@pytest.mark.slow
+def test_too_many_rejects_over_an_earlier_output_leaves_only_this_runs_rejects(model_env, schedule, tmp_path):
+    output = tmp_path / "scores.parquet"
+    score.run(ScoreParams(data=str(schedule), output=str(output)))
+    assert output.exists() and (tmp_path / "scores.report.html").exists()
+    with pytest.raises(TooManyRejectsError):
+        score.run(ScoreParams(data=str(schedule), output=str(output), overwrite=True, max_reject_fraction=0.001))
+    left = sorted(p.name for p in tmp_path.iterdir())
+    assert left == ["schedule.csv", "scores.rejects.parquet"], "an earlier run's scores beside this run's rejects"
+
+
+@pytest.mark.slow
+def test_a_run_that_finds_its_output_taken_at_the_end_takes_back_what_it_published(
+    model_env, schedule, tmp_path, monkeypatch
+):
+    """Two runs on one output: the check at the start passes for both; the second to publish must not mix the files."""
+    output = tmp_path / "scores.parquet"
+    other = tmp_path / "scores.report.html"
+    write_report = score.report.write_and_log
+
+    def another_run_publishes_meanwhile(*args, **kwargs):
+        page = write_report(*args, **kwargs)
+        other.write_text("the other run's report")  # the last file this run publishes: the first two go first
+        return page
+
+    monkeypatch.setattr(score.report, "write_and_log", another_run_publishes_meanwhile)
+    with pytest.raises(ScoreInputError, match=r"scores.report.html appeared while this run was working"):
+        score.run(ScoreParams(data=str(schedule), output=str(output)))
+    left = sorted(p.name for p in tmp_path.iterdir())
+    assert left == ["schedule.csv", "scores.report.html"], left
+    assert other.read_text() == "the other run's report"
+
+
+@pytest.mark.slow
+def test_an_output_where_nothing_can_be_written_is_refused_before_any_work(model_env, schedule):
+    with pytest.raises(ScoreInputError, match=r"output /proc/scores.parquet: cannot write in /proc"):
+        score.run(ScoreParams(data=str(schedule), output="/proc/scores.parquet"))
+
+
+@pytest.mark.slow
+def test_sigterm_stops_a_run_like_ctrl_c_leaving_nothing(registered_model, tmp_path):
+    """Python's default SIGTERM ended the step where it stood: a partial file, blocked workers, a RUNNING run."""
+    data = tmp_path / "season.csv"
+    pd.concat([schedule_frame()] * 150, ignore_index=True).to_csv(data, index=False)  # 120,000 rows
+    out = tmp_path / "out"
+    out.mkdir()
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    env = process_env({**registered_model["env"], "TMPDIR": str(scratch)})
+    command = score_command(str(data), str(out / "scores.parquet"), chunk_rows=500, max_reject_fraction=1)
+    log = tmp_path / "score.log"
+    with open(log, "w") as handle:
+        step = subprocess.Popen(command, cwd=PROJECT_ROOT, env=env, stdout=handle, stderr=subprocess.STDOUT,
+                                start_new_session=True)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 300
+        while "worker processes" not in log.read_text() and step.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        time.sleep(1.0)  # batches in flight in the workers
+        assert step.poll() is None, f"the run ended before the signal:\n{log.read_text()[-3000:]}"
+        step.send_signal(signal.SIGTERM)
+        assert step.wait(timeout=60) == 128 + signal.SIGTERM, log.read_text()[-3000:]
+        assert "score stopped by SIGTERM: nothing of this run was published" in log.read_text()
+        deadline = time.monotonic() + 10
+        while group_members(step.pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not group_members(step.pid), "the step's worker processes outlived it"
+        assert list(out.iterdir()) == [] and list(scratch.iterdir()) == [], (
+            list(out.iterdir()),
+            list(scratch.iterdir()),
+        )
+        client = mlflow.MlflowClient(registered_model["env"]["MLFLOW_TRACKING_URI"])
+        run_id = re.search(r"score: run ([0-9a-f]{32})", log.read_text()).group(1)
+        assert client.get_run(run_id).info.status in ("FAILED", "KILLED")
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(step.pid, signal.SIGKILL)
+
+
 # ------------------------------------------------------------------ bad input
 
 
@@ -237,6 +334,11 @@ def _write(path: Path, text: str) -> Path:
         ("empty_folder", r"folder without .csv or .parquet files"),
         ("not_parquet", r"broken.parquet: cannot read as Parquet"),
         ("output_exists", r"output .*taken.parquet exists; remove it or pass overwrite=true"),
+        ("duplicate_column", r"dup.csv: column\(s\) \['Des-I'\] appear more than once"),
+        ("duplicate_column_parquet", r"dup.parquet: column\(s\) \['Des-I'\] appear more than once"),
+        ("a_link_to_a_file_read_already", r"folder/z.csv is the same file as .*folder/a.csv \(a link\)"),
+        ("a_folder_link_that_loops_back", r"is the same file as .*folder/a.csv \(a link\)"),
+        ("max_reject_fraction_nan", r"max_reject_fraction nan: expected 0 to 1"),
     ],
 )
 def test_bad_input_names_the_file_and_leaves_no_output(model_env, schedule, tmp_path, case, pattern):
@@ -258,12 +360,32 @@ def test_bad_input_names_the_file_and_leaves_no_output(model_env, schedule, tmp_
         data.mkdir()
     elif case == "not_parquet":
         data = _write(tmp_path / "broken.parquet", "PAR1 not really")
+    elif case == "duplicate_column":  # pandas would read the first Des-I, silently
+        data = tmp_path / "dup.csv"
+        doubled = frame.copy()
+        doubled.insert(len(doubled.columns), "Des-I", "XXXX", allow_duplicates=True)
+        doubled.to_csv(data, index=False)
+    elif case == "duplicate_column_parquet":  # Arrow keeps both; selecting the column raised a KeyError
+        table = pa.Table.from_pandas(frame, preserve_index=False)
+        data = tmp_path / "dup.parquet"
+        pq.write_table(table.append_column("Des-I", table.column("Des-I")), data)
+    elif case in ("a_link_to_a_file_read_already", "a_folder_link_that_loops_back"):
+        data = tmp_path / "folder"
+        data.mkdir()
+        (data / "a.csv").write_bytes(schedule.read_bytes())
+        if case == "a_link_to_a_file_read_already":
+            (data / "z.csv").symlink_to(data / "a.csv")
+        else:
+            (data / "loop").symlink_to(".")
+    elif case == "max_reject_fraction_nan":
+        data = schedule
     else:
         data = schedule
         output = output.with_name("taken.parquet")
         output.write_bytes(b"earlier scores")
+    fraction = float("nan") if case == "max_reject_fraction_nan" else ScoreParams().max_reject_fraction
     with pytest.raises(ScoreInputError, match=pattern):
-        score.run(ScoreParams(data=str(data), output=str(output)))
+        score.run(ScoreParams(data=str(data), output=str(output), max_reject_fraction=fraction))
     left = sorted(p.name for p in output.parent.iterdir())
     assert left == (["taken.parquet"] if case == "output_exists" else []), left
     if case == "output_exists":
@@ -346,6 +468,42 @@ def test_spark_local2_gives_the_pandas_output(model_env, registered_model, sched
 
 
 # ------------------------------------------------------------------ gs:// in and out
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+def test_gs_publish_without_overwrite_asks_gcs_to_create_only(gcs_emulator, tmp_path, monkeypatch):
+    """The create-only upload (if_generation_match=0) that keeps two runs on one gs:// output from mixing files.
+
+    The emulator ignores preconditions, so GCS's answer to a taken name (412, PreconditionFailed) is
+    played by a stand-in for the upload; the upload itself, without the precondition, is real.
+    """
+    from google.api_core.exceptions import PreconditionFailed
+    from google.cloud.storage import Blob
+
+    for key, value in gcs_emulator.env.items():
+        monkeypatch.setenv(key, value)
+    bucket = gcs_emulator.client().create_bucket("taken")
+    mine = tmp_path / "mine.parquet"
+    mine.write_bytes(b"this run's scores")
+    upload = Blob.upload_from_filename
+    asked = []
+
+    def as_gcs_answers(blob, filename, *args, if_generation_match=None, **kwargs):
+        asked.append((blob.name, if_generation_match))
+        if if_generation_match == 0 and blob.name == "out/scores.parquet":
+            raise PreconditionFailed("At least one of the pre-conditions you specified did not hold.")
+        return upload(blob, filename, *args, **kwargs)
+
+    monkeypatch.setattr(Blob, "upload_from_filename", as_gcs_answers)
+    with pytest.raises(ScoreInputError, match=r"gs://taken/out/scores.parquet appeared while this run was working"):
+        sinks.publish(mine, "gs://taken/out/scores.parquet", overwrite=False)
+    sinks.publish(mine, "gs://taken/out/new.parquet", overwrite=False)
+    assert bucket.blob("out/new.parquet").download_as_bytes() == b"this run's scores" and not mine.exists()
+    mine.write_bytes(b"again")
+    sinks.publish(mine, "gs://taken/out/new.parquet", overwrite=True)
+    assert asked == [("out/scores.parquet", 0), ("out/new.parquet", 0), ("out/new.parquet", None)]
+    assert bucket.blob("out/new.parquet").download_as_bytes() == b"again"
 
 
 @pytest.mark.slow
