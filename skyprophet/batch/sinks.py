@@ -158,7 +158,7 @@ class ParquetSink:
         if self.writer is None:
             self.writer = pq.ParquetWriter(self.path, table.schema.remove_metadata())
         if table.schema != self.writer.schema:
-            table = table.cast(self.writer.schema)
+            table = conform(table, self.writer.schema)
         self.writer.write_table(table)
 
     def close(self, empty: pd.DataFrame) -> None:
@@ -173,6 +173,39 @@ class ParquetSink:
             with contextlib.suppress(Exception):
                 self.writer.close()
         self.path.unlink(missing_ok=True)
+
+
+def _text(kind: pa.DataType) -> bool:
+    return pa.types.is_string(kind) or pa.types.is_large_string(kind)
+
+
+def conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    """A later batch in the first batch's types (one type per column in a Parquet file), or a refusal naming it.
+
+    The types of one file's batches agree; those of a folder's files may not (``Vlo-I`` int64 in a
+    Parquet file, text in a CSV). Whole numbers become their text; a cast that fails, or that would
+    write a time or a fraction as text, is refused: the output keeps the input's values as given.
+    """
+    for field in schema:
+        given = table.schema.field(field.name).type
+        if given == field.type or pa.types.is_null(given):
+            continue
+        if _text(field.type) and not (_text(given) or pa.types.is_dictionary(given) or pa.types.is_integer(given)):
+            raise _mixed(field.name, field.type, given)
+        try:
+            table = table.set_column(
+                table.schema.get_field_index(field.name), field.name, table.column(field.name).cast(field.type)
+            )
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
+            raise _mixed(field.name, field.type, given) from None
+    return table.select(schema.names).cast(schema)
+
+
+def _mixed(column: str, first: pa.DataType, later: pa.DataType) -> ScoreInputError:
+    return ScoreInputError(
+        f"column {column}: the schedule's files give it as {first} and as {later}; the output keeps one type "
+        "per column (the values as given): write every file of the schedule with the same types"
+    )
 
 
 def empty_frame(columns: list[str], extra: dict[str, str]) -> pd.DataFrame:

@@ -315,6 +315,42 @@ def test_sigterm_stops_a_run_like_ctrl_c_leaving_nothing(registered_model, tmp_p
             os.killpg(step.pid, signal.SIGKILL)
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("engine", ["pandas", "spark"])
+def test_a_folder_whose_files_give_a_column_other_types_is_refused_naming_it(model_env, schedule, tmp_path, engine):
+    """The output is one Parquet file of the values as given: a later file's times were written as text, or a crash."""
+    frame = pd.read_csv(schedule, dtype=str, keep_default_na=False)
+    half = len(frame) // 2
+    numbers = frame.head(half).assign(**{"Vlo-I": frame["Vlo-I"].head(half).str.strip().str.split(".").str[0]})
+    numbers = numbers[numbers["Vlo-I"].str.fullmatch(r"\d+")].astype({"Vlo-I": "int64"})
+    times = frame.tail(half).assign(**{"Fecha-I": pd.to_datetime(frame["Fecha-I"].tail(half), errors="coerce")})
+    cases = {
+        "letters after numbers": ([("a.parquet", numbers), ("b.csv", frame.tail(half).assign(**{"Vlo-I": "LA1287"}))],
+                                  r"column Vlo-I: the schedule's files give it as int64 and as (large_)?string"),
+        "times after text": ([("a.csv", frame.head(half)), ("b.parquet", times.dropna(subset=["Fecha-I"]))],
+                             r"column Fecha-I: the schedule's files give it as (large_)?string and as timestamp"),
+        "numbers after text": ([("a.csv", frame.head(half)), ("b.parquet", numbers)], None),
+    }  # fmt: skip
+    for name, (files, refusal) in cases.items():
+        folder = tmp_path / name.replace(" ", "-")
+        folder.mkdir()
+        for file_name, part in files:
+            if file_name.endswith(".csv"):
+                part.to_csv(folder / file_name, index=False)
+            else:
+                part.to_parquet(folder / file_name, index=False)
+        output = tmp_path / f"{folder.name}.parquet"
+        params = ScoreParams(data=str(folder), output=str(output), engine=engine, spark_master="local[2]")
+        if refusal is None:
+            result = score.run(params)
+            written = pd.read_parquet(output)
+            assert result.rows == sum(len(part) for _, part in files) and written["Vlo-I"].dtype != "int64", name
+            continue
+        with pytest.raises(ScoreInputError, match=refusal):
+            score.run(params)
+        assert not output.exists() and not Path(rejects_uri(str(output))).exists(), name
+
+
 # ------------------------------------------------------------------ bad input
 
 
