@@ -20,13 +20,16 @@ and the ``skyprophet.batch`` modules ``scoring``, ``tally``, ``sources`` and ``c
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import sys
+import tempfile
 import time
 import uuid
 import zipfile
+from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
@@ -67,8 +70,12 @@ def code_archive(workdir: Path) -> Path:
     return archive
 
 
-def spark_session(master: str, chunk_rows: int):
-    """A SparkSession on ``master`` whose Python workers run this interpreter (``PYSPARK_PYTHON``)."""
+def spark_session(master: str, chunk_rows: int, scratch: Path | None = None):
+    """A SparkSession on ``master`` whose Python workers run this interpreter (``PYSPARK_PYTHON``).
+
+    On ``local[N]`` the workers' temporary files (MLflow's copy of the model, one per worker) go to
+    ``scratch``, the run's own folder, deleted with it; on a cluster, to the nodes' own.
+    """
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     # One XGBoost thread per Spark task: the tasks already use every core.
     os.environ.setdefault("SKYPROPHET_BATCH_NTHREAD", "1")
@@ -85,7 +92,20 @@ def spark_session(master: str, chunk_rows: int):
         "spark.executorEnv.PYSPARK_PYTHON": os.environ["PYSPARK_PYTHON"],
     }.items():
         builder = builder.config(key, value)
+    if scratch is not None and master.startswith("local"):
+        builder = builder.config("spark.executorEnv.TMPDIR", str(scratch))
     return builder.getOrCreate()
+
+
+@contextlib.contextmanager
+def temporary_files_in(folder: Path) -> Iterator[None]:
+    """Python's temporary files (``tempfile``) in ``folder`` meanwhile: MLflow's model archive for Spark goes there."""
+    previous = tempfile.tempdir
+    tempfile.tempdir = str(folder)
+    try:
+        yield
+    finally:
+        tempfile.tempdir = previous
 
 
 def work_units(checked: dict[str, tuple], columns: list[str], parallelism: int) -> list[dict]:
@@ -182,7 +202,11 @@ def score_spark(
     if master:
         require_gs_on_a_cluster(master, uris, output.uri)  # before the JVM starts, when the master is named
     # The JVM starts (about 5 s) while this thread fetches the model and zips the code.
-    starting = ThreadPoolExecutor(1, thread_name_prefix="spark-start").submit(spark_session, master, chunk_rows)
+    scratch = workdir / "spark-tmp"
+    scratch.mkdir(parents=True, exist_ok=True)
+    starting = ThreadPoolExecutor(1, thread_name_prefix="spark-start").submit(
+        spark_session, master, chunk_rows, scratch
+    )
     spark = staging = None
     try:
         local_model = model_uri
@@ -192,7 +216,8 @@ def score_spark(
         spark = starting.result()
         require_gs_on_a_cluster(spark.sparkContext.master, uris, output.uri)  # e.g. spark-submit's own master
         spark.sparkContext.addPyFile(str(code))
-        archive = SparkModelCache.add_local_model(spark, local_model)
+        with temporary_files_in(scratch):  # MLflow zips the model with tempfile, in /tmp otherwise
+            archive = SparkModelCache.add_local_model(spark, local_model)
         units = work_units(checked, columns, spark.sparkContext.defaultParallelism)
         # One partition per unit, numbered by the JVM (no Python worker needed to make the rows).
         numbers = spark.range(0, len(units), 1, numPartitions=len(units))

@@ -477,7 +477,12 @@ def test_spark_local2_gives_the_pandas_output(model_env, registered_model, sched
     env = registered_model["env"]
     pandas_out, spark_out = tmp_path / "pandas.parquet", tmp_path / "spark.parquet"
     run_score(env, str(schedule), str(pandas_out), chunk_rows=256)
-    run_score(env, str(schedule), str(spark_out), engine="spark", spark_master="local[2]", chunk_rows=256)
+    scratch = tmp_path / "tmp"  # the step's TMPDIR: what Python (and MLflow) leave there is left behind
+    scratch.mkdir()
+    spark_env = {**env, "TMPDIR": str(scratch)}
+    run_score(spark_env, str(schedule), str(spark_out), engine="spark", spark_master="local[2]", chunk_rows=256)
+    assert list(scratch.iterdir()) == [], "MLflow's model archive and its copies per worker were left in /tmp"
+    scratch.rmdir()
     assert_scored_schedule(spark_out, registered_model["model_uri"])
     # The same rows in the same order, with the same Arrow types: both engines read with one reader.
     for kind in ("", ".rejects"):
