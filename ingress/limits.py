@@ -197,7 +197,8 @@ def check_rows(kind: str, body: bytes, limits: Limits) -> None:
     elif kind == JSON:
         check_json_text(body)
         many = body.count(b",") + 1 > limits.rows  # fewer commas: no list of more values
-        if not many and body.count(b"[") + body.count(b"{") <= MAX_JSON_DEPTH:  # fewer brackets: no deeper
+        small = len(body) <= SMALL_BODY_BYTES  # a bigger body has more brackets anyway: not counted
+        if not many and small and body.count(b"[") + body.count(b"{") <= MAX_JSON_DEPTH:  # none deeper
             return
         skeleton = json_skeleton(body)
         depth = json_depth(skeleton)
@@ -215,7 +216,10 @@ def check_rows(kind: str, body: bytes, limits: Limits) -> None:
 MAX_JSON_DEPTH = 32
 # Python reads no longer integer (sys.get_int_max_str_digits: a ValueError, a 500 from MLflow); no field is as long.
 MAX_DIGITS = 4_300
+_DIGITS = b"0123456789"
 _DIGITS_AS_ZERO = bytes(48 if 48 <= b <= 57 else 120 for b in range(256))  # digits -> "0", the rest -> "x"
+# Below this a body's brackets are counted before its depth is measured (a few microseconds).
+SMALL_BODY_BYTES = 64 << 10
 
 
 def check_json_text(body: bytes) -> None:
@@ -223,8 +227,27 @@ def check_json_text(body: bytes) -> None:
     encoding = json.detect_encoding(body[:4])
     if not encoding.startswith("utf-8"):
         raise Refused(400, f"the JSON body is {encoding}: send it as UTF-8")
-    if len(body) > MAX_DIGITS and b"0" * (MAX_DIGITS + 1) in body.translate(_DIGITS_AS_ZERO):
+    if _digit_run(body, MAX_DIGITS):
         raise Refused(400, f"the JSON body has a run of more than MAX_DIGITS={MAX_DIGITS:,} digits")
+
+
+def _digit_run(body: bytes, limit: int) -> bool:
+    """Whether ``body`` holds more than ``limit`` digits in a row, looking at one byte in ``limit``.
+
+    A run of more than ``limit`` bytes covers a multiple of ``limit``, and reaches at least half its
+    length to one side of it: a digit there whose halves both hold another byte is no such run.
+    """
+    half = limit // 2 + 1
+    for at in range(0, len(body), limit):
+        if body[at] not in _DIGITS:
+            continue
+        after, before = body[at : at + half], body[max(0, at - half + 1) : at + 1]
+        if after.translate(None, _DIGITS) and before.translate(None, _DIGITS):
+            continue  # another byte on each side within half the limit: the run through here is shorter
+        window = body[max(0, at - limit) : at + limit + 1].translate(_DIGITS_AS_ZERO)
+        if max(map(len, window.split(b"x"))) > limit:
+            return True
+    return False
 
 
 def json_depth(skeleton: np.ndarray) -> int:

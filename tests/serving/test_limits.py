@@ -200,6 +200,19 @@ def test_content_type_parameters_headers_and_json_text_are_checked_as_mlflow_wou
         limits.check_rows(limits.JSON, b'{"inputs": [' + b"9" * (digits + 1) + b"]}", DEFAULTS)
 
 
+def test_the_digit_run_check_looking_at_one_byte_in_the_limit_matches_a_full_scan():
+    rng = random.Random(5)
+    for _ in range(3_000):
+        limit = rng.choice([5, 10, 43, 100])
+        pieces = []
+        while sum(map(len, pieces)) < 600:
+            run = rng.choice([1, 2, limit - 1, limit, limit + 1, 2 * limit, rng.randint(1, 3 * limit)])
+            pieces.append(b"7" * run if rng.random() < 0.6 else rng.choice([b"a", b" ,", b'"x"', b"[]", b"{", b"x"]))
+        body = b"".join(pieces)[: rng.randint(0, 600)]
+        longest = max((len(run) for run in re.split(rb"[^0-9]", body)), default=0)
+        assert limits._digit_run(body, limit) == (longest > limit), (limit, body)
+
+
 def forged_num_rows(parquet: bytes, rows: int) -> bytes:
     """The Parquet file with its footer's total ``num_rows`` (FileMetaData field 3) set to ``rows``; row groups kept.
 
