@@ -176,13 +176,16 @@ def check_rows(kind: str, body: bytes, limits: Limits) -> None:
             raise Refused(400, f"body is not a Parquet file ({PARQUET}): {str(err)[:200]}") from None
         groups = [metadata.row_group(i) for i in range(metadata.num_row_groups)]
         # The footer's total and each row group's count are written apart: a forged total must not hide rows.
-        rows = max(metadata.num_rows, sum(group.num_rows for group in groups))
+        # A list column holds many values in one row: its values count (a flight's columns hold one each).
+        values = [sum(g.column(c).num_values for g in groups) for c in range(metadata.num_columns)]
+        rows = max(metadata.num_rows, sum(group.num_rows for group in groups), *values)
         decoded = sum(
             max(group.total_byte_size, sum(group.column(c).total_uncompressed_size for c in range(group.num_columns)))
             for group in groups
         )
         if rows > limits.rows:
-            raise Refused(413, f"Parquet body of {rows:,} rows exceeds the limit of {limits.rows:,} ({MAX_ROWS.env})")
+            what = f"Parquet body of {rows:,} rows (or values of one column)"
+            raise Refused(413, f"{what} exceeds the limit of {limits.rows:,} ({MAX_ROWS.env})")
         if decoded > limits.decoded_bytes:
             raise Refused(
                 413,
@@ -190,7 +193,9 @@ def check_rows(kind: str, body: bytes, limits: Limits) -> None:
                 f"({MAX_DECODED_BYTES.env})",
             )
     elif kind == CSV:
-        lines = body.count(b"\n") + (0 if body.endswith(b"\n") else 1)
+        # pandas ends a line at \n, \r or \r\n: a body of bare \r has no \n at all.
+        breaks = body.count(b"\n") + body.count(b"\r") - body.count(b"\r\n")
+        lines = breaks + (0 if body.endswith((b"\n", b"\r")) else 1)
         rows = max(lines - 1, 0)  # the header line
         if rows > limits.rows:
             raise Refused(413, f"CSV body of {rows:,} rows exceeds the limit of {limits.rows:,} ({MAX_ROWS.env})")
@@ -433,22 +438,32 @@ class Ingress:
         url = self.upstream + path
         if scope.get("query_string"):
             url += "?" + scope["query_string"].decode("latin-1")
-        for attempt in (1, 2):
+        try:
+            await self.relay(self.session, scope["method"], url, body, outgoing, send)
+            return
+        except ConnectionLost:
+            pass
+        # A kept-alive connection the model server closed (it does after a 500) fails before any answer:
+        # one retry, on a connection of its own (the pool may hold more closed ones). Scoring changes
+        # nothing, so a request the server did receive is only scored twice.
+        async with aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(force_close=True),
+            timeout=aiohttp.ClientTimeout(total=self.timeout),
+            auto_decompress=False,
+        ) as fresh:
             try:
-                await self.relay(scope["method"], url, body, outgoing, send)
-                return
+                await self.relay(fresh, scope["method"], url, body, outgoing, send)
             except ConnectionLost as lost:
-                # A kept-alive connection the model server closed (it does after a 500) fails before any
-                # answer: one retry on a new connection. Scoring changes nothing, so sending twice is safe.
-                if attempt == 2:
-                    message = f"model server at {self.upstream} did not answer: {lost}"[:500]
-                    await respond(send, 502, error_body(message))
+                message = f"model server at {self.upstream} did not answer: {lost}"[:500]
+                await respond(send, 502, error_body(message))
 
-    async def relay(self, method: str, url: str, body: bytes, headers: list, send: Send) -> None:
+    async def relay(
+        self, session: aiohttp.ClientSession, method: str, url: str, body: bytes, headers: list, send: Send
+    ) -> None:
         """One request to the model server, its answer passed back; 502 when it cannot be reached or times out."""
         started = False
         try:
-            async with self.session.request(method, url, data=body, headers=headers, allow_redirects=False) as answer:
+            async with session.request(method, url, data=body, headers=headers, allow_redirects=False) as answer:
                 passed = [
                     (k.lower().encode("latin-1"), v.encode("latin-1"))
                     for k, v in answer.headers.items()

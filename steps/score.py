@@ -29,6 +29,7 @@ import logging
 import signal
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -52,6 +53,7 @@ from skyprophet.batch.sinks import (
     rejects_uri,
     remove,
     report_uri,
+    staged_beside,
 )
 from skyprophet.batch.sources import content_digest, is_gs, list_inputs, local_path, same_file_key
 from skyprophet.batch.spark_engine import score_spark
@@ -177,7 +179,13 @@ def run(params: ScoreParams = ScoreParams()) -> ScoreResult:
                     f"(limit {params.max_reject_fraction:.1%}): {counts['rejected_by_reason']}; see {rejects}"
                 )
             page = report.write_and_log(output, sinks[0].path, data, counts, workdir, name, version)
-            publish_together([(sinks[0].path, output), (sinks[1].path, rejects), (page, report_uri(output))], overwrite)
+            page = staged_beside(page, report_uri(output), workdir)  # the temporary folder may be another disk
+            try:
+                publish_together(
+                    [(sinks[0].path, output), (sinks[1].path, rejects), (page, report_uri(output))], overwrite
+                )
+            finally:
+                page.unlink(missing_ok=True)
         finally:
             for sink in sinks:
                 sink.discard()
@@ -197,8 +205,11 @@ def run(params: ScoreParams = ScoreParams()) -> ScoreResult:
         )
 
 
-class Terminated(Exception):
-    """SIGTERM arrived: the step stops as it does on Ctrl-C (nothing published, the run ended, workers gone)."""
+class Terminated(BaseException):
+    """SIGTERM arrived: the step stops as it does on Ctrl-C (nothing published, the run ended, workers gone).
+
+    A ``BaseException``, as ``KeyboardInterrupt`` is: handlers of ordinary errors must not take it for one.
+    """
 
 
 def _terminate(signum: int, frame: object) -> None:
@@ -214,7 +225,8 @@ def main(argv: list[str] | None = None, exit: Callable[[int], None] = sys.exit) 
     parser = config.argument_parser("score", __doc__)
     args = parser.parse_args(argv)
     tracking.setup_logging()
-    previous = signal.signal(signal.SIGTERM, _terminate)
+    main_thread = threading.current_thread() is threading.main_thread()  # only it may set a handler
+    previous = signal.signal(signal.SIGTERM, _terminate) if main_thread else None
     try:
         run(step_params.parse("score", vars(args)))
     except (ScoreInputError, TooManyRejectsError, ArtifactDigestError) as err:
@@ -224,7 +236,8 @@ def main(argv: list[str] | None = None, exit: Callable[[int], None] = sys.exit) 
         logger.error("score stopped by %s: nothing of this run was published", err)
         exit(128 + signal.SIGTERM)
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        if main_thread:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import uuid
 from pathlib import Path
 
@@ -104,10 +105,18 @@ def publish(local: Path, uri: str, overwrite: bool = True) -> None:
     elif overwrite:
         os.replace(local, local_path(uri))
     else:
+        final = local_path(uri)
         try:
-            os.link(local, local_path(uri))  # fails if the name exists: never replaces
+            os.link(local, final)  # fails if the name exists: never replaces
         except FileExistsError:
             raise _taken(uri) from None
+        except OSError:  # a file system without hard links: claim the name, then move the file onto the claim
+            try:
+                os.close(os.open(final, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+            except FileExistsError:
+                raise _taken(uri) from None
+            os.replace(local, final)
+            return
         local.unlink()
 
 
@@ -129,10 +138,19 @@ def publish_together(files: list[tuple[Path, str]], overwrite: bool) -> None:
         for local, uri in files:
             publish(local, uri, overwrite)
             done.append(uri)
-    except ScoreInputError:
+    except BaseException:  # taken, a failed upload, SIGTERM: no half set is left
         for uri in done:
-            remove(uri)
+            with contextlib.suppress(Exception):
+                remove(uri)
         raise
+
+
+def staged_beside(local: Path, uri: str, workdir: Path) -> Path:
+    """A copy of ``local`` where ``uri``'s file is staged (beside it: one file system, so the move is a rename)."""
+    staged = staging_path(uri, workdir)
+    if staged != local:
+        shutil.copyfile(local, staged)
+    return staged
 
 
 def staging_path(uri: str, workdir: Path) -> Path:
@@ -179,26 +197,31 @@ def _text(kind: pa.DataType) -> bool:
     return pa.types.is_string(kind) or pa.types.is_large_string(kind)
 
 
+def _same_kind(first: pa.DataType, later: pa.DataType) -> bool:
+    """Types a later batch may be cast to without changing a value: nulls, and one family's widths and units."""
+    families = (pa.types.is_integer, pa.types.is_floating, pa.types.is_timestamp, _text)
+    return (
+        pa.types.is_null(later)
+        or any(f(first) and f(later) for f in families)
+        or (_text(first) and pa.types.is_dictionary(later) and _text(later.value_type))
+    )
+
+
 def conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
     """A later batch in the first batch's types (one type per column in a Parquet file), or a refusal naming it.
 
     The types of one file's batches agree; those of a folder's files may not (``Vlo-I`` int64 in a
-    Parquet file, text in a CSV). Whole numbers become their text; a cast that fails, or that would
-    write a time or a fraction as text, is refused: the output keeps the input's values as given.
+    Parquet file, text in a CSV). Only widths and units of one family are cast (and nulls): text to a
+    number or a time, or a number or a time to text, would change values the output keeps as given.
     """
     for field in schema:
         given = table.schema.field(field.name).type
-        if given == field.type or pa.types.is_null(given):
-            continue
-        if _text(field.type) and not (_text(given) or pa.types.is_dictionary(given) or pa.types.is_integer(given)):
+        if given != field.type and not _same_kind(field.type, given):
             raise _mixed(field.name, field.type, given)
-        try:
-            table = table.set_column(
-                table.schema.get_field_index(field.name), field.name, table.column(field.name).cast(field.type)
-            )
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
-            raise _mixed(field.name, field.type, given) from None
-    return table.select(schema.names).cast(schema)
+    try:
+        return table.select(schema.names).cast(schema)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as err:
+        raise ScoreInputError(f"the schedule's files give columns other types: {err}") from None
 
 
 def _mixed(column: str, first: pa.DataType, later: pa.DataType) -> ScoreInputError:

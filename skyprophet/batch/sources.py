@@ -100,8 +100,17 @@ def list_inputs(data: str) -> list[str]:
 
 
 def same_file_key(uri: str) -> str:
-    """What two names of one file have in common: a local file's real path (links followed), a ``gs://`` URI as is."""
-    return uri if is_gs(uri) else os.path.realpath(local_path(uri))
+    """What two names of one file have in common: a local file's device and inode (any link), a ``gs://`` URI as is.
+
+    A local name that does not exist (an output not written yet) is its real path.
+    """
+    if is_gs(uri):
+        return uri
+    try:
+        stat = os.stat(local_path(uri))
+    except OSError:
+        return os.path.realpath(local_path(uri))
+    return f"inode {stat.st_dev}:{stat.st_ino}"
 
 
 def file_digest(uri: str) -> str:
@@ -134,7 +143,7 @@ def content_digest(data: str, uris: list[str]) -> str:
 
 def check_columns(columns: list[str], name: str) -> list[str]:
     """The flight columns present, in the signature's order; refuses a file missing a required one or with one twice."""
-    twice = sorted(c for c, n in collections.Counter(columns).items() if n > 1)
+    twice = sorted(c for c, n in collections.Counter(columns).items() if n > 1 and c in FLIGHT_COLUMNS)
     if twice:  # pandas would read the first, Arrow refuse the file: neither is what the schedule meant
         raise ScoreInputError(f"{name}: column(s) {twice} appear more than once; send each column once")
     missing = [c for c in REQUIRED_COLUMNS if c not in columns]

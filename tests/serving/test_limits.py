@@ -80,7 +80,9 @@ def parquet_bytes(frame: pd.DataFrame) -> bytes:
 def test_a_parquet_body_is_counted_from_its_footer_and_a_csv_body_by_its_lines():
     small = limits.Limits(body_bytes=10**9, rows=10, decoded_bytes=10**9, error_bytes=100)
     limits.check_rows(limits.PARQUET, parquet_bytes(pd.DataFrame([GOOD] * 10)), small)
-    with pytest.raises(limits.Refused, match=r"11 rows exceeds the limit of 10 \(SKYPROPHET_MAX_ROWS\)") as refused:
+    with pytest.raises(
+        limits.Refused, match=r"11 rows \(or values of one column\) exceeds the limit of 10 \(SKYP"
+    ) as refused:
         limits.check_rows(limits.PARQUET, parquet_bytes(pd.DataFrame([GOOD] * 11)), small)
     assert refused.value.status == 413
     tight = limits.Limits(body_bytes=10**9, rows=10**6, decoded_bytes=1_000, error_bytes=100)
@@ -275,13 +277,29 @@ def forged_num_rows(parquet: bytes, rows: int) -> bytes:
     raise ValueError("no num_rows in the footer")
 
 
+def test_a_list_column_and_bare_carriage_returns_count_as_what_pandas_reads():
+    small = limits.Limits(body_bytes=10**9, rows=10, decoded_bytes=10**9, error_bytes=100)
+    listed = parquet_bytes(pd.DataFrame({"Vlo-I": [list(range(50))]}))  # one row, 50 values: a tiny body
+    assert pq.read_metadata(pa.BufferReader(listed)).num_rows == 1
+    with pytest.raises(limits.Refused, match=r"Parquet body of 50 rows \(or values of one column\)"):
+        limits.check_rows(limits.PARQUET, listed, small)
+    for end in (b"\r", b"\n", b"\r\n"):
+        body = b"a,b" + end + (b"1,2" + end) * 11
+        assert len(pd.read_csv(io.BytesIO(body))) == 11
+        with pytest.raises(limits.Refused, match="CSV body of 11 rows"):
+            limits.check_rows(limits.CSV, body, small)
+        limits.check_rows(limits.CSV, b"a,b" + end + (b"1,2" + end) * 10, small)
+
+
 def test_a_forged_parquet_total_does_not_hide_the_row_groups_rows():
     small = limits.Limits(body_bytes=10**9, rows=10, decoded_bytes=10**9, error_bytes=100)
     honest = parquet_bytes(pd.DataFrame([GOOD] * 50))
     forged = forged_num_rows(honest, 1)
     assert pq.read_metadata(pa.BufferReader(forged)).num_rows == 1
     assert pq.read_table(pa.BufferReader(forged)).num_rows == 50, "what pyarrow (and MLflow) decodes"
-    with pytest.raises(limits.Refused, match=r"Parquet body of 50 rows exceeds the limit of 10 \(SKYPROPHET_MAX_ROWS"):
+    with pytest.raises(
+        limits.Refused, match=r"Parquet body of 50 rows \(or values of one column\) exceeds the limit of 10"
+    ):
         limits.check_rows(limits.PARQUET, forged, small)
 
 
