@@ -37,7 +37,8 @@ def test_a_model_that_cannot_be_fetched_stops_the_session_started_beside_it(tmp_
         score_spark(missing, [str(data)], *sinks, "local[1]", 100, tmp_path)
     assert SparkContext._active_spark_context is None  # the session that started meanwhile was stopped
     assert not list(tmp_path.glob("*.parquet"))
-    assert [p.name for p in tmp_path.glob("spark-*")] == ["spark-model"]  # the download's folder; no staging
+    left = sorted(p.name for p in tmp_path.glob("spark-*"))
+    assert left == ["spark-model", "spark-tmp"], left  # the download's folder and the temporary files'; no staging
 
 
 def test_a_cluster_named_by_spark_submit_needs_gs_data_and_output_too():
