@@ -142,8 +142,11 @@ def check_content_type(content_type: str | None) -> str:
     return kind
 
 
-def check_headers(headers: list[tuple[bytes, bytes]]) -> None:
-    """415 for a second Content-Type (this server and MLflow's could each read another) or any Content-Encoding."""
+def check_headers(headers: list[tuple[bytes, bytes]]) -> str | None:
+    """The request's one Content-Type (None without it); 415 for any Content-Encoding, or a second Content-Type.
+
+    With two, this server and MLflow's could each read another.
+    """
     types = [value for name, value in headers if name == b"content-type"]
     if len(types) > 1:
         raise Refused(415, f"{len(types)} Content-Type headers: send one")
@@ -152,6 +155,7 @@ def check_headers(headers: list[tuple[bytes, bytes]]) -> None:
         raise Refused(
             415, f"Content-Encoding {encodings[0][:50].decode('latin-1')!r} is not accepted: send the body as it is"
         )
+    return (types[0].decode("latin-1") or None) if types else None
 
 
 def check_body_size(size: int, limits: Limits, declared: bool) -> None:
@@ -255,12 +259,16 @@ def _digit_run(body: bytes, limit: int) -> bool:
     return False
 
 
-def json_depth(skeleton: np.ndarray) -> int:
-    """How deep the lists and objects of a JSON body's skeleton (``json_skeleton``) nest."""
+def _nesting(skeleton: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Which bytes of a skeleton (``json_skeleton``) open a list or an object, and the depth after each byte."""
     opens = (skeleton == ord("[")) | (skeleton == ord("{"))
     closes = (skeleton == ord("]")) | (skeleton == ord("}"))
-    depth = np.cumsum(opens.astype(np.int32) - closes, dtype=np.int32)
-    return int(depth.max()) if len(depth) else 0
+    return opens, np.cumsum(opens.astype(np.int32) - closes, dtype=np.int32)
+
+
+def json_depth(skeleton: np.ndarray) -> int:
+    """How deep the lists and objects of a JSON body's skeleton (``json_skeleton``) nest."""
+    return int(_nesting(skeleton)[1].max(initial=0))
 
 
 # Every byte but a list's or an object's brackets and the commas between values; the same and quotes.
@@ -306,9 +314,7 @@ def json_rows(body: bytes, skeleton: np.ndarray | None = None) -> int:
     between its opener and the next one.
     """
     skeleton = json_skeleton(body) if skeleton is None else skeleton
-    opens = (skeleton == ord("[")) | (skeleton == ord("{"))
-    closes = (skeleton == ord("]")) | (skeleton == ord("}"))
-    depth = np.cumsum(opens.astype(np.int32) - closes, dtype=np.int32)  # after each byte
+    opens, depth = _nesting(skeleton)
     commas = skeleton == ord(",")
     most = 0
     for level in range(1, int(depth.max(initial=0)) + 1):
@@ -428,8 +434,7 @@ class Ingress:
             raise Refused(404, f"no path {path[:100]!r} here: the model server answers {', '.join(FORWARDED_PATHS)}")
         outgoing = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"] if k not in HOP_BY_HOP]
         if scope["method"] == "POST" and path == SCORED_PATH:
-            check_headers(scope["headers"])
-            kind = check_content_type(dict(scope["headers"]).get(b"content-type", b"").decode("latin-1") or None)
+            kind = check_content_type(check_headers(scope["headers"]))
             outgoing = [(k, kind if k == "content-type" else v) for k, v in outgoing]  # the spelling MLflow reads
             body = await self.read_body(scope, receive)
             check_rows(kind, body, self.limits)
@@ -454,8 +459,11 @@ class Ingress:
             try:
                 await self.relay(fresh, scope["method"], url, body, outgoing, send)
             except ConnectionLost as lost:
-                message = f"model server at {self.upstream} did not answer: {lost}"[:500]
-                await respond(send, 502, error_body(message))
+                await respond(send, 502, self.unanswered(str(lost)))
+
+    def unanswered(self, why: str) -> bytes:
+        """The 502 body when the model server cannot be reached or does not answer."""
+        return error_body(f"model server at {self.upstream} did not answer: {why}"[:500])
 
     async def relay(
         self, session: aiohttp.ClientSession, method: str, url: str, body: bytes, headers: list, send: Send
@@ -485,7 +493,7 @@ class Ingress:
         except (TimeoutError, aiohttp.ClientError) as err:
             if started:
                 raise
-            await respond(send, 502, error_body(f"model server at {self.upstream} did not answer: {err!r}"[:500]))
+            await respond(send, 502, self.unanswered(repr(err)))
 
 
 async def respond(send: Send, status: int, body: bytes, headers: list | None = None) -> None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from pyfunc.clean_values import Columns, text_array
+from pyfunc.clean_values import Columns, hidden_booleans, text_array
 from pyfunc.fields import (
     CATEGORY_COLUMNS,
     FIELD_CAPS,
@@ -65,9 +65,8 @@ def _factorized(column: pd.Series, numbers: bool) -> tuple[np.ndarray, list] | N
     allowed = (str, int) if numbers else (str,)
     if not all(type(v) in allowed for v in values):  # never a bool, float, list, ...
         return None
-    if numbers and (0 in values or 1 in values):  # factorize files True under 1 (equal, same hash)
-        if any(isinstance(v, bool | np.bool_) for v in column.to_numpy()):
-            return None
+    if numbers and hidden_booleans(column.to_numpy(), values):
+        return None
     return codes, values
 
 

@@ -11,7 +11,7 @@ Nothing is normalised or cached before every value passed its type, cap and rang
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Collection, Iterable, Mapping
 
 import numpy as np
 import pandas as pd
@@ -136,15 +136,18 @@ def _check_text(column: str, values: list, dtype: object, distinct: set | None) 
         raise InvalidFlightsError(column, f"expected text, got {', '.join(found)} ({example_rows(wrong, values)})")
 
 
-def _booleans(values: list, distinct: set) -> bool:
-    """Whether a ``True`` or ``False`` hides among the values: a set keeps one of ``1`` and ``True`` (equal)."""
+def hidden_booleans(values: Iterable, distinct: Collection) -> bool:
+    """Whether a ``True`` or ``False`` hides among the values (0 or 1 among the distinct ones, then a scan).
+
+    A set, or ``pd.factorize``, keeps one of ``1`` and ``True`` (equal, one hash): the distinct values may not show it.
+    """
     return (0 in distinct or 1 in distinct) and any(isinstance(v, bool | np.bool_) for v in values)
 
 
 def _check_flight_numbers(values: list, distinct: set | None) -> None:
     """Text or a whole JSON number (``226``, ``226.0``); never a list, object, boolean or ``226.5``."""
     plain = distinct is not None and all(type(v) is str or type(v) is int for v in distinct)
-    if plain and not _booleans(values, distinct):
+    if plain and not hidden_booleans(values, distinct):
         return
     wrong = [
         i for i, v in enumerate(values) if not isinstance(v, (str, *_NUMBER_TYPES)) or isinstance(v, bool | np.bool_)

@@ -55,7 +55,7 @@ from skyprophet.batch.sinks import (
     report_uri,
     staged_beside,
 )
-from skyprophet.batch.sources import content_digest, is_gs, list_inputs, local_path, same_file_key
+from skyprophet.batch.sources import content_digest, is_gs, list_inputs, local_path
 from skyprophet.batch.spark_engine import score_spark
 from skyprophet.batch.tally import Tally
 from skyprophet.mlops import registry, tracking
@@ -109,17 +109,6 @@ def _log_summary(tally: Tally, counts: dict, workdir: Path) -> None:
     mlflow.log_artifacts(str(folder), "summary")
 
 
-def without_output_set(uris: list[str], output: str) -> list[str]:
-    """A folder's files but this run's own output set (an earlier run's scores, rejects and report are no flights)."""
-    own = {same_file_key(uri) for uri in output_set(output)}
-    kept = [uri for uri in uris if same_file_key(uri) not in own]
-    if not kept:
-        raise ScoreInputError(f"the schedule is the output itself ({output}): give another output")
-    if len(kept) < len(uris):
-        logger.info("score: %d file(s) of the output set left out of the schedule", len(uris) - len(kept))
-    return kept
-
-
 def run(params: ScoreParams = ScoreParams()) -> ScoreResult:
     """Score ``data`` with ``model_uri`` into ``output`` inside one MLflow run (see the module docstring)."""
     data, output, engine, chunk_rows = params.data, params.output, params.engine, params.chunk_rows
@@ -142,7 +131,7 @@ def run(params: ScoreParams = ScoreParams()) -> ScoreResult:
         )
         check_output(output, overwrite)
         rejects = rejects_uri(output)
-        uris = without_output_set(list_inputs(data), output)
+        uris = list_inputs(data, leave_out=output_set(output))
         logger.info("score: %d file(s) from %s with %s on %s", len(uris), data, uri, engine)
         sinks = (ParquetSink(output, workdir), ParquetSink(rejects, workdir))
         try:

@@ -13,8 +13,9 @@ from __future__ import annotations
 import base64
 import collections
 import hashlib
+import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
@@ -26,6 +27,8 @@ import pyarrow.parquet as pq
 from pyfunc.schema import REQUIRED_COLUMNS
 from skyprophet.batch.contract import FLIGHT_COLUMNS, ScoreInputError
 from skyprophet.storage import gcs_client, gcs_filesystem, sha256_of, split_gs_uri
+
+logger = logging.getLogger("skyprophet.score")
 
 SUFFIXES = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
 CSV_BLOCK_BYTES = 8 << 20  # pyarrow's CSV read block: bounded memory, few calls
@@ -69,15 +72,20 @@ def _ignored(path: str, folder: str) -> bool:
     return any(part.startswith(IGNORED_PREFIXES) for part in parts)
 
 
-def list_inputs(data: str) -> list[str]:
-    """The schedule files of ``data``: the file itself, or a folder's ``*.csv`` / ``*.parquet`` (sorted)."""
+def list_inputs(data: str, leave_out: Iterable[str] = ()) -> list[str]:
+    """The schedule files of ``data``: the file itself, or a folder's ``*.csv`` / ``*.parquet`` (sorted).
+
+    ``leave_out``: files that are no flights wherever they are (the run's own output set: an earlier
+    run's scores, rejects and report in the schedule's folder). Each file is read once: one reached
+    again through a link, or through a folder link that loops back, is refused.
+    """
     if not data:
         raise ScoreInputError("no schedule given: pass data=<CSV or Parquet file or folder; path, file:// or gs://>")
     try:
         filesystem, path = filesystem_path(data)
         info = filesystem.get_file_info(path)
         if info.type == pafs.FileType.File:
-            return [f"gs://{path}" if is_gs(data) else path]
+            return _read_once([f"gs://{path}" if is_gs(data) else path], data, leave_out)
         if info.type == pafs.FileType.NotFound:
             raise ScoreInputError(f"{data}: no such file or folder")
         found = filesystem.get_file_info(pafs.FileSelector(path, recursive=True))
@@ -88,15 +96,30 @@ def list_inputs(data: str) -> list[str]:
     )
     if not files:
         raise ScoreInputError(f"{data}: folder without .csv or .parquet files")
-    uris = [f"gs://{f}" for f in files] if is_gs(data) else files
+    return _read_once([f"gs://{f}" for f in files] if is_gs(data) else files, data, leave_out)
+
+
+def _read_once(uris: list[str], data: str, leave_out: Iterable[str]) -> list[str]:
+    """``list_inputs``' files but those to leave out; refused if one is reached twice (each name looked up once)."""
+    leave_out = list(leave_out)
+    skipped = {same_file_key(uri) for uri in leave_out}
     seen: dict[str, str] = {}
-    for uri in uris:  # a link to a file read already, or a folder link that loops back: flights read twice
-        first = seen.setdefault(same_file_key(uri), uri)
-        if first != uri:
+    kept = []
+    for uri in uris:
+        key = same_file_key(uri)
+        if key in skipped:
+            continue
+        first = seen.setdefault(key, uri)
+        if first != uri:  # a link to a file read already, or a folder link that loops back: flights read twice
             raise ScoreInputError(
                 f"{data}: {uri} is the same file as {first} (a link); each file of a schedule is read once"
             )
-    return uris
+        kept.append(uri)
+    if not kept:
+        raise ScoreInputError(f"the schedule is the output itself ({leave_out[0]}): give another output")
+    if len(kept) < len(uris):
+        logger.info("score: %d file(s) of the output set left out of the schedule", len(uris) - len(kept))
+    return kept
 
 
 def same_file_key(uri: str) -> str:
